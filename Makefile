@@ -1,0 +1,30 @@
+# The two commands of the README. Both set up what is missing (venv, project, Fashion-MNIST) first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA := /usr/share/datasets/fashion-mnist
+export RAY_AUTH_MODE ?= disabled
+
+.PHONY: search test setup data
+
+search: setup data
+	$(PY) -m model.train preset=seed epochs=2 subset=5000 val_size=2000
+
+test: setup data
+	$(PY) -m pytest -q
+
+setup: $(VENV)/.installed
+
+# Reinstalls only when pyproject.toml changes. pip (not uv) so torch comes from the local wheel cache.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# Debian's dataset-fashion-mnist, unless the data is already there (or FASHION_MNIST_DIR points at it).
+data:
+	@if [ -n "$$FASHION_MNIST_DIR" ] || [ -f $(DATA)/train-images-idx3-ubyte.gz ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "Fashion-MNIST not found: install Debian's dataset-fashion-mnist or set FASHION_MNIST_DIR"; fi

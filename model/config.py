@@ -1,0 +1,164 @@
+"""One frozen, flat configuration for a whole training run: network, augmentation, optimisation.
+
+Flat on purpose: every field is a search-space key, a `key=value` override on the command line
+and a typed column in the result tables, under the same name. Tuples (per-block filter counts)
+travel as text ("64,128") wherever a scalar is required: search spaces, Parquet, the CLI.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, fields, replace
+
+ACTIVATIONS = ("relu", "gelu", "silu", "elu")
+IMAGE_SIZE = 28  # Fashion-MNIST images are 28x28, one channel
+BATCHNORM = ("none", "every", "block", "single")  # after every conv / once per block / one layer mid-network
+BN_ORDER = ("post", "pre")  # BatchNorm after the activation (Keras Conv2D(activation=...)+BN) or before it
+PADDING = ("valid", "same")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "onecycle")
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- network -------------------------------------------------------------------------
+    filters: tuple[int, ...] = (64, 128)  # conv channels per block; one 2x2 max-pool closes each block
+    convs_per_block: int = 2  # the report stacks two 3x3 convs before each pool
+    kernel_size: int = 3  # odd, so "same" padding is symmetric
+    padding: str = "valid"  # the report's convs shrink 28->26->24: "valid"
+    batchnorm: str = "every"  # where BatchNorm goes: none / every conv / end of each block / single mid-network
+    bn_order: str = "post"  # "post": conv -> act -> BN (the report's Keras layout); "pre": conv -> BN -> act
+    activation: str = "relu"
+    block_dropout: float = 0.25  # dropout after each pool (the report: .25)
+    dense: int = 256  # hidden dense width; 0 = global-average-pool head straight into the 10 logits
+    dense_dropout: float = 0.5  # before the last layer (the report: .5)
+    # --- augmentation: effective value = strength * knob; knobs are the report's settings --
+    strength: float = 1.0  # 0 = exactly no augmentation, 1 = the report's augmentation
+    rotation: float = 15.0  # degrees, max |angle|
+    shift: float = 0.1  # fraction of the image side, max |shift| in x and y
+    shear: float = 10.0  # degrees, max |shear| along x
+    zoom: float = 0.1  # fraction, scale drawn from [1 - zoom, 1 + zoom]
+    flip: float = 0.5  # probability of a horizontal mirror
+    erasing: float = 0.0  # probability of random erasing (the report's future work; off at 1.0 strength)
+    # --- optimisation --------------------------------------------------------------------
+    optimizer: str = "adam"
+    lr: float = 5e-4  # peak learning rate (the report: Adam 5e-4 at batch 64)
+    weight_decay: float = 0.0  # L2 for adam/sgd, decoupled for adamw
+    momentum: float = 0.9  # SGD (Nesterov) only
+    batch_size: int = 64  # the report's batch size; larger batches run faster on a GPU
+    label_smoothing: float = 0.0
+    schedule: str = "constant"  # lr over the run's epochs: constant / cosine to 0 / one-cycle
+    epochs: int = 30  # schedule length; a search sets it to max_epochs so every rung sees one schedule
+    seed: int = 0  # weights, batch order and augmentation draws
+
+    def __post_init__(self) -> None:
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("batchnorm", self.batchnorm, BATCHNORM)
+        _check_choice("bn_order", self.bn_order, BN_ORDER)
+        _check_choice("padding", self.padding, PADDING)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        if not self.filters or any(f < 1 for f in self.filters):
+            raise ValueError(f"filters={self.filters!r}: give one positive channel count per block, e.g. 64,128")
+        for name in ("convs_per_block", "batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size={self.kernel_size}: must be odd and positive (1, 3, 5, ...)")
+        if self.dense < 0:
+            raise ValueError(f"dense={self.dense}: must be >= 0 (0 means a global-average-pool head)")
+        for name in ("block_dropout", "dense_dropout", "flip", "erasing", "label_smoothing", "strength"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}={getattr(self, name)}: must lie in [0, 1]")
+        if self.block_dropout == 1.0 or self.dense_dropout == 1.0:
+            raise ValueError("a dropout rate of 1.0 zeroes every activation: use a value below 1")
+        for name in ("rotation", "shift", "shear", "zoom", "lr", "weight_decay", "momentum"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")
+        if self.lr == 0:
+            raise ValueError("lr=0: the learning rate must be positive")
+        if self.zoom >= 1:
+            raise ValueError(f"zoom={self.zoom}: must be below 1 (scale is drawn from [1 - zoom, 1 + zoom])")
+        if self.shift > 0.5:
+            raise ValueError(f"shift={self.shift}: must be at most 0.5 (a fraction of the image side)")
+        self.feature_side()
+
+    def feature_side(self) -> int:
+        """Side of the last feature map; ValueError when the network would shrink it to nothing."""
+        side = IMAGE_SIZE
+        shrink = 0 if self.padding == "same" else self.kernel_size - 1
+        layout = f"filters={','.join(map(str, self.filters))} with kernel_size={self.kernel_size}, padding={self.padding}"
+        for block, _ in enumerate(self.filters, start=1):
+            side -= shrink * self.convs_per_block
+            if side < 1:
+                raise ValueError(
+                    f"{layout}, convs_per_block={self.convs_per_block}: the feature map shrinks to nothing in "
+                    f"block {block}; use padding=same, a smaller kernel or fewer blocks"
+                )
+            side //= 2  # the block's 2x2 max-pool
+            if side < 1:
+                raise ValueError(f"{layout}: the pooling of block {block} leaves nothing; use fewer blocks")
+        return side
+
+    def to_flat(self) -> dict[str, typing.Any]:
+        """Scalars only: tuples become "64,128". The inverse of `from_flat`."""
+        return {f.name: _format(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_flat(cls, values: typing.Mapping[str, typing.Any], base: "Config | None" = None) -> "Config":
+        """`base` (default: the defaults) with `values` applied; text is parsed by each field's type."""
+        known = field_types()
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(known)}")
+        parsed = {k: parse_value(k, v, known[k]) for k, v in values.items()}
+        return replace(base or cls(), **parsed)
+
+
+def field_types() -> dict[str, typing.Any]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in fields(Config)}
+
+
+def parse_value(key: str, value: typing.Any, kind: typing.Any) -> typing.Any:
+    """Turn text or a loosely typed value (a numpy scalar from Optuna, "1e-3" from the CLI) into `kind`."""
+    try:
+        if kind == tuple[int, ...]:
+            if isinstance(value, str):
+                return tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+            return tuple(int(v) for v in value)
+        if kind is int:
+            as_float = float(value)
+            if as_float != int(as_float):
+                raise ValueError
+            return int(as_float)
+        if kind is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        name = {tuple[int, ...]: "comma-separated integers"}.get(kind, getattr(kind, "__name__", str(kind)))
+        raise ValueError(f"{key}={value!r}: expected {name}") from None
+
+
+def _format(value: typing.Any) -> typing.Any:
+    return ",".join(str(v) for v in value) if isinstance(value, tuple) else value
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}: choose one of {', '.join(choices)}")
+
+
+PRESETS: dict[str, Config] = {
+    # The report's final network and recipe (its Table 1): BN after every conv, augmentation on.
+    "seed": Config(),
+    # The report's baseline: the same network without BatchNorm, trained without augmentation.
+    "baseline": Config(batchnorm="none", strength=0.0),
+}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+

@@ -1,0 +1,86 @@
+"""The CNN family of the report, built from a `Config`.
+
+Layout: normalize | blocks of (conv [BN] act [BN]) x convs_per_block, maxpool 2, dropout | head.
+The head is flatten -> dense -> act -> dropout -> 10 logits, or (dense=0) global average pool ->
+dropout -> 10 logits. Normalization lives inside the network so an exported graph takes raw
+pixels in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from model.config import Config
+
+NUM_CLASSES = 10
+# Per-pixel mean and std of the 60,000 training images scaled to [0, 1].
+PIXEL_MEAN = 0.2860
+PIXEL_STD = 0.3530
+
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU}
+
+
+class Normalize(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(PIXEL_MEAN))
+        self.register_buffer("std", torch.tensor(PIXEL_STD))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def _batchnorm_after(cfg: Config, block: int, conv: int) -> bool:
+    last_conv = conv == cfg.convs_per_block - 1
+    if cfg.batchnorm == "every":
+        return True
+    if cfg.batchnorm == "block":
+        return last_conv
+    if cfg.batchnorm == "single":  # one layer, after the last conv of the middle block
+        return last_conv and block == (len(cfg.filters) - 1) // 2
+    return False
+
+
+def build(cfg: Config) -> nn.Sequential:
+    """The network for `cfg`: input float pixels in [0, 1], shape (N, 1, 28, 28); output 10 logits."""
+    side = cfg.feature_side()
+    act = _ACTIVATIONS[cfg.activation]
+    padding = cfg.kernel_size // 2 if cfg.padding == "same" else 0
+    layers: list[tuple[str, nn.Module]] = [("normalize", Normalize())]
+    channels = 1
+    for b, width in enumerate(cfg.filters):
+        for c in range(cfg.convs_per_block):
+            name = f"block{b + 1}_conv{c + 1}"
+            layers.append((name, nn.Conv2d(channels, width, cfg.kernel_size, padding=padding)))
+            channels = width
+            bn = _batchnorm_after(cfg, b, c)
+            if bn and cfg.bn_order == "pre":
+                layers.append((f"{name}_bn", nn.BatchNorm2d(width)))
+            layers.append((f"{name}_act", act()))
+            if bn and cfg.bn_order == "post":
+                layers.append((f"{name}_bn", nn.BatchNorm2d(width)))
+        layers.append((f"block{b + 1}_pool", nn.MaxPool2d(2)))
+        layers.append((f"block{b + 1}_dropout", nn.Dropout(cfg.block_dropout)))
+    if cfg.dense:
+        layers += [
+            ("flatten", nn.Flatten()),
+            ("dense", nn.Linear(channels * side * side, cfg.dense)),
+            ("dense_act", act()),
+            ("dense_dropout", nn.Dropout(cfg.dense_dropout)),
+            ("logits", nn.Linear(cfg.dense, NUM_CLASSES)),
+        ]
+    else:
+        layers += [
+            ("pool", nn.AdaptiveAvgPool2d(1)),
+            ("flatten", nn.Flatten()),
+            ("dense_dropout", nn.Dropout(cfg.dense_dropout)),
+            ("logits", nn.Linear(channels, NUM_CLASSES)),
+        ]
+    return nn.Sequential(OrderedDict(layers))
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)

@@ -1,0 +1,71 @@
+"""`python -m model.train preset=seed epochs=2 subset=5000 [key=value ...]`: one training run.
+
+Prints a table row per epoch and the final validation accuracy. Never touches the test set.
+"""
+
+from __future__ import annotations
+
+import sys
+from model import data as fmnist
+from model import overrides
+from model.config import PRESETS, Config, field_types, preset
+from model.trainer import EpochMetrics, train
+
+RUN_KEYS = {
+    "preset": "the starting config: " + ", ".join(PRESETS),
+    "data_dir": "folder with the Fashion-MNIST files (default: FASHION_MNIST_DIR, then Debian's package)",
+    "subset": "train on a stratified subset of this many images",
+    "val_size": "validation images held out of the 60,000 (default 6000)",
+    "device": "cpu or cuda (default: cuda when available)",
+}
+
+
+def parse_run(argv: list[str]) -> tuple[Config, dict]:
+    """(config, run options) from key=value arguments; ValueError with the valid keys/values."""
+    args = overrides.parse(argv, [*RUN_KEYS, *field_types()])
+    cfg = preset(args.pop("preset", "seed"))
+    run = {
+        "data_dir": args.pop("data_dir", None),
+        "subset": overrides.parse_int("subset", args.pop("subset"), 1) if "subset" in args else None,
+        "val_size": overrides.parse_int("val_size", args.pop("val_size", "6000"), 1),
+        "device": args.pop("device", None),
+    }
+    if run["device"] not in (None, "cpu", "cuda"):
+        raise ValueError(f"device={run['device']!r}: choose cpu or cuda")
+    return Config.from_flat(args, base=cfg), run
+
+
+def main(argv: list[str]) -> int:
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    try:
+        cfg, run = parse_run(argv)
+        images, labels = fmnist.load("train", run["data_dir"])
+        split = fmnist.split(images, labels, run["val_size"], run["subset"], seed=cfg.seed)
+    except ValueError as e:
+        return overrides.reject(e)
+    table = Table(title=f"{len(split.train_images):,} training / {len(split.val_images):,} validation images")
+    for column in ("epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds", "img/s"):
+        table.add_column(column, justify="right")
+    console = Console()
+    with Live(table, console=console, auto_refresh=False) as live:
+
+        def show(m: EpochMetrics) -> None:
+            table.add_row(
+                str(m.epoch), f"{m.train_loss:.4f}", f"{m.train_acc:.4f}", f"{m.val_loss:.4f}", f"{m.val_acc:.4f}",
+                f"{m.lr:.2e}", f"{m.seconds:.1f}", f"{m.images_per_second:,.0f}",
+            )
+            live.refresh()
+
+        trainer = train(cfg, split, on_epoch=show, device=run["device"])
+    if not console.is_terminal:
+        console.print()  # rich leaves the cursor after a non-terminal Live table
+    val_loss, val_acc = trainer.evaluate(trainer.val_x, trainer.val_y)
+    console.print(f"final validation accuracy: {val_acc:.4f} (loss {val_loss:.4f}), {trainer.params:,} parameters")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
