@@ -119,7 +119,10 @@ class Trainer:
         return torch.cat(out) if out else torch.empty(0, 10, device=self.device)
 
     def evaluate(self, images_u8: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-        """(mean cross-entropy, accuracy) without label smoothing."""
+        """(mean cross-entropy, accuracy) without label smoothing; NaN for no images (a final
+        retrain on all 60,000 training images has no validation set)."""
+        if len(labels) == 0:
+            return math.nan, math.nan
         logits = self.logits(images_u8)
         labels = labels.to(self.device)
         loss = F.cross_entropy(logits, labels).item()
