@@ -1,0 +1,112 @@
+"""A rich live view of a search, as a Tune callback.
+
+Tune pickles callbacks into tuner.pkl when the Tuner is built, so the Live display (which holds a
+lock and a thread) is created in `setup()` and left out of the pickled state.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+
+def outcome(trial: Trial, max_epochs: int) -> str:
+    """running / pending / completed / pruned / error, as the result tables name them."""
+    if trial.status == Trial.ERROR:
+        return "error"
+    if trial.status == Trial.TERMINATED:
+        epochs = (trial.last_result or {}).get("training_iteration", 0)
+        return "completed" if epochs >= max_epochs else "pruned"
+    return "running" if trial.status == Trial.RUNNING else "pending"
+
+
+class Progress(Callback):
+    def __init__(self, total: int, max_epochs: int, shown: list[str], metric: str = "val_acc") -> None:
+        self.total = total  # trials the search will run
+        self.max_epochs = max_epochs
+        self.shown = shown  # config keys worth showing for the best trial: the searched ones
+        self.metric = metric
+        self._live: Live | None = None
+        self._started = 0.0
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_live": None}
+
+    def setup(self, **info) -> None:
+        self._started = time.monotonic()
+        self._live = Live(Table(), console=Console(stderr=True), refresh_per_second=2, transient=False)
+        self._live.start()
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
+        self._show(trials)
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
+        self._show(trials)
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
+        self._show(trials)
+
+    def on_experiment_end(self, trials: list[Trial], **info) -> None:
+        self._show(trials)
+        if self._live:
+            self._live.stop()
+            self._live = None
+
+    def _show(self, trials: list[Trial]) -> None:
+        if self._live:
+            self._live.update(self.render(trials, time.monotonic() - self._started), refresh=True)
+
+    def render(self, trials: list[Trial], elapsed: float) -> Group:
+        outcomes = [outcome(t, self.max_epochs) for t in trials]
+        counts = {k: outcomes.count(k) for k in ("running", "completed", "pruned", "error")}
+        scored = [t for t in trials if self.metric in (t.metric_analysis.get(self.metric) or {})]
+        summary = Table.grid(padding=(0, 2))
+        summary.add_row(
+            *(f"{k} [bold]{v}[/]" for k, v in counts.items()),
+            f"of {self.total}",
+            f"elapsed {_clock(elapsed)}",
+            f"remaining ~{_clock(self._remaining(trials, outcomes, elapsed))}",
+        )
+        parts: list = [summary]
+        if scored:
+            best = max(scored, key=lambda t: t.metric_analysis[self.metric]["max"])
+            config = ", ".join(f"{k}={_short(best.config.get(k))}" for k in self.shown)
+            parts.append(f"best {self.metric} [bold green]{best.metric_analysis[self.metric]['max']:.4f}[/] "
+                         f"({best.trial_id}): {config}")
+        running = Table("trial", "epoch", self.metric, title=None, box=None)
+        for t, o in zip(trials, outcomes):
+            if o == "running" and t.last_result:
+                running.add_row(t.trial_id, f"{t.last_result.get('training_iteration', 0)}/{self.max_epochs}",
+                                f"{t.last_result.get(self.metric, float('nan')):.4f}")
+        if running.row_count:
+            parts.append(running)
+        return Group(*parts)
+
+    def _remaining(self, trials: list[Trial], outcomes: list[str], elapsed: float) -> float:
+        """Seconds left: epochs still expected, at the wall-clock pace of the epochs done so far."""
+        epochs = [(t.last_result or {}).get("training_iteration", 0) for t in trials]
+        done = sum(epochs)
+        if not done:
+            return float("nan")
+        finished = [e for e, o in zip(epochs, outcomes) if o in ("completed", "pruned", "error")]
+        expected = sum(finished) / len(finished) if finished else self.max_epochs
+        left = (self.total - len(trials)) * expected
+        left += sum(max(expected - e, 0) for e, o in zip(epochs, outcomes) if o in ("running", "pending"))
+        return left * elapsed / done
+
+
+def _clock(seconds: float) -> str:
+    if seconds != seconds:  # NaN: nothing measured yet
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _short(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
