@@ -65,13 +65,9 @@ class Progress(Callback):
         outcomes = [outcome(t, self.max_epochs) for t in trials]
         counts = {k: outcomes.count(k) for k in ("running", "completed", "pruned", "error")}
         scored = [t for t in trials if self.metric in (t.metric_analysis.get(self.metric) or {})]
-        summary = Table.grid(padding=(0, 2))
-        summary.add_row(
-            *(f"{k} [bold]{v}[/]" for k, v in counts.items()),
-            f"of {self.total}",
-            f"elapsed {_clock(elapsed)}",
-            f"remaining ~{_clock(self._remaining(trials, outcomes, elapsed))}",
-        )
+        summary = "  ".join(f"{k} [bold]{v}[/]" for k, v in counts.items())
+        summary += f" of {self.total} trials   elapsed {_clock(elapsed)}"
+        summary += f", ~{_clock(self._remaining(trials, outcomes, elapsed))} left"
         parts: list = [summary]
         if scored:
             best = max(scored, key=lambda t: t.metric_analysis[self.metric]["max"])

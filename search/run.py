@@ -19,7 +19,7 @@ import spaces
 from model import data as fmnist
 from model import overrides
 from model.config import preset
-from results.schema import exists, locate, read_json
+from results.schema import file_type, is_file, locate, read_json
 from search import budgets
 from search.ray_session import check_address
 
@@ -103,7 +103,7 @@ def _resumed(args: dict[str, str]) -> Settings:
     if "name" not in args:
         raise ValueError("resume=true needs name=NAME of the search to continue")
     experiment = f"{args.get('storage', 'runs').rstrip('/')}/{args['name']}"
-    if not exists(f"{experiment}/{RUN_FILE}"):
+    if not is_file(f"{experiment}/{RUN_FILE}"):
         raise ValueError(f"nothing to resume: {experiment}/{RUN_FILE} does not exist")
     settings = Settings(**{**read_json(f"{experiment}/{RUN_FILE}"), "storage": args.get("storage", "runs"), **_session(args)})
     _check(settings)
@@ -147,7 +147,7 @@ def _check(s: Settings) -> None:
         locate(s.storage)
     except Exception as e:  # pyarrow raises its own types for unknown schemes
         raise ValueError(f"storage={s.storage}: not a usable path or URI ({e})") from None
-    present = exists(s.experiment, kind=pyarrow.fs.FileType.Directory)
+    present = file_type(s.experiment) == pyarrow.fs.FileType.Directory
     if s.resume and not present:
         raise ValueError(f"nothing to resume: {s.experiment} does not exist")
     if not s.resume and present:

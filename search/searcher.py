@@ -27,11 +27,12 @@ class HonestOptunaSearch(OptunaSearch):
         self._report(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if result and not error:
+            self._report(trial_id, result)  # Tune skips the searcher for the result that stopped the trial
         epochs = (result or {}).get(TRAINING_ITERATION, 0)
         if error or not result or epochs >= self.max_epochs or trial_id in self._completed_trials:
             super().on_trial_complete(trial_id, result, error)
             return
-        self._report(trial_id, result)  # Tune skips the searcher for the result that stopped the trial
         self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
 

@@ -115,7 +115,7 @@ def test_searcher_tells_optuna_early_stopped_trials_are_pruned_with_every_epoch(
 
     full, stopped, broken = searcher.study.get_trials(deepcopy=False)
     assert full.state == TrialState.COMPLETE and math.isclose(full.value, 0.8)
-    assert full.intermediate_values == {1: 0.6, 2: 0.7, 3: 0.75}
+    assert full.intermediate_values == {1: 0.6, 2: 0.7, 3: 0.75, 4: 0.8}
     assert stopped.state == TrialState.PRUNED  # Optuna keeps the last intermediate value as its value
     assert stopped.intermediate_values == {1: 0.5, 2: 0.55}
     assert broken.state == TrialState.FAIL

@@ -1,0 +1,114 @@
+"""PNG figures of a final retrain: learning curves, confusion matrix, predictions, worst mistakes.
+
+matplotlib's object API with the Agg canvas only (no pyplot, no display, no global figure state),
+so it runs headless and inside worker processes. Every function writes one PNG and returns its path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from model.data import CLASSES
+
+DPI = 110
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, format="png", dpi=DPI)
+    return path
+
+
+def learning_curves(epochs: pd.DataFrame, path: str | os.PathLike, title: str = "") -> Path:
+    """Training loss and accuracy per epoch, one line per seed (columns seed, epoch, train_loss, train_acc)."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for seed, rows in epochs.sort_values(["seed", "epoch"]).groupby("seed"):
+        marker = "o" if len(rows) < 20 else None
+        loss_ax.plot(rows["epoch"], rows["train_loss"], marker=marker, label=f"seed {seed}")
+        acc_ax.plot(rows["epoch"], 100 * rows["train_acc"], marker=marker, label=f"seed {seed}")
+    loss_ax.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="training loss")
+    acc_ax.set(xlabel="epoch", ylabel="training accuracy (%)", title="training accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def confusion(matrix: np.ndarray, path: str | os.PathLike, classes: tuple[str, ...] = CLASSES, title: str = "") -> Path:
+    """The confusion matrix (rows true, columns predicted) with every count written in its cell."""
+    cm = np.asarray(matrix, dtype=np.int64)
+    fig = Figure(figsize=(8.5, 7.5), layout="constrained")
+    ax = fig.subplots()
+    # Colour by row share, so a class with fewer test images is not washed out.
+    shares = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set(xlabel="predicted class", ylabel="true class")
+    total = cm.sum()
+    acc = np.trace(cm) / total if total else float("nan")
+    ax.set_title(title or f"confusion matrix: {total:,} test images, accuracy {100 * acc:.2f}%")
+    return _save(fig, path)
+
+
+def _grid(
+    images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, confidence: np.ndarray,
+    indices: np.ndarray, path: str | os.PathLike, title: str, classes: tuple[str, ...], columns: int,
+) -> Path:
+    rows = max(1, -(-len(indices) // columns))
+    fig = Figure(figsize=(1.9 * columns, 2.15 * rows + 0.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, i in zip(axes, indices):
+        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
+        right = predicted[i] == labels[i]
+        ax.set_title(
+            f"pred: {classes[predicted[i]]} ({100 * confidence[i]:.0f}%)\ntrue: {classes[labels[i]]}",
+            fontsize=7.5, color="darkgreen" if right else "firebrick",
+        )
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def predictions(
+    images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, confidence: np.ndarray,
+    path: str | os.PathLike, count: int = 24, seed: int = 0, classes: tuple[str, ...] = CLASSES, columns: int = 6,
+) -> Path:
+    """A random sample of test images with predicted label, softmax confidence and true label."""
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.choice(len(images), size=min(count, len(images)), replace=False))
+    wrong = int((predicted[picked] != labels[picked]).sum())
+    title = f"{len(picked)} random test images: predicted (confidence) / true label; {wrong} wrong in red"
+    return _grid(images, labels, predicted, confidence, picked, path, title, classes, columns)
+
+
+def misclassified(
+    images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, confidence: np.ndarray,
+    path: str | os.PathLike, count: int = 24, classes: tuple[str, ...] = CLASSES, columns: int = 6,
+) -> Path:
+    """The misclassified test images the network was most confident about, most confident first."""
+    wrong = np.flatnonzero(predicted != labels)
+    worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:count]
+    title = (
+        f"the {len(worst)} most confident mistakes of {len(wrong):,} misclassified test images"
+        if len(wrong) else "no misclassified test images"
+    )
+    return _grid(images, labels, predicted, confidence, worst, path, title, classes, columns)

@@ -1,0 +1,400 @@
+"""`python -m search.retrain runs/NAME [seeds=3 epochs=30 trial=ID config=seed|baseline key=value ...]`
+
+The final step of a search: retrain one configuration on ALL 60,000 training images (no
+validation set) with several seeds in parallel, as Ray tasks, and evaluate each seed exactly once
+on the 10,000 test images. Which configuration:
+
+  (default)          the search's best trial: results.load(runs/NAME).best["config"]
+  trial=ID           that trial of the search (its row in results.load(runs/NAME).trials)
+  config=seed|...    a preset; runs/NAME need not exist yet (it is created)
+
+then any Config key (filters=32,64 dense=128 lr=1e-3 ...) on top. `epochs` sets the run length
+(and the schedule's), `seed` the first seed (seeds are seed, seed+1, ...; default 0, 1, 2).
+
+Writes runs/NAME/winner/ as a whole (built in a temporary folder, then renamed): retrain.parquet
+(per seed), retrain_epochs.parquet (per seed per epoch), per_class.parquet and confusion.parquet
+(first seed), model.pt and model.onnx (first seed), and PNG figures (learning_curves, confusion,
+predictions, misclassified); table names and schemas: results.schema.WINNER_TABLES. Nothing is
+published unless ONNX Runtime's test-set predictions agree with PyTorch's.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model import data as fmnist
+from model import overrides
+from model.config import PRESETS, Config, field_types, preset
+from model.data import CLASSES, Split
+from results.schema import WINNER_FOLDER
+
+RETRAIN_KEYS = {
+    "seeds": "how many seeds to train (default 3)",
+    "epochs": "epochs per seed, also the schedule's length (default 30)",
+    "trial": "retrain this trial of the search instead of the best one",
+    "config": "retrain a preset instead: " + ", ".join(PRESETS),
+    "data_dir": "folder with the Fashion-MNIST files (default: FASHION_MNIST_DIR, then Debian's package)",
+    "address": "join this Ray cluster (auto or host:port); default: start a local Ray",
+    "cpus_per_trial": "CPUs per seed (default: the cluster's CPUs shared between the seeds)",
+    "gpus_per_trial": "GPUs per seed, fractions allowed (default: 1 when the cluster has GPUs, else 0)",
+    "subset": "train on a stratified subset of this many training images (quick runs and tests)",
+    "device": "cpu or cuda (default: cuda when gpus_per_trial > 0)",
+}
+REPORT_ACCURACY = "the report: 92.74% with augmentation, 88.5% baseline"
+# ONNX vs PyTorch: logits may differ by float rounding; an argmax may only differ where PyTorch's
+# two best logits are closer than this (a tie at float32 precision).
+ONNX_TOLERANCE = 1e-3
+
+
+class BadResources(ValueError):
+    """cpus_per_trial / gpus_per_trial that the cluster cannot give: bad input, found once Ray runs."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    run_dir: Path
+    cfg: Config  # with epochs applied; seed = the first seed
+    source: str  # where the config came from, for the printout and model.pt
+    seeds: tuple[int, ...]
+    data_dir: str | None
+    subset: int | None
+    address: str
+    cpus_per_trial: float | None
+    gpus_per_trial: float | None
+    device: str | None
+
+
+def parse_args(argv: list[str]) -> Plan:
+    """Everything checked before anything runs or is created; ValueError (one line) otherwise."""
+    from search.ray_session import check_address
+
+    if not argv or "=" in argv[0]:
+        raise ValueError("usage: python -m search.retrain runs/NAME [key=value ...]; the run folder comes first")
+    run_dir = Path(argv[0])
+    config_keys = list(field_types())
+    args = overrides.parse(argv[1:], [*RETRAIN_KEYS, *(k for k in config_keys if k not in RETRAIN_KEYS)])
+    if "trial" in args and "config" in args:
+        raise ValueError("give trial=ID or config=PRESET, not both")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: not a folder")
+    if "config" in args:
+        name = args.pop("config")
+        base, source = preset(name), f"preset {name}"
+    else:
+        base, source = _config_from_search(run_dir, args.pop("trial", None))
+    seeds = overrides.parse_int("seeds", args.pop("seeds", "3"), 1)
+    epochs = overrides.parse_int("epochs", args.pop("epochs", "30"), 1)
+    data_dir = args.pop("data_dir", None)
+    subset = overrides.parse_int("subset", args.pop("subset"), 1) if "subset" in args else None
+    if subset is not None and subset > fmnist.SPLITS["train"]:
+        raise ValueError(f"subset={subset}: must be at most {fmnist.SPLITS['train']:,}")
+    address = check_address(args.pop("address", ""))
+    cpus = overrides.parse_float("cpus_per_trial", args.pop("cpus_per_trial"), 0) if "cpus_per_trial" in args else None
+    gpus = overrides.parse_float("gpus_per_trial", args.pop("gpus_per_trial"), 0) if "gpus_per_trial" in args else None
+    if cpus is not None and cpus <= 0:
+        raise ValueError(f"cpus_per_trial={cpus}: must be above 0")
+    device = args.pop("device", None)
+    if device not in (None, "cpu", "cuda"):
+        raise ValueError(f"device={device!r}: choose cpu or cuda")
+    if device == "cuda" and gpus == 0:
+        raise ValueError("device=cuda with gpus_per_trial=0: a task without a GPU cannot use cuda")
+    first_seed = overrides.parse_int("seed", args.pop("seed"), 0) if "seed" in args else 0
+    cfg = Config.from_flat({**args, "epochs": epochs, "seed": first_seed}, base=base)  # the rest: Config keys
+    if subset is not None and cfg.batch_size > subset:
+        raise ValueError(f"batch_size={cfg.batch_size} exceeds subset={subset}: not one full batch per epoch")
+    return Plan(
+        run_dir, cfg, source, tuple(range(first_seed, first_seed + seeds)), data_dir, subset, address, cpus, gpus, device
+    )
+
+
+def _config_from_search(run_dir: Path, trial: str | None) -> tuple[Config, str]:
+    """The best (or the named) trial's config from the search results in run_dir."""
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: no such run folder; give config=seed or config=baseline to retrain a preset there")
+    import results
+
+    try:
+        found = results.load(run_dir)
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{run_dir}: no search results to retrain from ({e}); give config=seed|baseline instead") from None
+    known = field_types()
+    if trial is None:
+        best = found.best
+        if not best or not best.get("config"):
+            raise ValueError(f"{run_dir}: the search has no best trial yet; give trial=ID or config=seed|baseline")
+        flat = {k: v for k, v in best["config"].items() if k in known}
+        return _from_flat(flat, f"{run_dir}"), f"best trial {best.get('trial_id', '?')}"
+    trials = found.trials
+    if trials is None or "trial_id" not in trials.columns:
+        raise ValueError(f"{run_dir}: no trials table to look trial={trial} up in")
+    rows = trials[trials["trial_id"].astype(str) == trial]
+    if rows.empty:
+        some = ", ".join(map(str, trials["trial_id"].astype(str).head(5)))
+        raise ValueError(f"trial={trial!r}: not a trial of {run_dir} (trials are e.g. {some})")
+    row = rows.iloc[-1]
+    flat = {key: row[key] for key in known if key in row.index and not _missing(row[key])}
+    return _from_flat(flat, f"trial {trial} of {run_dir}"), f"trial {trial}"
+
+
+def _missing(value: Any) -> bool:
+    try:
+        return value is None or (isinstance(value, float) and math.isnan(value))
+    except TypeError:
+        return False
+
+
+def _from_flat(flat: dict[str, Any], where: str) -> Config:
+    if not flat:
+        raise ValueError(f"{where}: no config columns found")
+    try:
+        return Config.from_flat(flat)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# One seed, as a Ray task. Module-level so that workers import it (the package is installed).
+
+
+def retrain_seed(
+    flat: dict[str, Any], split: Split, test_images: np.ndarray, test_labels: np.ndarray, device: str, threads: int
+) -> dict[str, Any]:
+    """Train one seed on the whole split, evaluate on the test set once; plain data back to the driver."""
+    import torch
+    import torch.nn.functional as F
+
+    from model.trainer import Trainer
+
+    torch.set_num_threads(max(1, threads))
+    cfg = Config.from_flat(flat)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        # Arrays from Ray's object store are read-only; the trainer never writes to them.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        trainer = Trainer(cfg, split, device)
+        epochs = [trainer.run_epoch() for _ in range(cfg.epochs)]
+        labels = torch.from_numpy(np.asarray(test_labels)).to(trainer.device)
+        logits = trainer.logits(torch.from_numpy(np.asarray(test_images)))  # the one look at the test set
+    test_loss = F.cross_entropy(logits, labels).item()
+    test_acc = (logits.argmax(1) == labels).float().mean().item()
+    return {
+        "seed": cfg.seed,
+        "epochs": [
+            {"seed": cfg.seed, "epoch": m.epoch, "train_loss": m.train_loss, "train_acc": m.train_acc, "lr": m.lr,
+             "seconds": m.seconds, "images_per_second": m.images_per_second}
+            for m in epochs
+        ],
+        "test_acc": test_acc,
+        "test_loss": test_loss,
+        "seconds": time.perf_counter() - start,
+        "params": trainer.params,
+        "train_images": len(split.train_images),
+        "device": str(trainer.device),
+        "logits": logits.float().cpu().numpy(),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in trainer.net.state_dict().items()},
+    }
+
+
+def _resources(plan: Plan, cluster: dict[str, float]) -> tuple[float, float, str]:
+    gpus = plan.gpus_per_trial
+    if gpus is None:
+        gpus = 1.0 if cluster.get("GPU", 0) >= 1 and plan.device != "cpu" else 0.0
+    cpus = plan.cpus_per_trial
+    if cpus is None:
+        cpus = 1.0 if gpus else max(1.0, float(int(cluster.get("CPU", 1) // len(plan.seeds))))
+    device = plan.device or ("cuda" if gpus else "cpu")
+    if plan.address:  # a joined cluster may autoscale: what it has now is no limit
+        return cpus, gpus, device
+    if gpus > cluster.get("GPU", 0):
+        raise BadResources(f"gpus_per_trial={gpus:g}: the cluster has {cluster.get('GPU', 0):g} GPUs")
+    if cpus > cluster.get("CPU", 0):
+        raise BadResources(f"cpus_per_trial={cpus:g}: the cluster has {cluster.get('CPU', 0):g} CPUs")
+    return cpus, gpus, device
+
+
+def train_seeds(plan: Plan, split: Split, test: tuple[np.ndarray, np.ndarray], log=print) -> list[dict[str, Any]]:
+    """All seeds as parallel Ray tasks (inside a ray_session); results in seed order."""
+    import ray
+
+    cpus, gpus, device = _resources(plan, ray.cluster_resources())
+    log(
+        f"training {_count(len(plan.seeds), 'seed')} x {_count(plan.cfg.epochs, 'epoch')} on {len(split.train_images):,} images "
+        f"(tasks of {cpus:g} CPU, {gpus:g} GPU, device {device})"
+    )
+    task = ray.remote(retrain_seed).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
+    split_ref, images_ref, labels_ref = ray.put(split), ray.put(test[0]), ray.put(test[1])  # once, shared
+    pending = {
+        task.remote(replace(plan.cfg, seed=s).to_flat(), split_ref, images_ref, labels_ref, device, max(1, int(cpus))): s
+        for s in plan.seeds
+    }
+    done: dict[int, dict[str, Any]] = {}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        seed = pending.pop(ready[0])
+        out = ray.get(ready[0])
+        done[seed] = out
+        log(
+            f"  seed {seed}: test accuracy {100 * out['test_acc']:.2f}% (loss {out['test_loss']:.4f}), "
+            f"{_count(len(out['epochs']), 'epoch')} in {out['seconds']:,.0f} s on {out['device']}"
+        )
+    return [done[s] for s in plan.seeds]
+
+
+# --------------------------------------------------------------------------------------------
+# The driver's side: tables, model files, figures, ONNX check, all into a temporary folder.
+
+
+def write_winner(plan: Plan, outs: list[dict[str, Any]], test: tuple[np.ndarray, np.ndarray], folder: Path) -> dict[str, Any]:
+    """Every file of winner/ into `folder`; returns the ONNX check's numbers. ValueError when ONNX disagrees."""
+    import pandas as pd
+
+    from model import evaluation, export
+    from results import figures
+    from results.schema import WINNER_TABLES, write_table
+
+    images, labels = test
+    retrain = pd.DataFrame(
+        [{"seed": o["seed"], "test_acc": o["test_acc"], "test_loss": o["test_loss"], "epochs": len(o["epochs"]),
+          "seconds": o["seconds"], "params": o["params"]} for o in outs]
+    )
+    epochs = pd.DataFrame([row for o in outs for row in o["epochs"]])
+
+    first = outs[0]
+    predicted, confidence = evaluation.predictions(first["logits"])
+    cm = evaluation.confusion_matrix(labels, predicted)
+    per_class = pd.DataFrame(evaluation.per_class(cm).rows())
+    confusion = pd.DataFrame(cm, columns=list(CLASSES))
+    confusion.insert(0, "true", list(CLASSES))
+    tables = {"retrain": retrain, "retrain_epochs": epochs, "per_class": per_class, "confusion": confusion}
+    for name, schema in WINNER_TABLES.items():  # the file names results.load reads back
+        write_table(tables[name], folder / f"{name}.parquet", schema)
+
+    cfg = replace(plan.cfg, seed=first["seed"])
+    metadata = {
+        "source": plan.source, "run": str(plan.run_dir), "seed": first["seed"], "test_acc": first["test_acc"],
+        "test_loss": first["test_loss"], "epochs": len(first["epochs"]), "train_images": first["train_images"],
+        "params": first["params"], "classes": list(CLASSES), "input": "float32 (N, 1, 28, 28) pixels in [0, 1]",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    export.save_model(folder / "model.pt", cfg, first["state_dict"], metadata)
+    _, net = export.load_model(folder / "model.pt")  # the file as a user would load it
+    export.export_onnx(net, folder / "model.onnx")
+    torch_logits = export.torch_logits(net, images)
+    onnx_logits = export.onnx_logits(folder / "model.onnx", images)
+    check = _onnx_check(torch_logits, onnx_logits)
+    if check["disagree_beyond_ties"]:
+        raise ValueError(
+            f"ONNX Runtime disagrees with PyTorch on {check['disagree']} of {check['images']:,} test images "
+            f"(max |logit diff| {check['max_abs_diff']:.2e}); winner/ not written"
+        )
+
+    title = f"{plan.source}, {_count(len(outs), 'seed')}, {first['train_images']:,} training images"
+    figures.learning_curves(epochs, folder / "learning_curves.png", title=title)
+    figures.confusion(cm, folder / "confusion.png")
+    figures.predictions(images, labels, predicted, confidence, folder / "predictions.png")
+    figures.misclassified(images, labels, predicted, confidence, folder / "misclassified.png")
+    return check
+
+
+def _onnx_check(torch_logits: np.ndarray, onnx_logits: np.ndarray) -> dict[str, Any]:
+    a, b = torch_logits.argmax(1), onnx_logits.argmax(1)
+    top2 = np.sort(torch_logits, axis=1)[:, -2:]
+    tie = (top2[:, 1] - top2[:, 0]) < ONNX_TOLERANCE
+    differ = a != b
+    return {
+        "images": len(a),
+        "agree": int((~differ).sum()),
+        "disagree": int(differ.sum()),
+        "disagree_beyond_ties": int((differ & ~tie).sum()),
+        "max_abs_diff": float(np.abs(torch_logits - onnx_logits).max()) if len(a) else 0.0,
+    }
+
+
+def publish(staging: Path, target: Path) -> None:
+    """Replace `target` by `staging` with renames only: winner/ is either the old or the new one."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_data(plan: Plan) -> tuple[Split, tuple[np.ndarray, np.ndarray]]:
+    images, labels = fmnist.load("train", plan.data_dir)
+    if plan.subset is not None and plan.subset < len(labels):
+        keep = fmnist.stratified_sample(labels, plan.subset, seed=0)
+        images, labels = images[keep], labels[keep]
+    empty = Split(images, labels, images[:0], labels[:0])  # no validation set: everything trains
+    return empty, fmnist.load("test", plan.data_dir)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _describe(cfg: Config) -> str:
+    defaults = Config().to_flat()
+    changed = [f"{k}={v}" for k, v in cfg.to_flat().items() if defaults[k] != v and k != "seed"]
+    return " ".join(changed) or "(the seed preset's values)"
+
+
+def main(argv: list[str]) -> int:
+    try:
+        plan = parse_args(argv)
+        split, test = load_data(plan)
+    except ValueError as e:
+        return overrides.reject(e)
+
+    from search.ray_session import ray_session
+
+    print(f"retrain of {plan.run_dir}: {plan.source}")
+    print(f"config (differences from the defaults): {_describe(plan.cfg)}")
+    staging: Path | None = None
+    try:
+        with ray_session(plan.address):
+            outs = train_seeds(plan, split, test)
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        staging = plan.run_dir / f".{WINNER_FOLDER}.{uuid.uuid4().hex}.tmp"
+        staging.mkdir()
+        check = write_winner(plan, outs, test, staging)
+        publish(staging, plan.run_dir / WINNER_FOLDER)
+        staging = None
+    except BadResources as e:
+        return overrides.reject(e)
+    except KeyboardInterrupt:
+        print("interrupted: winner/ left as it was", file=sys.stderr)
+        return 130
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    acc = np.array([o["test_acc"] for o in outs]) * 100
+    spread = f" ± {acc.std(ddof=1):.2f}% (mean ± sd)" if len(acc) > 1 else " (one seed: no sd)"
+    print(f"test accuracy over {_count(len(acc), 'seed')}: {acc.mean():.2f}%{spread}; {REPORT_ACCURACY}")
+    print(
+        f"ONNX Runtime vs PyTorch, seed {outs[0]['seed']} on {check['images']:,} test images: argmax agreement "
+        f"{check['agree']:,}/{check['images']:,}, max |logit diff| {check['max_abs_diff']:.2e}"
+    )
+    winner = plan.run_dir / WINNER_FOLDER
+    print(f"written to {winner}/: {', '.join(sorted(p.name for p in winner.iterdir()))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,236 @@
+"""The final retrain: seeds as real Ray tasks on a local Ray, test-set tables that agree with each
+other, a model.pt that rebuilds from its own config, an ONNX file that agrees with PyTorch, PNG
+figures, and bad input rejected with exit code 2, one line on stderr and nothing created."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from model import evaluation, export
+from model.config import Config, field_types
+from model.data import CLASSES
+from results.schema import EPOCHS, RETRAIN_EPOCHS, TRIALS, WINNER_TABLES, empty_frame, read_table, write_table
+from search import retrain
+from search.ray_session import check_address, ray_session
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["filters=16,32", "dense=64", "batch_size=128", "lr=2e-3"]
+FIGURES = ("learning_curves.png", "confusion.png", "predictions.png", "misclassified.png")
+
+
+# ---------------------------------------------------------------- pure pieces, no Ray, no data
+
+
+def test_confusion_matrix_and_per_class_follow_sklearns_definitions() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    predicted = np.array([0, 0, 1, 1, 2, 2, 2, 2, 0])
+    cm = evaluation.confusion_matrix(labels, predicted, num_classes=4)
+    assert cm.tolist() == [[2, 1, 0, 0], [0, 1, 1, 0], [1, 0, 3, 0], [0, 0, 0, 0]]
+    scores = evaluation.per_class(cm)
+    assert np.allclose(scores.precision, [2 / 3, 1 / 2, 3 / 4, 0])  # class 3 never predicted: 0/0 -> 0
+    assert np.allclose(scores.recall, [2 / 3, 1 / 2, 3 / 4, 0])
+    assert np.allclose(scores.f1, [2 / 3, 1 / 2, 3 / 4, 0])
+    assert scores.support.tolist() == [3, 2, 4, 0]
+    assert evaluation.accuracy(cm) == pytest.approx(6 / 9)
+    assert evaluation.confusion_matrix(torch.tensor(labels), torch.tensor(predicted), 4).tolist() == cm.tolist()
+    with pytest.raises(ValueError, match="expected 0..3"):
+        evaluation.confusion_matrix([4], [0], num_classes=4)
+
+
+def test_predictions_are_argmax_with_softmax_confidence() -> None:
+    logits = np.array([[0.0, 0.0, np.log(2.0)], [5.0, 0.0, 0.0]])
+    predicted, confidence = evaluation.predictions(logits)
+    assert predicted.tolist() == [2, 0]
+    assert confidence[0] == pytest.approx(0.5)
+
+
+def test_check_address() -> None:
+    for ok in ("", "auto", "127.0.0.1:6379", "head-node:6379", "ray://head:10001"):
+        assert check_address(ok) == ok
+    for bad in ("local", "head", "http://x", "a b:1"):
+        with pytest.raises(ValueError, match="host:port"):
+            check_address(bad)
+
+
+# ---------------------------------------------------------------- bad input: exit 2, nothing created
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["{missing}"],  # no such run and no preset to start from
+        ["{missing}", "trial=abc"],
+        ["{missing}", "config=seed", "bogus=1"],
+        ["{missing}", "config=nope"],
+        ["{missing}", "config=seed", "trial=abc"],
+        ["{missing}", "config=seed", "seeds=0"],
+        ["{missing}", "config=seed", "epochs=many"],
+        ["{missing}", "config=seed", "filters=0"],
+        ["{missing}", "config=seed", "device=tpu"],
+        ["{missing}", "config=seed", "address=somewhere"],
+        ["{missing}", "config=seed", "gpus_per_trial=0", "device=cuda"],
+        ["{missing}", "config=seed", "subset=100", "batch_size=128"],
+        ["{missing}", "config=seed", "data_dir={missing}/data"],
+        ["config=seed"],  # the run folder must come first
+        [],
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, capsys, args) -> None:
+    missing = tmp_path / "runs" / "missing"
+    argv = [a.replace("{missing}", str(missing)) for a in args]
+    assert retrain.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_folder_without_search_results_is_rejected(tmp_path, capsys) -> None:
+    assert retrain.main([str(tmp_path)]) == 2
+    assert "config=seed" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_module_exits_2_on_a_bad_path(tmp_path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "search.retrain", str(tmp_path / "nope"), "seeds=2"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "no such run folder" in done.stderr
+    assert not (tmp_path / "nope").exists()
+
+
+# ---------------------------------------------------------------- choosing the config from a search
+
+
+def _fake_experiment(folder: Path) -> None:
+    """The files results.load reads: run.json, report/best.json, report/trials and epochs tables."""
+    report = folder / "report"
+    report.mkdir(parents=True)
+    (folder / "run.json").write_text("{}")
+    rows = []
+    for trial_id, cfg, acc in (("t_best", Config(lr=1e-3, filters=(32, 64)), 0.91), ("t_other", Config(dense=128), 0.88)):
+        rows.append({
+            "trial_id": trial_id, "status": "completed", "epochs_run": 3, "best_val_acc": acc, "last_val_acc": acc,
+            "best_val_loss": 0.3, "last_val_loss": 0.3, "params": 1, "seconds": 1.0, "images_per_second": 1.0,
+            "node": "n", "cpus_per_trial": 1.0, "gpus_per_trial": 0.0, **cfg.to_flat(),
+        })
+    write_table(pd.DataFrame(rows), report / "trials.parquet", TRIALS)
+    write_table(empty_frame(EPOCHS), report / "epochs.parquet", EPOCHS)
+    config = {k: v for k, v in rows[0].items() if k in field_types()}
+    best = {"trial_id": "t_best", "status": "completed", "config": config, "metrics": {"val_acc": 0.91}}
+    (report / "best.json").write_text(json.dumps(best))
+
+
+def test_the_best_trial_or_a_named_one_is_retrained(tmp_path) -> None:
+    _fake_experiment(tmp_path)
+    plan = retrain.parse_args([str(tmp_path), "epochs=7", "seeds=2", "dense=32"])
+    assert plan.source == "best trial t_best"
+    assert (plan.cfg.filters, plan.cfg.lr, plan.cfg.dense, plan.cfg.epochs) == ((32, 64), 1e-3, 32, 7)
+    assert plan.seeds == (0, 1)
+    plan = retrain.parse_args([str(tmp_path), "trial=t_other", "seed=5"])
+    assert plan.source == "trial t_other" and plan.cfg.dense == 128 and plan.cfg.epochs == 30
+    assert plan.seeds == (5, 6, 7)
+    with pytest.raises(ValueError, match="not a trial"):
+        retrain.parse_args([str(tmp_path), "trial=t_nope"])
+
+
+# ---------------------------------------------------------------- the real thing, on a local Ray
+
+
+def test_ray_session_shuts_down_after_an_exception() -> None:
+    import ray
+
+    with pytest.raises(KeyError):
+        with ray_session(num_cpus=1) as resources:
+            assert ray.is_initialized() and resources["CPU"] == 1
+            raise KeyError("boom")
+    assert not ray.is_initialized()
+
+
+@pytest.fixture(scope="module")
+def retrained(tmp_path_factory, fmnist_dir) -> tuple[Path, str]:
+    """2 seeds x 1 epoch on 3,000 training images, into a run folder that does not exist yet."""
+    run = tmp_path_factory.mktemp("retrain") / "runs" / "tiny"
+    argv = [str(run), "config=seed", "seeds=2", "epochs=1", "subset=3000", f"data_dir={fmnist_dir}", *SMALL]
+    code = subprocess.run([sys.executable, "-m", "search.retrain", *argv], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert code.returncode == 0, code.stderr[-3000:]
+    return run, code.stdout
+
+
+@pytest.mark.slow
+def test_retrain_writes_the_winner_folder(retrained) -> None:
+    run, stdout = retrained
+    assert sorted(p.name for p in run.iterdir()) == ["winner"]  # no temporary folder left behind
+    names = {p.name for p in (run / "winner").iterdir()}
+    assert names == {f"{t}.parquet" for t in WINNER_TABLES} | set(FIGURES) | {"model.pt", "model.onnx"}
+    assert "test accuracy over 2 seeds" in stdout and "92.74%" in stdout
+    assert "argmax agreement 10,000/10,000" in stdout
+
+    tables = {name: read_table(run / "winner" / f"{name}.parquet", schema) for name, schema in WINNER_TABLES.items()}
+    assert tables["retrain"]["seed"].tolist() == [0, 1]
+    assert tables["retrain"]["epochs"].tolist() == [1, 1]
+    assert tables["retrain"]["test_acc"].between(0.3, 1).all()  # one short epoch learns something
+    assert tables["retrain_epochs"][["seed", "epoch"]].values.tolist() == [[0, 1], [1, 1]]
+    assert list(tables["retrain_epochs"].columns) == RETRAIN_EPOCHS.names
+
+    confusion = tables["confusion"]
+    assert confusion["true"].tolist() == list(CLASSES) and list(confusion.columns[1:]) == list(CLASSES)
+    cm = confusion[list(CLASSES)].to_numpy()
+    assert cm.sum() == 10_000 and cm.sum(axis=1).tolist() == [1000] * 10
+    assert np.trace(cm) / 10_000 == pytest.approx(tables["retrain"]["test_acc"][0], abs=1e-6)
+
+    per_class = tables["per_class"]
+    assert per_class["class"].tolist() == list(CLASSES)
+    assert np.allclose(per_class["precision"], np.diag(cm) / np.maximum(cm.sum(axis=0), 1))
+    assert np.allclose(per_class["recall"], np.diag(cm) / cm.sum(axis=1))
+    p, r = per_class["precision"].to_numpy(), per_class["recall"].to_numpy()
+    assert np.allclose(per_class["f1"], np.where(p + r > 0, 2 * p * r / np.where(p + r > 0, p + r, 1), 0))
+    assert per_class["support"].tolist() == cm.sum(axis=1).tolist()
+
+
+@pytest.mark.slow
+def test_model_pt_rebuilds_and_onnx_agrees_with_pytorch(retrained, test_set) -> None:
+    run, _ = retrained
+    payload = torch.load(run / "winner" / "model.pt", weights_only=True)
+    assert set(payload) >= {"config", "state_dict", "metadata"} and payload["metadata"]["seed"] == 0
+    cfg, net = export.load_model(run / "winner" / "model.pt")
+    assert cfg.filters == (16, 32) and cfg.dense == 64 and cfg.seed == 0 and cfg.epochs == 1
+
+    images, labels = test_set
+    torch_logits = export.torch_logits(net, images)
+    onnx_logits = export.onnx_logits(run / "winner" / "model.onnx", images)
+    assert onnx_logits.shape == (10_000, 10)
+    assert (torch_logits.argmax(1) == onnx_logits.argmax(1)).all()
+    assert np.abs(torch_logits - onnx_logits).max() < 1e-3
+    # The rebuilt network is the one the tables describe (up to near-ties between the two float paths).
+    stored = read_table(run / "winner" / "confusion.parquet", WINNER_TABLES["confusion"])[list(CLASSES)].to_numpy()
+    rebuilt = evaluation.confusion_matrix(labels, torch_logits.argmax(1))
+    assert np.abs(rebuilt - stored).sum() <= 20
+
+    import onnx
+
+    graph = onnx.load(str(run / "winner" / "model.onnx")).graph
+    dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert graph.input[0].name == "images" and dims == ["batch", 1, 28, 28]
+
+
+@pytest.mark.slow
+def test_figures_are_png_files(retrained) -> None:
+    run, _ = retrained
+    for name in FIGURES:
+        raw = (run / "winner" / name).read_bytes()
+        assert raw[:8] == b"\x89PNG\r\n\x1a\n", name
+        width, height = struct.unpack(">II", raw[16:24])  # the IHDR chunk
+        assert width > 300 and height > 200, (name, width, height)
