@@ -19,15 +19,20 @@ INTERRUPTED = 130  # the shell's code for "stopped by Ctrl-C"
 MAX_FAILURES = 2  # retries per trial, each from its last checkpoint (a lost node, a flaky GPU)
 
 
+def quiet() -> None:
+    """Leave the console to search.progress: no Tune tables, no Optuna info lines."""
+    os.environ.update(QUIET_ENV)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def run_search(s: Settings, split: Split) -> int:
     if not s.verbose:
-        os.environ.update(QUIET_ENV)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        quiet()
     with ray_session(s.address, verbose=s.verbose) as resources:
         problem = _resources_problem(s, resources)
         if problem:
             return reject(ValueError(problem))
-        tuner = _restore(s, split) if s.resume else _create(s, split)
+        tuner = _restore(s, split) if s.resume else create_tuner(s, split)
         tuner.fit()  # Ctrl-C: Tune stops the trials, saves the experiment and returns what finished
     return _report(s)
 
@@ -54,7 +59,7 @@ def _trainable(s: Settings, split: Split):
     )
 
 
-def _create(s: Settings, split: Split):
+def create_tuner(s: Settings, split: Split):
     from ray import tune
 
     from search.asha import RungKeeper, make_scheduler
