@@ -7,8 +7,11 @@ export RAY_AUTH_MODE ?= disabled
 
 .PHONY: search test setup data
 
+# The smoke search (a few minutes on 2 CPU cores). Run again, it resumes or just re-prints the report.
+SEARCH := augmentation-smoke
 search: setup data
-	$(PY) -m model.train preset=seed epochs=2 subset=5000 val_size=2000
+	if [ -d runs/$(SEARCH) ]; then $(PY) -m search.run name=$(SEARCH) resume=true; \
+	else $(PY) -m search.run space=augmentation budget=smoke name=$(SEARCH); fi
 
 test: setup data
 	$(PY) -m pytest -q

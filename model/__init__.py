@@ -1,12 +1,23 @@
-"""One Fashion-MNIST CNN: data, network, augmentation, training. No Ray here, on purpose."""
+"""One Fashion-MNIST CNN: data, network, augmentation, training. No Ray here, on purpose.
 
-from model.augment import Augmentation, augment
-from model.config import PRESETS, Config
-from model.data import CLASSES, DataError, Split
-from model.net import build, count_parameters
-from model.trainer import EpochMetrics, Trainer, train
+Names load lazily: `import model.config` (as the result tables do) does not import torch.
+"""
 
-__all__ = [
-    "PRESETS", "Config", "build", "count_parameters", "Augmentation", "augment",
-    "CLASSES", "DataError", "Split", "EpochMetrics", "Trainer", "train",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "PRESETS": "model.config", "Config": "model.config",
+    "build": "model.net", "count_parameters": "model.net",
+    "Augmentation": "model.augment", "augment": "model.augment",
+    "CLASSES": "model.data", "DataError": "model.data", "Split": "model.data",
+    "EpochMetrics": "model.trainer", "Trainer": "model.trainer", "train": "model.trainer",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'model' has no attribute {name!r}; it exports {', '.join(_EXPORTS)}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

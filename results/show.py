@@ -169,6 +169,11 @@ def show(experiments: list[Experiment], console: Console) -> None:
     console.print(Group(*parts))
 
 
+def wide_console() -> Console:
+    """The terminal's width; 160 columns when piped to a file (rich would assume 80 and squeeze tables)."""
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
 def main(argv: list[str]) -> int:
     if not argv or any(arg.startswith("-") for arg in argv):
         print("usage: python -m results.show EXPERIMENT_FOLDER [...] (e.g. runs/NAME, or a URI)", file=sys.stderr)
@@ -178,7 +183,7 @@ def main(argv: list[str]) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    show(experiments, Console())
+    show(experiments, wide_console())
     return 0
 
 

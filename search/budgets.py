@@ -23,7 +23,7 @@ BUDGETS: dict[str, Budget] = {
     "smoke": Budget(trials=8, max_epochs=3, grace=1, eta=2, concurrency=2, cpus_per_trial=1, gpus_per_trial=0,
                     subset=3000, val_size=1000),
     # Meant for GPUs: full data, rungs at epochs 3, 9 and 27, four trials per GPU.
-    "standard": Budget(trials=64, max_epochs=30, grace=3, eta=3, concurrency=8, cpus_per_trial=2,
+    "standard": Budget(trials=64, max_epochs=30, grace=3, eta=3, concurrency=8, cpus_per_trial=1,
                        gpus_per_trial=0.25, subset=None, val_size=6000),
 }
 

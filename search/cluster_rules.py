@@ -140,8 +140,10 @@ def _ports(config: dict[str, Any]) -> list[str]:
         where = f"provider.security_group.IpPermissions[{i}]"
         shown = "every port" if span is None else (f"port {span[0]}" if span[0] == span[1] else f"ports {span[0]}-{span[1]}")
         for port, what in RAY_PORTS.items():
-            if span is None or span[0] <= port <= span[1]:
-                problems.append(f"{where} opens {shown}, which includes {port} ({what}): Ray ports must not be reachable from outside the cluster.")
+            if span == (port, port):
+                problems.append(f"{where} opens port {port} ({what}): Ray ports must not be reachable from outside the cluster.")
+            elif span is None or span[0] <= port <= span[1]:
+                problems.append(f"{where} opens {shown}, which include {port} ({what}): Ray ports must not be reachable from outside the cluster.")
         public = rule.get("IpRanges") or rule.get("Ipv6Ranges") or rule.get("PrefixListIds")
         proto = str(rule.get("IpProtocol", "")).lower()
         if public and not (span == (22, 22) and proto in ("tcp", "6")):
@@ -172,7 +174,7 @@ def _resources(config: dict[str, Any]) -> list[str]:
             if res.get("CPU") != 0:
                 problems.append(f"The head node type {name} offers {res.get('CPU')} CPUs; it must offer CPU 0 so that no trial runs on the head.")
             if res.get("GPU", 0) != 0:
-                problems.append(f"The head node type {name} offers {res.get('GPU')} GPUs; the head must run no trials.")
+                problems.append(f"The head node type {name} offers GPUs ({res.get('GPU')}); the head must run no trials.")
         else:
             if "GPU" not in res:
                 problems.append(f"Worker node type {name} does not state its GPU count.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 
 import optuna
 
@@ -95,7 +96,9 @@ def create_tuner(s: Settings, split: Split):
             verbose=2 if s.verbose else 0,
         ),
     )
-    write_json(s.recorded(), f"{s.experiment}/{RUN_FILE}")  # after the Tuner saved itself: resumable from here on
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    # Written after the Tuner saved itself: from here on the search can be resumed.
+    write_json({**s.recorded(), "started": started}, f"{s.experiment}/{RUN_FILE}")
     return tuner
 
 
@@ -111,18 +114,16 @@ def _restore(s: Settings, split: Split):
 
 
 def _report(s: Settings) -> int:
-    from rich.console import Console
-
     from results.collect import collect
     from results.load import load
-    from results.show import top_trials_table
+    from results.show import top_trials_table, wide_console
 
     collect(s.experiment)
     exp = load(s.experiment)
-    console = Console()
+    console = wide_console()
     console.print(top_trials_table(exp, n=5))
     finished = exp.trials["status"].isin(["completed", "pruned", "error"]).sum()
-    console.print(f"report: {s.experiment}/report ({finished} of {s.trials} trials finished)")
+    console.print(f"{finished} of {s.trials} trials finished; read the tables with  python -m results.show {s.experiment}")
     if finished < s.trials:
         console.print(
             f"[yellow]interrupted[/]: resume with  python -m search.run name={s.name} storage={s.storage} resume=true"

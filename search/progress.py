@@ -55,6 +55,8 @@ class Progress(Callback):
         self._show(trials)
         if self._live:
             self._live.stop()
+            if not self._live.console.is_terminal:
+                self._live.console.print()  # rich leaves the cursor after a non-terminal Live
             self._live = None
 
     def _show(self, trials: list[Trial]) -> None:

@@ -35,10 +35,13 @@ def ray_session(address: str = "", num_cpus: int | None = None, verbose: bool = 
     address="" always starts a fresh embedded instance (ray.init(address="local")), never one
     that happens to be running on this machine. `num_cpus` caps a local instance (ignored when
     joining: the cluster's resources are what they are). `verbose` forwards worker logs to this
-    terminal. RAY_AUTH_MODE is pinned to "disabled" unless the caller's environment sets it.
+    terminal. For an embedded instance RAY_AUTH_MODE is pinned to "disabled" unless the caller's
+    environment sets it (a private Ray on loopback, gone afterwards); joining a cluster leaves it
+    alone, so a token-authenticated cluster (cluster.yaml) is joined with the node's own settings.
     """
     check_address(address)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if not address:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
     if ray.is_initialized():

@@ -11,7 +11,6 @@ import os
 import re
 import sys
 from dataclasses import asdict, dataclass, fields, replace
-from datetime import datetime, timezone
 
 import pyarrow.fs
 
@@ -105,7 +104,10 @@ def _resumed(args: dict[str, str]) -> Settings:
     experiment = f"{args.get('storage', 'runs').rstrip('/')}/{args['name']}"
     if not is_file(f"{experiment}/{RUN_FILE}"):
         raise ValueError(f"nothing to resume: {experiment}/{RUN_FILE} does not exist")
-    settings = Settings(**{**read_json(f"{experiment}/{RUN_FILE}"), "storage": args.get("storage", "runs"), **_session(args)})
+    recorded = read_json(f"{experiment}/{RUN_FILE}")
+    known = {f.name for f in fields(Settings)}  # run.json also says when the search started
+    recorded = {k: v for k, v in recorded.items() if k in known}
+    settings = Settings(**{**recorded, "storage": args.get("storage", "runs"), **_session(args)})
     _check(settings)
     return settings
 
