@@ -62,7 +62,7 @@ def summary_table(exp: Experiment) -> Table:
         "trials": status_text(exp),
         "compute": compute_text(exp),
         "best": best_text(exp),
-        "started": run["started"],
+        "started": run.get("started", "-"),
     }
     for key, value in rows.items():
         table.add_row(key, value)
