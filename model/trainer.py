@@ -77,6 +77,9 @@ class Trainer:
         start = time.perf_counter()
         self.net.train()
         bs = self.cfg.batch_size
+        # Dropout draws from the global RNG, which a checkpoint does not hold: reseed it from
+        # self.gen (which the checkpoint does hold) so that a resumed run repeats the same masks.
+        torch.manual_seed(int(torch.randint(2**62, (1,), device=self.device, generator=self.gen).item()))
         order = torch.randperm(len(self.train_x), device=self.device, generator=self.gen)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -94,13 +97,15 @@ class Trainer:
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
         seen = self.steps_per_epoch * bs
+        # .item() waits for the device, so on CUDA the training time covers the queued kernels too.
+        train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen
         train_seconds = time.perf_counter() - start
         val_loss, val_acc = self.evaluate(self.val_x, self.val_y)
         self.epoch += 1
         return EpochMetrics(
             epoch=self.epoch,
-            train_loss=loss_sum.item() / seen,
-            train_acc=correct.item() / seen,
+            train_loss=train_loss,
+            train_acc=train_acc,
             val_loss=val_loss,
             val_acc=val_acc,
             lr=self.optimizer.param_groups[0]["lr"],

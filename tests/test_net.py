@@ -1,0 +1,238 @@
+"""The network built from a Config: the report's layer shapes and parameter counts, every BatchNorm
+placement forward and backward, and the Config's validation and flat round trip."""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import model
+from model.config import ACTIVATIONS, BATCHNORM, BN_ORDER, OPTIMIZERS, PADDING, SCHEDULES, Config
+
+
+def _output_shapes(net: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """Per named layer, the shape of its output without the batch dimension (channels last, as
+    Keras prints it, for 4-D maps)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def hook(name: str):
+        def record(_module, _inputs, output):
+            size = tuple(output.shape[1:])
+            shapes[name] = (size[1], size[2], size[0]) if len(size) == 3 else size
+
+        return record
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in net.named_children()]
+    try:
+        net.eval()
+        with torch.no_grad():
+            net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def test_seed_layer_output_shapes_match_the_report():
+    net = model.build(model.PRESETS["seed"])
+    shapes = _output_shapes(net, torch.rand(2, 1, 28, 28))
+    expected = {
+        "block1_conv1": (26, 26, 64),
+        "block1_conv2": (24, 24, 64),
+        "block1_pool": (12, 12, 64),
+        "block2_conv1": (10, 10, 128),
+        "block2_conv2": (8, 8, 128),
+        "block2_pool": (4, 4, 128),
+        "flatten": (2048,),
+        "dense": (256,),
+        "logits": (10,),
+    }
+    assert {name: shapes[name] for name in expected} == expected
+    # BatchNorm, activations and dropout keep the shape of what they follow.
+    names = list(shapes)
+    for i, name in enumerate(names):
+        if name.endswith(("_bn", "_act", "_dropout")):
+            assert shapes[name] == shapes[names[i - 1]], name
+
+
+@pytest.mark.parametrize(("name", "count"), [("seed", 786_890), ("baseline", 786_122)])
+def test_preset_parameter_counts(name, count):
+    assert model.count_parameters(model.build(model.PRESETS[name])) == count
+
+
+def test_baseline_is_seed_without_batchnorm_and_augmentation():
+    seed, baseline = model.PRESETS["seed"], model.PRESETS["baseline"]
+    assert replace(seed, batchnorm="none", strength=0.0) == baseline
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.build(seed).modules()) == 4
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.build(baseline).modules())
+
+
+def _forward_backward(cfg: Config, batch: int = 4) -> torch.Tensor:
+    torch.manual_seed(0)
+    net = model.build(cfg)
+    net.train()
+    logits = net(torch.rand(batch, 1, 28, 28))
+    assert logits.shape == (batch, 10)
+    loss = F.cross_entropy(logits, torch.arange(batch) % 10)
+    loss.backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
+    assert any(p.grad.abs().sum() > 0 for p in net.parameters())
+    return logits
+
+
+BN_COUNT_TWO_CONVS = {"none": 0, "every": 2, "block": 1}  # per block, with convs_per_block=2
+
+
+@pytest.mark.parametrize("layout", ["valid-2-blocks", "same-3-blocks"])
+@pytest.mark.parametrize("dense", [32, 0], ids=["dense-head", "pool-head"])
+@pytest.mark.parametrize("bn_order", BN_ORDER)
+@pytest.mark.parametrize("batchnorm", BATCHNORM)
+def test_every_batchnorm_placement_trains(batchnorm, bn_order, dense, layout):
+    filters, padding = ((8, 16), "valid") if layout == "valid-2-blocks" else ((8, 16, 32), "same")
+    cfg = Config(filters=filters, padding=padding, batchnorm=batchnorm, bn_order=bn_order, dense=dense)
+    _forward_backward(cfg)
+
+    net = model.build(cfg)
+    children = list(net.named_children())
+    bns = [i for i, (_, m) in enumerate(children) if isinstance(m, nn.BatchNorm2d)]
+    expected = 1 if batchnorm == "single" else BN_COUNT_TWO_CONVS[batchnorm] * len(filters)
+    assert len(bns) == expected
+    for i in bns:
+        before = children[i - 1][1]
+        # "pre": conv -> BN -> act; "post": conv -> act -> BN.
+        assert isinstance(before, nn.Conv2d if bn_order == "pre" else nn.ReLU), children[i][0]
+        assert children[i][1].num_features == (before.out_channels if bn_order == "pre" else children[i - 2][1].out_channels)
+
+    logits = children[-1][1]
+    if dense:
+        side = 4 if padding == "valid" else 3  # valid: 28-4=24 -> 12 -> 8 -> 4; same: 28 -> 14 -> 7 -> 3
+        assert net.dense.in_features == filters[-1] * side * side
+        assert logits.in_features == dense
+    else:
+        assert isinstance(net.pool, nn.AdaptiveAvgPool2d)
+        assert sum(isinstance(m, nn.Linear) for m in net.modules()) == 1
+        assert logits.in_features == filters[-1]
+
+
+def test_single_batchnorm_sits_in_the_middle_block():
+    net = model.build(Config(filters=(8, 16, 32), padding="same", batchnorm="single"))
+    assert [name for name, m in net.named_children() if isinstance(m, nn.BatchNorm2d)] == ["block2_conv2_bn"]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_every_activation_builds_and_trains(activation):
+    net = model.build(Config(filters=(8, 16), dense=16, activation=activation))
+    acts = {type(m).__name__.lower() for name, m in net.named_children() if name.endswith("_act")}
+    assert acts == {activation}
+    _forward_backward(Config(filters=(8, 16), dense=16, activation=activation))
+
+
+def test_network_normalizes_raw_pixels():
+    net = model.build(Config(filters=(4, 4), dense=8))
+    x = torch.full((1, 1, 28, 28), model.net.PIXEL_MEAN)
+    assert torch.allclose(net.normalize(x), torch.zeros_like(x), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(filters=(64, 128, 256)),  # valid padding: 28 -> 24 -> 12 -> 8 -> 4 -> 0
+        dict(filters=(8, 8), kernel_size=15),
+        dict(filters=(8,) * 5, padding="same"),  # 28 -> 14 -> 7 -> 3 -> 1 -> 0
+    ],
+)
+def test_a_network_that_shrinks_to_nothing_is_rejected(kwargs):
+    with pytest.raises(ValueError, match="filters="):
+        Config(**kwargs)
+    with pytest.raises(ValueError, match="filters="):
+        Config.from_flat({k: ",".join(map(str, v)) if isinstance(v, tuple) else v for k, v in kwargs.items()})
+
+
+def test_three_blocks_fit_with_same_padding():
+    cfg = Config.from_flat({"filters": "64,128,256", "padding": "same"})
+    assert cfg.feature_side() == 3
+    assert model.build(cfg)(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        *model.PRESETS.values(),
+        Config(filters=(16, 32, 64), padding="same", batchnorm="single", bn_order="pre", activation="gelu", dense=0,
+               lr=1.5e-3, weight_decay=1e-4, optimizer="sgd", schedule="onecycle", strength=0.3, erasing=0.5, seed=7),
+    ],
+)
+def test_from_flat_round_trips_to_flat(cfg):
+    flat = cfg.to_flat()
+    assert set(flat) == {f.name for f in fields(Config)}
+    assert all(isinstance(v, (str, int, float)) for v in flat.values())
+    assert flat["filters"] == ",".join(map(str, cfg.filters))
+    assert Config.from_flat(flat) == cfg
+    # Text (a CLI, a Parquet column) parses back to the same config too.
+    assert Config.from_flat({k: str(v) for k, v in flat.items()}) == cfg
+
+
+def test_from_flat_applies_values_on_a_base():
+    base = model.PRESETS["baseline"]
+    cfg = Config.from_flat({"lr": "1e-3", "epochs": 5.0, "filters": "32, 64"}, base=base)
+    assert (cfg.lr, cfg.epochs, cfg.filters) == (1e-3, 5, (32, 64))
+    assert cfg.batchnorm == "none" and cfg.strength == 0.0
+    assert isinstance(cfg.epochs, int)
+
+
+@pytest.mark.parametrize(
+    ("field", "choices"),
+    [
+        ("activation", ACTIVATIONS),
+        ("batchnorm", BATCHNORM),
+        ("bn_order", BN_ORDER),
+        ("padding", PADDING),
+        ("optimizer", OPTIMIZERS),
+        ("schedule", SCHEDULES),
+    ],
+)
+def test_bad_choice_names_the_field_and_the_valid_choices(field, choices):
+    with pytest.raises(ValueError) as info:
+        Config.from_flat({field: "bogus"})
+    message = str(info.value)
+    assert message.startswith(f"{field}='bogus'")
+    for choice in choices:
+        assert choice in message
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({"lr": "fast"}, "lr='fast': expected float"),
+        ({"epochs": "2.5"}, "epochs='2.5': expected int"),
+        ({"filters": "64,x"}, "filters='64,x': expected comma-separated integers"),
+        ({"filters": "64,0"}, "filters=(64, 0)"),
+        ({"kernel_size": 4}, "kernel_size=4"),
+        ({"flip": 1.5}, "flip=1.5"),
+        ({"dense_dropout": 1.0}, "dropout"),
+        ({"zoom": 1.0}, "zoom=1.0"),
+        ({"shift": 0.6}, "shift=0.6"),
+        ({"lr": 0}, "lr=0"),
+        ({"dense": -1}, "dense=-1"),
+        ({"batch_size": 0}, "batch_size=0"),
+    ],
+)
+def test_bad_values_raise_value_error_naming_the_field(values, fragment):
+    with pytest.raises(ValueError) as info:
+        Config.from_flat(values)
+    assert fragment in str(info.value)
+
+
+def test_unknown_key_lists_the_valid_keys():
+    with pytest.raises(ValueError) as info:
+        Config.from_flat({"learning_rate": 0.1})
+    message = str(info.value)
+    assert "learning_rate" in message
+    for f in fields(Config):
+        assert f.name in message
