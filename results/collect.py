@@ -40,7 +40,7 @@ from results.schema import (
 )
 
 EPOCH_METRICS = tuple(name for name in EPOCHS.names if name != "trial_id")
-REPORTED_KEYS = (*EPOCH_METRICS, "params", "node")  # what search.run's trainable reports every epoch
+REPORTED_KEYS = (*EPOCH_METRICS, "params")  # what search.run's trainable reports every epoch
 
 
 def trial_status(tune_status: str, epochs_run: int, max_epochs: int) -> str:

@@ -62,12 +62,14 @@ TRIALS = pa.schema(
     ]
 )
 
-# One row per trial and epoch (1-based). lr: at the end of the epoch; seconds: the whole epoch.
+# One row per trial and epoch (1-based). lr: at the end of the epoch; seconds: the whole epoch;
+# node: where the epoch ran (a trial retried after a lost node continues elsewhere).
 EPOCHS = pa.schema(
     [
         ("trial_id", pa.string()),
         ("epoch", pa.int64()),
         *_floats("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_second"),
+        ("node", pa.string()),
     ]
 )
 

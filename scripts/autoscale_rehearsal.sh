@@ -22,7 +22,7 @@
 # Storage: a local folder (REHEARSAL_STORAGE, default runs/autoscale-rehearsal/<date-time>) works
 # here only because every fake node shares this machine's file system; search.run refuses a local
 # path with address= unless shared=true says so. On a real cluster Tune needs storage every node
-# reaches (s3://... or an NFS mount with shared=true): see docs/cluster.md.
+# reaches (s3://... or an NFS mount with shared=true): see README.md, "The cluster".
 #
 # Security as on the real cluster: token authentication (RAY_AUTH_MODE=token, a fresh token in a
 # private temporary folder), the dashboard on 127.0.0.1 on a free port.

@@ -7,8 +7,8 @@ checkpoint), the test removes a node that still has a trial one epoch in, from t
 Ray requires: that node's trials fail, are retried
 (FailureConfig(max_failures=2)) and continue from their checkpoints on the surviving node.
 
-The per-epoch node comes from Tune's result.json files: the report's epochs.parquet has no node
-column, and trials.parquet keeps only the node of a trial's last epoch.
+The order in which a trial's epochs ran on which node comes from Tune's result.json files, as
+written: the report's epochs.parquet keeps one row per epoch (the last written).
 """
 
 from __future__ import annotations
@@ -120,6 +120,7 @@ def test_a_lost_node_s_trials_resume_from_their_checkpoints_on_the_other(cluster
         assert epochs.loc[epochs["trial_id"] == row.trial_id, "epoch"].tolist() == list(range(1, row.epochs_run + 1))
         assert row.epochs_run >= GRACE
     assert {node.rsplit(":", 1)[1] for node in trials["node"]} <= {gone, survivor}
+    assert {node.rsplit(":", 1)[1] for node in epochs["node"]} == {gone, survivor}
 
     # Both nodes ran trials, four each at first: eight slots, eight trials, all started together.
     rows = epoch_rows(experiment)
