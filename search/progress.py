@@ -33,6 +33,9 @@ class Progress(Callback):
         self.metric = metric
         self._live: Live | None = None
         self._started = 0.0
+        # Tune updates a trial's last_result and metric_analysis after the callbacks see a result:
+        # the newest (epoch, value) of each trial is kept here.
+        self._newest: dict[str, tuple[int, float]] = {}
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_live": None}
@@ -43,6 +46,8 @@ class Progress(Callback):
         self._live.start()
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
+        if self.metric in result:
+            self._newest[trial.trial_id] = (result["training_iteration"], result[self.metric])
         self._show(trials)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
@@ -66,24 +71,30 @@ class Progress(Callback):
     def render(self, trials: list[Trial], elapsed: float) -> Group:
         outcomes = [outcome(t, self.max_epochs) for t in trials]
         counts = {k: outcomes.count(k) for k in ("running", "completed", "pruned", "error")}
-        scored = [t for t in trials if self.metric in (t.metric_analysis.get(self.metric) or {})]
+        scores = {t.trial_id: self._best_score(t) for t in trials}
+        scored = [t for t in trials if scores[t.trial_id] is not None]
         summary = "  ".join(f"{k} [bold]{v}[/]" for k, v in counts.items())
         summary += f" of {self.total} trials   elapsed {_clock(elapsed)}"
         summary += f", ~{_clock(self._remaining(trials, outcomes, elapsed))} left"
         parts: list = [summary]
         if scored:
-            best = max(scored, key=lambda t: t.metric_analysis[self.metric]["max"])
+            best = max(scored, key=lambda t: scores[t.trial_id])
             config = ", ".join(f"{k}={_short(best.config.get(k))}" for k in self.shown)
-            parts.append(f"best {self.metric} [bold green]{best.metric_analysis[self.metric]['max']:.4f}[/] "
-                         f"({best.trial_id}): {config}")
+            parts.append(f"best {self.metric} [bold green]{scores[best.trial_id]:.4f}[/] ({best.trial_id}): {config}")
         running = Table("trial", "epoch", self.metric, title=None, box=None)
         for t, o in zip(trials, outcomes):
-            if o == "running" and t.last_result:
-                running.add_row(t.trial_id, f"{t.last_result.get('training_iteration', 0)}/{self.max_epochs}",
-                                f"{t.last_result.get(self.metric, float('nan')):.4f}")
+            if o == "running":
+                last = t.last_result or {}
+                epoch, value = self._newest.get(t.trial_id, (last.get("training_iteration", 0), last.get(self.metric)))
+                running.add_row(t.trial_id, f"{epoch}/{self.max_epochs}", "-" if value is None else f"{value:.4f}")
         if running.row_count:
             parts.append(running)
         return Group(*parts)
+
+    def _best_score(self, trial: Trial) -> float | None:
+        newest = self._newest.get(trial.trial_id, (0, None))[1]
+        seen = [v for v in ((trial.metric_analysis.get(self.metric) or {}).get("max"), newest) if v is not None]
+        return max(seen) if seen else None
 
     def _remaining(self, trials: list[Trial], outcomes: list[str], elapsed: float) -> float:
         """Seconds left: epochs still expected, at the wall-clock pace of the epochs done so far."""
