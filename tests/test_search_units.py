@@ -133,3 +133,32 @@ def test_searcher_ignores_epochs_repeated_after_a_resume():
 def test_grace_beyond_max_epochs_is_refused():
     with pytest.raises(ValueError, match="grace=5 exceeds max_epochs=3"):
         make_scheduler(max_epochs=3, grace=5, eta=2)
+
+
+def _trial(trial_id, status, epochs, best, lr):
+    return SimpleNamespace(trial_id=trial_id, status=status, config={"lr": lr},
+                           last_result={"training_iteration": epochs, "val_acc": best} if epochs else {},
+                           metric_analysis={"val_acc": {"max": best}} if epochs else {})
+
+
+def test_progress_counts_outcomes_and_shows_the_best_trial():
+    from rich.console import Console
+
+    from search.progress import Progress
+
+    progress = Progress(total=5, max_epochs=3, shown=["lr"])
+    trials = [
+        _trial("done", "TERMINATED", 3, 0.91, 1e-3),
+        _trial("cut", "TERMINATED", 1, 0.70, 3e-4),
+        _trial("boom", "ERROR", 2, 0.80, 1e-2),
+        _trial("busy", "RUNNING", 2, 0.85, 2e-3),
+    ]
+    # The running trial's newest result arrives before Tune updates its own record.
+    progress.on_trial_result(0, trials, trials[3], {"training_iteration": 3, "val_acc": 0.95})
+    console = Console(width=200, record=True)
+    console.print(progress.render(trials, elapsed=60.0))
+    text = console.export_text()
+    assert "running 1  completed 1  pruned 1  error 1 of 5 trials" in text
+    assert "best val_acc 0.9500 (busy): lr=0.002" in text
+    assert ["busy", "3/3", "0.9500"] in [line.split() for line in text.splitlines()]
+    assert "elapsed 0:01:00" in text and "left" in text
