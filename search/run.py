@@ -149,7 +149,10 @@ def _check(s: Settings) -> None:
         locate(s.storage)
     except Exception as e:  # pyarrow raises its own types for unknown schemes
         raise ValueError(f"storage={s.storage}: not a usable path or URI ({e})") from None
-    present = file_type(s.experiment) == pyarrow.fs.FileType.Directory
+    try:
+        present = file_type(s.experiment) == pyarrow.fs.FileType.Directory
+    except OSError as e:  # an object store without credentials, a missing bucket, ...
+        raise ValueError(f"storage={s.storage}: cannot be reached ({e})") from None
     if s.resume and not present:
         raise ValueError(f"nothing to resume: {s.experiment} does not exist")
     if not s.resume and present:
