@@ -6,12 +6,21 @@ import os
 from datetime import datetime, timezone
 
 import optuna
+from ray import tune
 
+import spaces
 from model.data import Split
 from model.overrides import reject
+from results.collect import collect
+from results.load import load
 from results.schema import write_json
+from results.show import top_trials_table, wide_console
+from search.asha import RungKeeper, make_scheduler
+from search.progress import Progress
 from search.ray_session import ray_session
 from search.run import METRIC, MODE, RUN_FILE, Settings, param_space
+from search.searcher import HonestOptunaSearch
+from search.trainable import train_trial
 
 # Tune's own console output is replaced by search.progress unless verbose=true; a snapshot of the
 # experiment per epoch checkpoint is what we want, so its "excessive sync" warning is noise.
@@ -51,24 +60,12 @@ def _resources_problem(s: Settings, resources: dict) -> str | None:
 
 
 def _trainable(s: Settings, split: Split):
-    from ray import tune
-
-    from search.trainable import train_trial
-
     return tune.with_resources(
         tune.with_parameters(train_trial, split=split), {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
     )
 
 
 def create_tuner(s: Settings, split: Split):
-    from ray import tune
-
-    from search.asha import RungKeeper, make_scheduler
-    from search.progress import Progress
-    from search.searcher import HonestOptunaSearch
-
-    import spaces
-
     scheduler = make_scheduler(s.max_epochs, s.grace, s.eta)
     tuner = tune.Tuner(
         _trainable(s, split),
@@ -108,16 +105,10 @@ def trial_name(trial) -> str:
 
 
 def _restore(s: Settings, split: Split):
-    from ray import tune
-
     return tune.Tuner.restore(s.experiment, _trainable(s, split), resume_unfinished=True, resume_errored=False)
 
 
 def _report(s: Settings) -> int:
-    from results.collect import collect
-    from results.load import load
-    from results.show import top_trials_table, wide_console
-
     collect(s.experiment)
     exp = load(s.experiment)
     console = wide_console()
