@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,10 +61,8 @@ class Trainer:
         self.params = count_parameters(self.net)
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(cfg.seed)
-        self.train_x = torch.from_numpy(split.train_images).to(self.device)
-        self.train_y = torch.from_numpy(split.train_labels).to(self.device)
-        self.val_x = torch.from_numpy(split.val_images).to(self.device)
-        self.val_y = torch.from_numpy(split.val_labels).to(self.device)
+        self.train_x, self.train_y = on_device(split.train_images, self.device), on_device(split.train_labels, self.device)
+        self.val_x, self.val_y = on_device(split.val_images, self.device), on_device(split.val_labels, self.device)
         self.steps_per_epoch = len(self.train_x) // cfg.batch_size  # the last partial batch is dropped
         if self.steps_per_epoch < 1:
             raise ValueError(f"batch_size={cfg.batch_size} exceeds the {len(self.train_x)} training images")
@@ -128,10 +127,7 @@ class Trainer:
         retrain on all 60,000 training images has no validation set)."""
         if len(labels) == 0:
             return math.nan, math.nan
-        logits = self.logits(images_u8)
-        labels = labels.to(self.device)
-        loss = F.cross_entropy(logits, labels).item()
-        return loss, (logits.argmax(1) == labels).float().mean().item()
+        return score(self.logits(images_u8), labels.to(self.device))
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly where this epoch ended (for Tune checkpoints)."""
@@ -152,6 +148,17 @@ class Trainer:
         self.schedule.load_state_dict(state["schedule"])
         self.gen.set_state(state["generator"].cpu())
         self.epoch = state["epoch"]
+
+
+def score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of logits against labels on the same device."""
+    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+
+
+def on_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A copy of `array` on `device`. A copy, not a view: arrays from Ray's object store are
+    read-only, and torch.from_numpy would warn about (and share) them."""
+    return torch.tensor(array, device=device)
 
 
 def _optimizer(cfg: Config, net: torch.nn.Module) -> torch.optim.Optimizer:

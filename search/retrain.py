@@ -20,13 +20,11 @@ published unless ONNX Runtime's test-set predictions agree with PyTorch's.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import sys
 import time
 import uuid
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -133,39 +131,17 @@ def _config_from_search(run_dir: Path, trial: str | None) -> tuple[Config, str]:
         found = results.load(run_dir)
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"{run_dir}: no search results to retrain from ({e}); give config=seed|baseline instead") from None
-    known = field_types()
     if trial is None:
         best = found.best
-        if not best or not best.get("config"):
+        if not best:
             raise ValueError(f"{run_dir}: the search has no best trial yet; give trial=ID or config=seed|baseline")
-        flat = {k: v for k, v in best["config"].items() if k in known}
-        return _from_flat(flat, f"{run_dir}"), f"best trial {best.get('trial_id', '?')}"
-    trials = found.trials
-    if trials is None or "trial_id" not in trials.columns:
-        raise ValueError(f"{run_dir}: no trials table to look trial={trial} up in")
-    rows = trials[trials["trial_id"].astype(str) == trial]
+        return Config.from_flat(best["config"]), f"best trial {best['trial_id']}"
+    rows = found.trials[found.trials["trial_id"] == trial]
     if rows.empty:
-        some = ", ".join(map(str, trials["trial_id"].astype(str).head(5)))
+        some = ", ".join(found.trials["trial_id"].head(5))
         raise ValueError(f"trial={trial!r}: not a trial of {run_dir} (trials are e.g. {some})")
-    row = rows.iloc[-1]
-    flat = {key: row[key] for key in known if key in row.index and not _missing(row[key])}
-    return _from_flat(flat, f"trial {trial} of {run_dir}"), f"trial {trial}"
-
-
-def _missing(value: Any) -> bool:
-    try:
-        return value is None or (isinstance(value, float) and math.isnan(value))
-    except TypeError:
-        return False
-
-
-def _from_flat(flat: dict[str, Any], where: str) -> Config:
-    if not flat:
-        raise ValueError(f"{where}: no config columns found")
-    try:
-        return Config.from_flat(flat)
-    except ValueError as e:
-        raise ValueError(f"{where}: {e}") from None
+    row = rows.iloc[0]  # trial ids are unique in the trials table
+    return Config.from_flat({key: row[key] for key in field_types()}), f"trial {trial}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,22 +153,16 @@ def retrain_seed(
 ) -> dict[str, Any]:
     """Train one seed on the whole split, evaluate on the test set once; plain data back to the driver."""
     import torch
-    import torch.nn.functional as F
 
-    from model.trainer import Trainer
+    from model.trainer import Trainer, on_device, score
 
     torch.set_num_threads(max(1, threads))
     cfg = Config.from_flat(flat)
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        # Arrays from Ray's object store are read-only; the trainer never writes to them.
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        trainer = Trainer(cfg, split, device)
-        epochs = [trainer.run_epoch() for _ in range(cfg.epochs)]
-        labels = torch.from_numpy(np.asarray(test_labels)).to(trainer.device)
-        logits = trainer.logits(torch.from_numpy(np.asarray(test_images)))  # the one look at the test set
-    test_loss = F.cross_entropy(logits, labels).item()
-    test_acc = (logits.argmax(1) == labels).float().mean().item()
+    trainer = Trainer(cfg, split, device)
+    epochs = [trainer.run_epoch() for _ in range(cfg.epochs)]
+    logits = trainer.logits(on_device(test_images, trainer.device))  # the one look at the test set
+    test_loss, test_acc = score(logits, on_device(test_labels, trainer.device))
     return {
         "seed": cfg.seed,
         "epochs": [

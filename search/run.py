@@ -7,10 +7,9 @@ prints the spaces. Every input is checked before anything is created on disk.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 
 import pyarrow.fs
 
