@@ -9,7 +9,7 @@ import importlib
 
 _EXPORTS = {
     "PRESETS": "model.config", "Config": "model.config",
-    "build": "model.net", "count_parameters": "model.net",
+    "build": "model.net", "count_parameters": "model.net", "to_input": "model.net",
     "Augmentation": "model.augment", "augment": "model.augment",
     "CLASSES": "model.data", "DataError": "model.data", "Split": "model.data",
     "EpochMetrics": "model.trainer", "Trainer": "model.trainer", "train": "model.trainer",

@@ -153,3 +153,13 @@ def test_augmentation_on_cuda():
     assert torch.equal(augment(x, Augmentation.from_config(Config(strength=0.0)), _gen(device="cuda")), x)
     mirror = Augmentation.from_config(Config(flip=1.0, **NO_GEOMETRY))
     assert torch.equal(augment(x, mirror, _gen(device="cuda")), x.flip(-1))
+
+
+def test_mirror_folded_into_the_affine_matrix_equals_flip():
+    # flip=1e-12 draws the same numbers as flip=1.0 but never mirrors: the same affine transforms.
+    geometry = dict(rotation=15.0, shift=0.1, shear=10.0, zoom=0.1)
+    x = _images()
+    mirrored = augment(x, Augmentation(flip=1.0, **geometry), _gen(4))
+    plain = augment(x, Augmentation(flip=1e-12, **geometry), _gen(4))
+    assert not torch.allclose(plain, x, atol=1e-3)  # the geometry did something
+    assert torch.allclose(mirrored, plain.flip(-1), atol=1e-5)

@@ -118,3 +118,64 @@ def test_cli_rejects_bad_input_with_one_line(args, fragment):
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("error: ") and fragment in lines[0]
     assert done.stdout == ""
+
+
+def test_an_epoch_augments_every_image_with_its_own_draws(small_split, monkeypatch):
+    # Every training image the same: an epoch's batches, here from four augmentation chunks of 256,
+    # must still hold 1,024 distinct images.
+    monkeypatch.setattr("model.trainer.AUGMENT_CHUNK", 256)
+    same = replace(small_split, train_images=small_split.train_images[:1].repeat(1024, axis=0))
+    trainer = Trainer(_tiny(batch_size=32), same, "cpu")
+    images = torch.cat([x for x, _ in trainer.batches()])
+    assert images.shape == (1024, 1, 28, 28)
+    assert len(torch.unique(images.flatten(1), dim=0)) == 1024
+
+
+def test_an_epoch_visits_a_permutation_of_the_training_images(small_split):
+    split = replace(small_split, train_labels=torch.arange(1024).numpy())  # labels as image ids
+    trainer = Trainer(_tiny(batch_size=100, strength=0.0), split, "cpu")
+    ids = torch.cat([y for _, y in trainer.batches()])
+    assert len(ids) == 1000 == len(set(ids.tolist()))  # 10 whole batches, no image twice
+    assert not torch.equal(ids, torch.arange(1000))
+
+
+def test_the_captured_step_needs_cuda(small_split):
+    with pytest.raises(ValueError, match="cuda_graph=True needs a CUDA device"):
+        Trainer(_tiny(), small_split, "cpu", cuda_graph=True)
+    assert Trainer(_tiny(), small_split, "cpu").cuda_graph is False
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+def test_captured_and_plain_step_reach_the_same_accuracy(train_set):
+    split = data.split(*train_set, val_size=6000, subset=20000, seed=0)
+    cfg = replace(PRESETS["seed"], batch_size=128, epochs=5)
+    accuracy = {}
+    for graph in (True, False):
+        trainer = train(cfg, split, device="cuda", cuda_graph=graph)
+        assert trainer.cuda_graph is graph
+        accuracy[graph] = trainer.evaluate(trainer.val_x, trainer.val_y)[1]
+    assert abs(accuracy[True] - accuracy[False]) <= 0.003, accuracy
+    assert accuracy[True] > 0.85
+
+
+@cuda
+def test_captured_step_resumes_exactly(small_split, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)  # cuDNN may otherwise pick atomics
+    cfg = _tiny(erasing=0.5, schedule="onecycle", epochs=2, batch_size=64)
+    straight = Trainer(cfg, small_split, "cuda", cuda_graph=True)
+    straight.run_epoch()
+    expected = straight.run_epoch()
+
+    first = Trainer(cfg, small_split, "cuda", cuda_graph=True)
+    first.run_epoch()
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = Trainer(cfg, small_split, "cuda", cuda_graph=True)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    got = resumed.run_epoch()
+    assert _without_timing(got) == _without_timing(expected)
+    assert _same_weights(resumed, straight)
