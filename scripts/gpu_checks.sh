@@ -36,10 +36,10 @@ for stage in "$@"; do
     speed)
       step 10-cuda-tests 150 python3 -m pytest -q -p no:cacheprovider -rs tests/test_trainer.py tests/test_augment.py -k "cuda or captured"
       step 20-throughput 150 "${bench[@]}" --packed 4
-      for n in 1 2 4 8; do step "30-packed-$n" 60 "${bench[@]}" --only d --packed "$n" --packed-seconds 5; done
+      for n in 1 2 4 8; do step "30-packed-$n" 45 "${bench[@]}" --only d --packed "$n" --packed-seconds 4; done
       mps on
-      for n in 1 2 4 8; do step "31-packed-$n-mps" 60 "${bench[@]}" --only d --packed "$n" --packed-seconds 5; done
-      step 32-packed-4-mps-batch256 60 "${bench[@]}" --only d --packed 4 --packed-seconds 5 --batch-size 256
+      for n in 2 4 8; do step "31-packed-$n-mps" 45 "${bench[@]}" --only d --packed "$n" --packed-seconds 4; done
+      step 32-packed-4-mps-batch256 60 "${bench[@]}" --only d --packed 4 --packed-seconds 4 --batch-size 256
       mps off
       step 33-compile 150 "${bench[@]}" --only a --repeats 1 --compile
       ;;
