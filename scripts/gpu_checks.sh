@@ -4,51 +4,64 @@
 # ../shared/device/README.md says (.gpu/ copied along); run from the project root:
 #
 #   bash scripts/gpu_checks.sh speed    # CUDA tests, throughput (a)-(d), packed trials with and without MPS
+#   bash scripts/gpu_checks.sh mps      # packed trials under MPS only
 #   bash scripts/gpu_checks.sh search   # a short space=full search: trial seconds / (slots x wall)
 #   bash scripts/gpu_checks.sh speed search
 #
-# GPU_CHECKS_SRC: run another checkout (e.g. a `git archive` of one commit) instead of this one.
+# Everything goes to one file, $OUT/gpu-checks.log (the device tool brings back only a few files).
+# GPU_KIT: the .gpu/ folder (default ./.gpu); GPU_CHECKS_SRC: run another checkout (e.g. a
+# `git archive` of one commit) instead of this one.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
+kit=$(cd "${GPU_KIT:-.gpu}" && pwd)
 OUT=${OUT:-/tmp/gpu-checks}; mkdir -p "$OUT"
-source "$root/.gpu/env.sh" > "$OUT/00-env.txt" 2>&1
+report="$OUT/gpu-checks.log"
+source "$kit/env.sh" >> "$report" 2>&1
 src=${GPU_CHECKS_SRC:-$root}
 export PYTHONPATH="$src:/tmp/gpu-site"
-python3 -c "import pytest" 2>/dev/null || export PYTHONPATH="$PYTHONPATH:$root/.gpu/pytest-site"
+python3 -c "import pytest" 2>/dev/null || export PYTHONPATH="$PYTHONPATH:$kit/pytest-site"
 cd "$src"
-nvidia-smi > "$OUT/01-nvidia-smi.txt" 2>&1
+nvidia-smi -L >> "$report" 2>&1
 
-log() { echo "$(date +%T) $*" | tee -a "$OUT/steps.log"; }
-step() {  # step NAME SECONDS command...: output to $OUT/NAME.txt
+log() { echo "== $(date +%T) $*" | tee -a "$report"; }
+step() {  # step NAME SECONDS command...: output appended to the report
   local name=$1 limit=$2; shift 2
   log "start $name"
-  timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
+  timeout "$limit" "$@" >> "$report" 2>&1
   log "end $name rc=$?"
 }
 mps() {  # mps on|off: NVIDIA's Multi-Process Service lets kernels of several processes run at once
-  if [ "$1" = on ]; then nvidia-cuda-mps-control -d >> "$OUT/mps.txt" 2>&1; else echo quit | nvidia-cuda-mps-control >> "$OUT/mps.txt" 2>&1; fi
+  if [ "$1" = on ]; then nvidia-cuda-mps-control -d >> "$report" 2>&1; else echo quit | nvidia-cuda-mps-control >> "$report" 2>&1; fi
   sleep 1
+  log "mps $1: $(pgrep -c nvidia-cuda-mps) MPS processes"
 }
 bench=(python3 benchmarks/throughput.py --device cuda --data-dir "$FMNIST" --images 16384)
+mps_stage() {
+  mps on
+  for n in 2 4 8; do step "packed-$n-mps" 90 "${bench[@]}" --only d --packed "$n" --packed-seconds 4; done
+  step packed-4-mps-batch256 60 "${bench[@]}" --only d --packed 4 --packed-seconds 4 --batch-size 256
+  mps off
+  # One process at 4x the batch: about what four trials stacked into one process (vmap) could reach.
+  step one-process-batch512 60 "${bench[@]}" --only a --repeats 1 --batch-size 512
+}
+
 
 for stage in "$@"; do
   case $stage in
     speed)
-      step 10-cuda-tests 150 python3 -m pytest -q -p no:cacheprovider -rs tests/test_trainer.py tests/test_augment.py -k "cuda or captured"
-      step 20-throughput 150 "${bench[@]}" --packed 4
-      for n in 1 2 4 8; do step "30-packed-$n" 45 "${bench[@]}" --only d --packed "$n" --packed-seconds 4; done
-      mps on
-      for n in 2 4 8; do step "31-packed-$n-mps" 45 "${bench[@]}" --only d --packed "$n" --packed-seconds 4; done
-      step 32-packed-4-mps-batch256 60 "${bench[@]}" --only d --packed 4 --packed-seconds 4 --batch-size 256
-      mps off
-      step 33-compile 150 "${bench[@]}" --only a --repeats 1 --compile
+      step cuda-tests 150 python3 -m pytest -q -p no:cacheprovider -rs tests/test_trainer.py tests/test_augment.py -k "cuda or captured"
+      step throughput 150 "${bench[@]}" --packed 4
+      for n in 1 2 4 8; do step "packed-$n" 90 "${bench[@]}" --only d --packed "$n" --packed-seconds 4; done
+      mps_stage
+      step compile 150 "${bench[@]}" --only a --repeats 1 --compile
       ;;
+    mps) mps_stage;;
     search)
       start=$(date +%s.%N)
-      step 40-search 300 python3 -m search.run space=full budget=standard trials=16 max_epochs=4 grace=1 eta=2 \
+      step search 300 python3 -m search.run space=full budget=standard trials=16 max_epochs=4 grace=1 eta=2 \
         data_dir="$FMNIST" storage=/tmp/runs name=gpu-full
       end=$(date +%s.%N)
-      python3 - "$start" "$end" > "$OUT/41-search-efficiency.txt" 2>&1 <<'PY'
+      python3 - "$start" "$end" >> "$report" 2>&1 <<'PY'
 import sys
 import pandas as pd
 wall = float(sys.argv[2]) - float(sys.argv[1])
@@ -60,7 +73,7 @@ print(f"efficiency = {busy:.1f} / ({slots} x {wall:.1f}) = {busy / (slots * wall
 PY
       tar -czf "$OUT/gpu-full-report.tgz" -C /tmp/runs gpu-full/report gpu-full/run.json 2>/dev/null
       ;;
-    *) log "unknown stage $stage (speed, search)";;
+    *) log "unknown stage $stage (speed, mps, search)";;
   esac
 done
 log done
