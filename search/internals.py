@@ -1,0 +1,84 @@
+"""Every private attribute of Ray and Optuna the project relies on, and nowhere else.
+
+Neither library offers these through public API. An upgrade may rename or move them without
+notice; tests/test_internals.py exercises each one on real objects, so the upgrade fails there, by
+name, rather than in the middle of a search or a resume. Ray is pinned (ray[tune]==2.60.0) and
+Optuna bounded (>=5,<6) in pyproject.toml; revisit this module whenever either changes.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import optuna
+import pyarrow.fs as pafs
+from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+# --- Ray's OptunaSearch keeps its study, its Optuna trials and what it has told privately. ----------
+
+
+def optuna_study(searcher: OptunaSearch) -> optuna.Study:
+    """The study the searcher asks and tells (None until Tune has called set_search_properties)."""
+    return searcher._ot_study
+
+
+def optuna_trial(searcher: OptunaSearch, trial_id: str) -> optuna.Trial:
+    """The Optuna trial behind a Tune trial id."""
+    return searcher._ot_trials[trial_id]
+
+
+def told(searcher: OptunaSearch) -> set[str]:
+    """The Tune trial ids whose end the searcher has told Optuna (the set itself: add to it)."""
+    return searcher._completed_trials
+
+
+def use_storage(searcher: OptunaSearch, storage: optuna.storages.BaseStorage) -> None:
+    """Make the study that set_search_properties creates live in `storage` (OptunaSearch only takes
+    a storage in its constructor, before the experiment folder exists)."""
+    searcher._storage = storage
+
+
+# --- Ray's ASHAScheduler does not expose its rungs (ray-project/ray#30838: they are not saved). -----
+
+
+def asha_rungs(scheduler: ASHAScheduler) -> list[tuple[float, dict[str, float]]]:
+    """The (milestone, {trial_id: metric x sign}) pairs of the scheduler's single bracket, highest
+    milestone first, as live objects: updating a dict updates the scheduler."""
+    (bracket,) = scheduler._brackets
+    return bracket._rungs
+
+
+def asha_track(scheduler: ASHAScheduler, trial_id: str) -> None:
+    """Put a trial into the single bracket, as Tune does for each trial it restores."""
+    (bracket,) = scheduler._brackets
+    scheduler._trial_info[trial_id] = bracket
+
+
+# --- Tune's storage context: where a trial's files are (ray.train._internal.storage). ---------------
+
+
+def trial_folder(trial: Trial) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) of a trial's folder: result.json, params.json, checkpoints."""
+    return trial.storage.storage_filesystem, trial.storage.trial_fs_path
+
+
+# ExperimentAnalysis logs through this module logger (a warning per trial without a result file).
+EXPERIMENT_ANALYSIS_LOGGER = "ray.tune.analysis.experiment_analysis"
+
+# --- The cluster launcher's offline checks (ray.autoscaler._private.util), as `ray up` runs them. ---
+
+
+def validate_cluster_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with Ray's provider defaults merged in; raises (Ray's own exception types) where
+    `ray up` would refuse it before contacting the cloud. `config` is left unchanged."""
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    return prepared
+
+
+# The fake multi-node provider that scripts/autoscale_rehearsal.yaml names.
+FAKE_MULTINODE_PROVIDER = "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider"

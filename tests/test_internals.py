@@ -1,0 +1,86 @@
+"""Every private attribute of Ray and Optuna the project uses (search/internals.py), on real objects.
+
+When a Ray or Optuna upgrade moves one, this file fails and names it; nothing else in the project
+touches them. No running Ray: these are plain objects.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pyarrow.fs as pafs
+import yaml
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from search import internals
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _searcher() -> OptunaSearch:
+    searcher = OptunaSearch(metric="val_acc", mode="max", sampler=optuna.samplers.TPESampler(seed=0))
+    searcher.set_search_properties(None, None, {"lr": tune.loguniform(1e-4, 1e-2)})
+    return searcher
+
+
+def test_optuna_search_keeps_its_study_trials_and_told_set_where_internals_looks():
+    searcher = _searcher()
+    study = internals.optuna_study(searcher)
+    assert isinstance(study, optuna.Study)
+    searcher.suggest("t1")
+    trial = internals.optuna_trial(searcher, "t1")
+    assert isinstance(trial, optuna.Trial) and trial.number == 0
+    assert internals.told(searcher) == set()
+    searcher.on_trial_complete("t1", {"val_acc": 0.5, "training_iteration": 1})
+    assert internals.told(searcher) == {"t1"}  # Ray's own bookkeeping, the set internals hands out
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_a_storage_given_before_set_search_properties_holds_the_study(tmp_path):
+    searcher = OptunaSearch(metric="val_acc", mode="max", study_name="s")
+    storage = optuna.storages.InMemoryStorage()
+    internals.use_storage(searcher, storage)
+    searcher.set_search_properties(None, None, {"lr": tune.loguniform(1e-4, 1e-2)})
+    searcher.suggest("t1")
+    assert [t.number for t in optuna.load_study(study_name="s", storage=storage).trials] == [0]
+
+
+def test_asha_rungs_are_live_and_trials_can_be_tracked():
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=4, grace_period=1, reduction_factor=2)
+    scheduler.set_search_properties("val_acc", "max")
+    rungs = internals.asha_rungs(scheduler)
+    assert [int(milestone) for milestone, _ in rungs] == [4, 2, 1]  # highest first (max_t too), as Ray keeps them
+    internals.asha_track(scheduler, "t1")
+    result = {"training_iteration": 1, "val_acc": 0.7}
+    scheduler.on_trial_result(None, type("T", (), {"trial_id": "t1"})(), result)
+    assert dict(internals.asha_rungs(scheduler))[1] == {"t1": 0.7}  # what the scheduler recorded
+
+
+def test_a_trials_folder_comes_from_its_storage_context(tmp_path):
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment import Trial
+
+    storage = StorageContext(storage_path=str(tmp_path), experiment_dir_name="exp", trial_dir_name="trial_x")
+    trial = Trial("fn", config={}, storage=storage, stub=True)
+    fs, folder = internals.trial_folder(trial)
+    assert isinstance(fs, pafs.FileSystem) and folder.endswith("exp/trial_x")
+
+
+def test_the_experiment_analysis_logger_is_the_one_ray_logs_through():
+    from ray.tune.analysis import experiment_analysis
+
+    assert experiment_analysis.logger.name == internals.EXPERIMENT_ANALYSIS_LOGGER
+
+
+def test_cluster_validation_and_the_fake_provider_are_where_internals_looks(monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    before = json.dumps(config, sort_keys=True)
+    prepared = internals.validate_cluster_config(config)
+    assert prepared["provider"]["type"] == "aws" and json.dumps(config, sort_keys=True) == before
+    module, name = internals.FAKE_MULTINODE_PROVIDER.rsplit(".", 1)
+    assert hasattr(__import__(module, fromlist=[name]), name)
