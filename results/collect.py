@@ -8,8 +8,9 @@ Writes into {experiment}/report/:
                   null when no trial reported anything
 
 Trial statuses come from Tune's experiment state, so they are right after Ctrl-C, a killed
-driver and Tuner.restore: ERROR -> error; TERMINATED after run.json's max_epochs -> completed;
-TERMINATED earlier -> pruned (ASHA stopped it); PENDING/RUNNING/PAUSED -> unfinished.
+driver and Tuner.restore; results.status turns them into completed, pruned, error or unfinished.
+A result file may end in a torn line (its writer was killed mid-line): that line is dropped and
+counted. A malformed line anywhere else means a damaged file, and collect refuses it.
 Reads local paths and URIs; needs no running Ray.
 """
 
@@ -20,10 +21,14 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import pyarrow.fs as pafs
+from ray.tune import ExperimentAnalysis
 
 from model.config import Config
 from results.load import load, read_run
@@ -38,27 +43,28 @@ from results.schema import (
     write_json,
     write_table,
 )
+from results.status import COMPLETED, trial_status
+from search.internals import EXPERIMENT_ANALYSIS_LOGGER, trial_folder
 
 EPOCH_METRICS = tuple(name for name in EPOCHS.names if name != "trial_id")
 REPORTED_KEYS = (*EPOCH_METRICS, "params")  # what search.run's trainable reports every epoch
 
 
-def trial_status(tune_status: str, epochs_run: int, max_epochs: int) -> str:
-    """One of STATUSES from Tune's trial status and the epochs the trial got through."""
-    if tune_status == "ERROR":
-        return "error"
-    if tune_status == "TERMINATED":
-        return "completed" if epochs_run >= max_epochs else "pruned"
-    return "unfinished"  # PENDING, RUNNING or PAUSED: the search was interrupted
+@dataclass(frozen=True)
+class Collected:
+    report: str  # the report folder
+    torn: tuple[str, ...]  # trials whose result file ended in a torn line, which was dropped
 
 
-def collect(experiment: str | os.PathLike) -> str:
-    """Write `experiment`'s report (see the module docstring); returns the report folder."""
+def collect(experiment: str | os.PathLike) -> Collected:
+    """Write `experiment`'s report (see the module docstring)."""
     path = os.fspath(experiment)
     run = read_run(path)
-    trials, epochs = [], []
+    trials, epochs, torn = [], [], []
     for trial in _tune_trials(path):
-        history = _history(trial)
+        history, dropped = _history(trial)
+        if dropped:
+            torn.append(trial.trial_id)
         trials.append(_trial_row(trial, history, run))
         if len(history):
             epochs.append(history[list(EPOCH_METRICS)].assign(trial_id=trial.trial_id))
@@ -69,46 +75,69 @@ def collect(experiment: str | os.PathLike) -> str:
     write_table(epochs_frame, join(report, "epochs.parquet"), EPOCHS)
     write_table(trials_frame, join(report, "trials.parquet"), TRIALS)
     write_json(best, join(report, "best.json"))  # last: its presence means the report is complete
-    return report
+    return Collected(report, tuple(torn))
 
 
 def _tune_trials(path: str) -> list:
-    from ray.tune import ExperimentAnalysis  # here: importing Ray costs about a second
-
     fs, inner = locate(path)
     names = [info.base_name for info in fs.get_file_info(pafs.FileSelector(inner))]
     if not fnmatch.filter(names, "experiment_state-*.json"):
         raise ValueError(f"{path} is not a Ray Tune experiment folder (it has no experiment_state-*.json)")
-    # ExperimentAnalysis also reads every trial's history, and warns about trials with no result
-    # file (pending ones, or a killed driver's unflushed ones); _history reads them itself.
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    analysis = ExperimentAnalysis(inner, storage_filesystem=fs)
+    with _without_fetch_warnings():
+        analysis = ExperimentAnalysis(inner, storage_filesystem=fs)
     return sorted(analysis.trials, key=lambda trial: trial.trial_id)  # ids count up in creation order
 
 
-def _history(trial) -> pd.DataFrame:
-    """The trial's reported rows, one per epoch, in epoch order (no rows when it reported nothing)."""
-    fs = trial.storage.storage_filesystem
-    result_file = f"{trial.storage.trial_fs_path}/result.json"
+@contextmanager
+def _without_fetch_warnings() -> Iterator[None]:
+    """ExperimentAnalysis also reads every trial's history and warns about the result files it
+    cannot read (none yet, or a torn line); _history reads them itself and says what it drops."""
+    log = logging.getLogger(EXPERIMENT_ANALYSIS_LOGGER)
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to fetch metrics")
+
+    log.addFilter(keep)
+    try:
+        yield
+    finally:
+        log.removeFilter(keep)
+
+
+def _history(trial) -> tuple[pd.DataFrame, bool]:
+    """(the trial's reported rows, one per epoch, in epoch order; whether a torn last line was dropped)."""
+    fs, folder = trial_folder(trial)
+    result_file = f"{folder}/result.json"
     if fs.get_file_info(result_file).type != pafs.FileType.File:
-        return pd.DataFrame(columns=REPORTED_KEYS)
+        return pd.DataFrame(columns=REPORTED_KEYS), False
     with fs.open_input_stream(result_file) as stream:
-        rows = [_parse(line) for line in stream.readall().decode().splitlines()]
-    frame = pd.DataFrame([row for row in rows if row is not None])
+        rows, torn = parse_result_lines(stream.readall().decode(errors="replace"), result_file)
+    frame = pd.DataFrame(rows)
     if frame.empty:
-        return pd.DataFrame(columns=REPORTED_KEYS)
+        return pd.DataFrame(columns=REPORTED_KEYS), torn
     missing = [key for key in REPORTED_KEYS if key not in frame.columns]
     if missing:
         raise ValueError(f"{result_file} lacks {', '.join(missing)}; trials must report the metrics of search.run's trainable")
-    return latest_epochs(frame)
+    return latest_epochs(frame), torn
 
 
-def _parse(line: str) -> dict[str, Any] | None:
-    # A driver killed mid-write leaves half a line, which a resume then continues on: skip it.
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError:
-        return None
+def parse_result_lines(text: str, where: str) -> tuple[list[dict[str, Any]], bool]:
+    """(the rows of a result file, whether its last line was torn and dropped). A writer killed
+    mid-line leaves a last line without its newline; any other line that is not JSON means a
+    damaged file: ValueError naming it."""
+    lines = text.split("\n")
+    ends_cleanly = lines[-1] == ""  # the text ended with a newline (or is empty)
+    if ends_cleanly:
+        lines.pop()
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number == len(lines) and not ends_cleanly:
+                return rows, True
+            raise ValueError(f"{where}: line {number} is not JSON ({error}); only a torn last line is skipped") from None
+    return rows, False
 
 
 def latest_epochs(rows: pd.DataFrame) -> pd.DataFrame:
@@ -147,7 +176,7 @@ def _best(trials: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, Any] | None:
     reported = trials[trials["epochs_run"] > 0]
     if reported.empty:
         return None
-    completed = reported[reported["status"] == "completed"]
+    completed = reported[reported["status"] == COMPLETED]
     candidates = completed if not completed.empty else reported
     winner = candidates.loc[candidates["best_val_acc"].idxmax()]
     history = epochs[epochs["trial_id"] == winner["trial_id"]]
@@ -171,12 +200,14 @@ def main(argv: list[str]) -> int:
         print("usage: python -m results.collect EXPERIMENT_FOLDER (e.g. runs/NAME, or a URI)", file=sys.stderr)
         return 2
     try:
-        report = collect(argv[0])
+        collected = collect(argv[0])
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     counts = load(argv[0]).status_counts()
-    print(f"{sum(counts.values())} trials ({', '.join(f'{n} {status}' for status, n in counts.items())}); report in {report}")
+    print(f"{sum(counts.values())} trials ({', '.join(f'{n} {status}' for status, n in counts.items())}); report in {collected.report}")
+    if collected.torn:
+        print(f"dropped the torn last line of {len(collected.torn)} result files (trials {', '.join(collected.torn)})")
     return 0
 
 

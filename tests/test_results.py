@@ -20,7 +20,8 @@ import pytest
 
 from model.config import Config
 from results import load
-from results.collect import collect, latest_epochs, trial_status
+from results.collect import collect, latest_epochs, parse_result_lines
+from results.status import trial_status
 from results.schema import EPOCHS, RETRAIN, TRIALS, WINNER_TABLES, read_table, write_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,6 +168,40 @@ def test_rows_of_a_rolled_back_attempt_are_dropped():
     assert latest_epochs(rows).to_dict("list") == {"epoch": [1, 2], "val_acc": [0.1, 0.25]}
 
 
+def test_only_a_torn_last_line_of_a_result_file_is_dropped():
+    assert parse_result_lines('{"epoch": 1}\n{"epoch": 2}\n', "f") == ([{"epoch": 1}, {"epoch": 2}], False)
+    assert parse_result_lines('{"epoch": 1}\n{"epo', "f") == ([{"epoch": 1}], True)  # killed mid-line
+    assert parse_result_lines("", "f") == ([], False)
+    with pytest.raises(ValueError, match="f: line 2 is not JSON"):  # damage before the end
+        parse_result_lines('{"epoch": 1}\n{"epo\n{"epoch": 3}\n', "f")
+    with pytest.raises(ValueError, match="line 2 is not JSON"):  # a whole line (it has its newline) is no torn write
+        parse_result_lines('{"epoch": 1}\n{"epo\n', "f")
+
+
+@pytest.mark.slow
+def test_collect_counts_a_torn_last_line_and_refuses_a_damaged_file(tuned, tmp_path):
+    import logging
+
+    from search.internals import EXPERIMENT_ANALYSIS_LOGGER
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tuned[0], copy)
+    result_file = next(copy.glob("*/result.json"))
+    trial_id = json.loads(result_file.read_text().splitlines()[0])["trial_id"]
+    rows = result_file.read_text()
+    result_file.write_text(rows + '{"epoch": 9, "val_a')
+    log = logging.getLogger(EXPERIMENT_ANALYSIS_LOGGER)
+    level, filters = log.level, list(log.filters)
+    collected = collect(copy)
+    assert collected.torn == (trial_id,)
+    assert (log.level, log.filters) == (level, filters)  # the logger is left as it was
+    trials = load(copy).trials.set_index("trial_id")
+    assert trials.loc[trial_id, "epochs_run"] == len({json.loads(line)["epoch"] for line in rows.splitlines()})
+    result_file.write_text('{"epoch": 9, "val_a\n' + rows)
+    with pytest.raises(ValueError, match="line 1 is not JSON"):
+        collect(copy)
+
+
 @pytest.mark.slow
 def test_best_is_the_best_completed_trial(collected):
     best = json.loads((collected / "report" / "best.json").read_text())
@@ -213,8 +248,8 @@ def test_load_without_a_report_says_how_to_make_one(tuned, tmp_path):
 def test_collect_reads_a_uri(tuned, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(tuned[0], copy)
-    report = collect(f"file://{copy}")
-    assert report == f"file://{copy}/report"
+    collected = collect(f"file://{copy}")
+    assert collected.report == f"file://{copy}/report" and collected.torn == ()
     assert len(load(f"file://{copy}").trials) == len(CEILING)
 
 
