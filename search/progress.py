@@ -1,121 +1,251 @@
-"""A rich live view of a search, as a Tune callback.
+"""The live view of a search, as a Tune callback: never quiet, on a terminal or in a log file.
 
-Tune pickles callbacks into tuner.pkl when the Tuner is built, so the Live display (which holds a
-lock and a thread) is created in `setup()` and left out of the pickled state.
+On a terminal (stderr), a frame redrawn every second: trials by outcome, elapsed time and an
+estimate of the time left, the best trial so far and each running trial's epoch. Anywhere else (a
+log file, a pipe), plain lines: one when the search starts, one per finished trial and a heartbeat
+every minute, so a log of a long search shows its progress while it runs.
+
+A trial counts as completed, pruned or errored only when Tune says it ended (on_trial_complete,
+on_trial_error), or when a resumed search restores it finished: after Ctrl-C, Tune stops the
+running trials without ending them, and they count as unfinished.
+
+The time left is the epochs still expected (ASHA keeps 1/eta of the trials at each rung) at the
+wall-clock pace of the epochs since the first result. It is recomputed at each result and counts
+down in between.
+
+Tune pickles callbacks into tuner.pkl when the Tuner is built, so the display (a rich Live, which
+holds a lock and a thread) is created in `setup()` and left out of the pickled state.
 """
 
 from __future__ import annotations
 
-import time
+import sys
+from dataclasses import dataclass
+from time import monotonic
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 
+from results.numbers import clock, number, percent
+from results.status import ERROR, FINISHED, UNFINISHED, trial_status
 
-def outcome(trial: Trial, max_epochs: int) -> str:
-    """running / pending / completed / pruned / error, as the result tables name them."""
-    if trial.status == Trial.ERROR:
-        return "error"
-    if trial.status == Trial.TERMINATED:
-        epochs = (trial.last_result or {}).get("training_iteration", 0)
-        return "completed" if epochs >= max_epochs else "pruned"
-    return "running" if trial.status == Trial.RUNNING else "pending"
+HEARTBEAT = 60.0  # seconds between plain lines while nothing finishes
+REFRESH = 1.0  # frames per second on a terminal: the clock ticks
+
+
+@dataclass(frozen=True)
+class Row:
+    """What the view shows of one trial."""
+
+    trial_id: str
+    state: str  # running, pending, or one of results.status.FINISHED
+    epoch: int  # epochs reported
+    value: float | None  # the metric at that epoch
+    best: float | None  # the best value of the metric over the trial's epochs
+
+
+def expected_epochs(epoch: int, max_epochs: int, grace: int | None, eta: int | None) -> float:
+    """Epochs a trial that has reported `epoch` epochs is expected to run in all: ASHA lets 1/eta of
+    the trials through each rung (grace x eta^k epochs). Without grace and eta: max_epochs."""
+    if grace is None or eta is None:
+        return float(max_epochs)
+    rungs, milestone = [], grace
+    while milestone < max_epochs:
+        rungs.append(milestone)
+        milestone *= eta
+    ahead = [r for r in rungs if r > epoch] + [max_epochs]  # a trial at a rung's epoch has passed it
+    total, survive, previous = float(ahead[0]), 1.0, ahead[0]
+    for milestone in ahead[1:]:
+        survive /= eta
+        total += survive * (milestone - previous)
+        previous = milestone
+    return total
 
 
 class Progress(Callback):
-    def __init__(self, total: int, max_epochs: int, shown: list[str], metric: str = "val_acc") -> None:
+    def __init__(
+        self, total: int, max_epochs: int, shown: list[str], metric: str = "val_acc",
+        grace: int | None = None, eta: int | None = None,
+    ) -> None:
         self.total = total  # trials the search will run
         self.max_epochs = max_epochs
         self.shown = shown  # config keys worth showing for the best trial: the searched ones
         self.metric = metric
-        self._live: Live | None = None
+        self.grace, self.eta = grace, eta  # ASHA's, for the estimate; None: no trial stops early
+        self._live: Live | None = None  # the terminal's frame; None in plain-line mode
+        self._console: Console | None = None
+        self._outcomes: dict[str, str] = {}  # trial id -> completed / pruned / error
+        self._newest: dict[str, tuple[int, float]] = {}  # trial id -> (epoch, value) of its newest result
+        self._configs: dict[str, dict] = {}
+        self._rows: tuple[Row, ...] = ()  # replaced whole, so the display thread reads a consistent set
+        self._looked = False  # whether this session has seen the trials yet
+        self._ended = False  # the experiment has ended: what did not finish is unfinished
         self._started = 0.0
-        # Tune updates a trial's last_result and metric_analysis after the callbacks see a result:
-        # the newest (epoch, value) of each trial is kept here.
-        self._newest: dict[str, tuple[int, float]] = {}
+        self._first_result: tuple[float, int] | None = None  # (time, epochs done) at this session's first result
+        self._estimate: tuple[float, float] = (float("nan"), 0.0)  # (seconds left, when estimated)
+        self._last_line = 0.0
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_live": None}
+        return {**self.__dict__, "_live": None, "_console": None}
+
+    # --- Tune's events ------------------------------------------------------------------------
 
     def setup(self, **info) -> None:
-        self._started = time.monotonic()
-        self._live = Live(Table(), console=Console(stderr=True), refresh_per_second=2, transient=False)
-        self._live.start()
+        self._started = self._last_line = monotonic()
+        self._console = Console(stderr=True)
+        if self._console.is_terminal:
+            self._live = Live(console=self._console, get_renderable=self.frame, refresh_per_second=REFRESH)
+            self._live.start()
+        else:
+            asha = f"ASHA grace {self.grace}, eta {self.eta}" if self.grace else "no early stopping"
+            self._line(f"starting {self.total} trials of up to {self.max_epochs} epochs ({asha}); "
+                       f"a line per finished trial and every {HEARTBEAT:.0f} s")
+
+    def on_step_begin(self, iteration: int, trials: list[Trial], **info) -> None:
+        if not self._looked:  # trials that end before this session's first look were restored finished
+            self._looked = True
+            for trial in trials:
+                if trial.status in (Trial.TERMINATED, Trial.ERROR):
+                    self._outcomes[trial.trial_id] = trial_status(trial.status, self._epoch(trial), self.max_epochs)
+        self._update(trials)
+
+    def on_step_end(self, iteration: int, trials: list[Trial], **info) -> None:
+        if self._live is None and monotonic() - self._last_line >= HEARTBEAT:
+            self._line(self.heartbeat())
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
+        # Tune updates the trial's own last_result after the callbacks have seen the result.
         if self.metric in result:
             self._newest[trial.trial_id] = (result["training_iteration"], result[self.metric])
-        self._show(trials)
+        self._update(trials)
+        if self._first_result is None:
+            self._first_result = (monotonic(), self._done())
+        self._estimate = (self._seconds_left(), monotonic())
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
-        self._show(trials)
+        self._end(trials, trial, trial_status("TERMINATED", self._epoch(trial), self.max_epochs))
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
-        self._show(trials)
+        self._end(trials, trial, ERROR)
 
     def on_experiment_end(self, trials: list[Trial], **info) -> None:
-        self._show(trials)
-        if self._live:
-            self._live.stop()
-            if not self._live.console.is_terminal:
-                self._live.console.print()  # rich leaves the cursor after a non-terminal Live
+        self._ended = True
+        self._update(trials)
+        self._estimate = (self._seconds_left(), monotonic())
+        if self._live is not None:
+            self._live.stop()  # draws the last frame once more, where it stands, and leaves it
             self._live = None
+        else:
+            self._line(self.ending())
 
-    def _show(self, trials: list[Trial]) -> None:
-        if self._live:
-            self._live.update(self.render(trials, time.monotonic() - self._started), refresh=True)
+    # --- state --------------------------------------------------------------------------------
 
-    def render(self, trials: list[Trial], elapsed: float) -> Group:
-        outcomes = [outcome(t, self.max_epochs) for t in trials]
-        counts = {k: outcomes.count(k) for k in ("running", "completed", "pruned", "error")}
-        scores = {t.trial_id: self._best_score(t) for t in trials}
-        scored = [t for t in trials if scores[t.trial_id] is not None]
-        summary = "  ".join(f"{k} [bold]{v}[/]" for k, v in counts.items())
-        summary += f" of {self.total} trials   elapsed {_clock(elapsed)}"
-        summary += f", ~{_clock(self._remaining(trials, outcomes, elapsed))} left"
-        parts: list = [summary]
-        if scored:
-            best = max(scored, key=lambda t: scores[t.trial_id])
-            config = ", ".join(f"{k}={_short(best.config.get(k))}" for k in self.shown)
-            parts.append(f"best {self.metric} [bold green]{scores[best.trial_id]:.4f}[/] ({best.trial_id}): {config}")
-        running = Table("trial", "epoch", self.metric, title=None, box=None)
-        for t, o in zip(trials, outcomes):
-            if o == "running":
-                last = t.last_result or {}
-                epoch, value = self._newest.get(t.trial_id, (last.get("training_iteration", 0), last.get(self.metric)))
-                running.add_row(t.trial_id, f"{epoch}/{self.max_epochs}", "-" if value is None else f"{value:.4f}")
+    def _end(self, trials: list[Trial], trial: Trial, outcome: str) -> None:
+        self._outcomes[trial.trial_id] = outcome
+        self._update(trials)
+        self._estimate = (self._seconds_left(), monotonic())
+        if self._live is None:
+            row = next(r for r in self._rows if r.trial_id == trial.trial_id)
+            value = f" ({self.metric} {self._value(row.value)})" if row.value is not None else ""
+            best = max((r for r in self._rows if r.best is not None), key=lambda r: r.best, default=None)
+            best_text = f"best {self._value(best.best)} ({best.trial_id})" if best else None
+            parts = (f"trial {trial.trial_id} {outcome} at epoch {row.epoch} of {self.max_epochs}{value}",
+                     self.counts_text(), best_text, f"~{clock(self.seconds_left())} left")
+            self._line("; ".join(part for part in parts if part))
+
+    def _epoch(self, trial: Trial) -> int:
+        last = (trial.last_result or {}).get("training_iteration", 0)
+        return max(last, self._newest.get(trial.trial_id, (0, None))[0])
+
+    def _update(self, trials: list[Trial]) -> None:
+        rows = []
+        for trial in trials:
+            self._configs[trial.trial_id] = trial.config
+            epoch = self._epoch(trial)
+            value = self._newest.get(trial.trial_id, (0, (trial.last_result or {}).get(self.metric)))[1]
+            seen = [v for v in ((trial.metric_analysis.get(self.metric) or {}).get("max"), value) if v is not None]
+            state = self._outcomes.get(trial.trial_id) or self._open_state(trial)
+            rows.append(Row(trial.trial_id, state, epoch, value, max(seen) if seen else None))
+        self._rows = tuple(rows)
+
+    def _open_state(self, trial: Trial) -> str:
+        if self._ended:
+            return UNFINISHED  # stopped by Ctrl-C (Tune marks it terminated without ending it)
+        return "running" if trial.status == Trial.RUNNING else "pending"
+
+    def _done(self) -> int:
+        return sum(r.epoch for r in self._rows)
+
+    def _seconds_left(self) -> float:
+        """The epochs still expected, at the wall-clock pace of the epochs since the first result."""
+        open_rows = [r for r in self._rows if r.state not in FINISHED]
+        if not open_rows and len(self._rows) >= self.total:
+            return 0.0
+        if self._first_result is None or self._done() <= self._first_result[1]:
+            return float("nan")
+        started_at, done_at_start = self._first_result
+        if monotonic() <= started_at:  # only results that came together: no pace yet
+            return float("nan")
+        pace = (monotonic() - started_at) / (self._done() - done_at_start)  # seconds per epoch, whole search
+        not_started = max(self.total - len(self._rows), 0)
+        expected = not_started * expected_epochs(0, self.max_epochs, self.grace, self.eta)
+        expected += sum(expected_epochs(r.epoch, self.max_epochs, self.grace, self.eta) - r.epoch for r in open_rows)
+        return expected * pace
+
+    def seconds_left(self) -> float:
+        """The latest estimate, counted down since it was made."""
+        left, at = self._estimate
+        return max(left - (monotonic() - at), 0.0)
+
+    # --- what is shown ------------------------------------------------------------------------
+
+    def counts_text(self) -> str:
+        """'2 running, 5 completed, 3 pruned, 0 error of 64 trials' (pending and unfinished when there are)."""
+        states = [r.state for r in self._rows]
+        shown = ["running", *(s for s in ("pending",) if s in states), *FINISHED, *(s for s in (UNFINISHED,) if s in states)]
+        return ", ".join(f"{states.count(s)} {s}" for s in shown) + f" of {self.total} trials"
+
+    def best_text(self) -> str | None:
+        scored = [r for r in self._rows if r.best is not None]
+        if not scored:
+            return None
+        best = max(scored, key=lambda r: r.best)
+        config = self._configs.get(best.trial_id, {})
+        shown = " ".join(f"{k}={number(config.get(k))}" for k in self.shown)
+        return f"best {self.metric} {self._value(best.best)} (trial {best.trial_id}): {shown}"
+
+    def clock_text(self) -> str:
+        return f"{clock(monotonic() - self._started)} elapsed, ~{clock(self.seconds_left())} left"
+
+    def heartbeat(self) -> str:
+        running = [f"{r.trial_id} epoch {r.epoch}/{self.max_epochs}" for r in self._rows if r.state == "running"]
+        best = self.best_text()
+        return "; ".join(part for part in (self.counts_text(), ", ".join(running), best, self.clock_text()) if part)
+
+    def ending(self) -> str:
+        unfinished = self.total - sum(r.state in FINISHED for r in self._rows)
+        head = "finished" if not unfinished else f"stopped with {unfinished} trials {UNFINISHED}"
+        return "; ".join(part for part in (head, self.counts_text(), self.best_text()) if part)
+
+    def frame(self) -> RenderableType:
+        """The terminal's frame, built from the latest rows (called by rich's refresh thread)."""
+        parts: list[RenderableType] = [self.counts_text(), self.clock_text()]
+        best = self.best_text()
+        parts.append(best if best else f"starting {self.total} trials of up to {self.max_epochs} epochs")
+        running = Table("trial", "epoch", self.metric, box=None, padding=(0, 2, 0, 0))
+        for r in self._rows:
+            if r.state == "running":
+                running.add_row(r.trial_id, f"{r.epoch}/{self.max_epochs}", self._value(r.value))
         if running.row_count:
             parts.append(running)
         return Group(*parts)
 
-    def _best_score(self, trial: Trial) -> float | None:
-        newest = self._newest.get(trial.trial_id, (0, None))[1]
-        seen = [v for v in ((trial.metric_analysis.get(self.metric) or {}).get("max"), newest) if v is not None]
-        return max(seen) if seen else None
+    def _value(self, value: float | None) -> str:
+        return percent(value) if self.metric.endswith("acc") else number(value)
 
-    def _remaining(self, trials: list[Trial], outcomes: list[str], elapsed: float) -> float:
-        """Seconds left: epochs still expected, at the wall-clock pace of the epochs done so far."""
-        epochs = [(t.last_result or {}).get("training_iteration", 0) for t in trials]
-        done = sum(epochs)
-        if not done:
-            return float("nan")
-        finished = [e for e, o in zip(epochs, outcomes) if o in ("completed", "pruned", "error")]
-        expected = sum(finished) / len(finished) if finished else self.max_epochs
-        left = (self.total - len(trials)) * expected
-        left += sum(max(expected - e, 0) for e, o in zip(epochs, outcomes) if o in ("running", "pending"))
-        return left * elapsed / done
-
-
-def _clock(seconds: float) -> str:
-    if seconds != seconds:  # NaN: nothing measured yet
-        return "?"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
-
-
-def _short(value: object) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+    def _line(self, text: str) -> None:
+        self._last_line = monotonic()
+        self._console.print(f"[{clock(self._last_line - self._started)}] {text}", markup=False, highlight=False, soft_wrap=True)

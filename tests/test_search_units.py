@@ -1,4 +1,5 @@
-"""ASHA and the Optuna searcher fed made-up learning curves: no training, no Ray cluster."""
+"""ASHA and the Optuna searcher fed made-up learning curves: no training, no Ray cluster.
+The live view has its own tests (test_progress.py), the searcher's journal too (test_study.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from ray import tune
 from ray.tune.schedulers import TrialScheduler
 
 from search.asha import RungKeeper, make_scheduler, rungs
+from search.internals import asha_track
 from search.searcher import HonestOptunaSearch
 
 STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
@@ -80,7 +82,7 @@ def test_rungs_survive_an_interruption_with_the_same_decisions():
     RungKeeper(resumed, "unused").set_state(state)  # ...given the saved rungs by Tune
     started = {t for t, _ in before}
     for trial_id in started:  # Tune re-adds the restored trials to the scheduler
-        resumed._trial_info[trial_id] = resumed._brackets[0]
+        asha_track(resumed, trial_id)
     stopped_before = {t for (t, e), d in before.items() if d == STOP}
     after = _feed(resumed, [(t, e) for t, e in events[half:] if t not in stopped_before])
     assert {**before, **after} == uninterrupted
@@ -88,7 +90,7 @@ def test_rungs_survive_an_interruption_with_the_same_decisions():
     # Without the saved rungs (Ray's own restore) the decisions differ: the test can fail.
     forgetful = _scheduler()
     for trial_id in started:
-        forgetful._trial_info[trial_id] = forgetful._brackets[0]
+        asha_track(forgetful, trial_id)
     lost = _feed(forgetful, [(t, e) for t, e in events[half:] if t not in stopped_before])
     assert {**before, **lost} != uninterrupted
 
@@ -133,32 +135,3 @@ def test_searcher_ignores_epochs_repeated_after_a_resume():
 def test_grace_beyond_max_epochs_is_refused():
     with pytest.raises(ValueError, match="grace=5 exceeds max_epochs=3"):
         make_scheduler(max_epochs=3, grace=5, eta=2)
-
-
-def _trial(trial_id, status, epochs, best, lr):
-    return SimpleNamespace(trial_id=trial_id, status=status, config={"lr": lr},
-                           last_result={"training_iteration": epochs, "val_acc": best} if epochs else {},
-                           metric_analysis={"val_acc": {"max": best}} if epochs else {})
-
-
-def test_progress_counts_outcomes_and_shows_the_best_trial():
-    from rich.console import Console
-
-    from search.progress import Progress
-
-    progress = Progress(total=5, max_epochs=3, shown=["lr"])
-    trials = [
-        _trial("done", "TERMINATED", 3, 0.91, 1e-3),
-        _trial("cut", "TERMINATED", 1, 0.70, 3e-4),
-        _trial("boom", "ERROR", 2, 0.80, 1e-2),
-        _trial("busy", "RUNNING", 2, 0.85, 2e-3),
-    ]
-    # The running trial's newest result arrives before Tune updates its own record.
-    progress.on_trial_result(0, trials, trials[3], {"training_iteration": 3, "val_acc": 0.95})
-    console = Console(width=200, record=True)
-    console.print(progress.render(trials, elapsed=60.0))
-    text = console.export_text()
-    assert "running 1  completed 1  pruned 1  error 1 of 5 trials" in text
-    assert "best val_acc 0.9500 (busy): lr=0.002" in text
-    assert ["busy", "3/3", "0.9500"] in [line.split() for line in text.splitlines()]
-    assert "elapsed 0:01:00" in text and "left" in text
