@@ -1,0 +1,41 @@
+"""The Optuna study of a search, stored as Optuna's own journal file inside the experiment folder.
+
+    optuna-dashboard runs/NAME/optuna-journal.log           # the study in a browser, live
+    study = search.study.load("runs/NAME")                  # or, as with any Optuna journal:
+    optuna.load_study(study_name="search", storage=JournalStorage(JournalFileBackend(path)))
+
+The search's driver is the journal's only writer (search.searcher.HonestOptunaSearch appends to it
+as it asks, reports and tells), so a plain file needs no database and no locking beyond Optuna's
+own. Every Optuna trial carries its Tune trial id as the user attribute "trial_id", the id of the
+result tables.
+"""
+
+from __future__ import annotations
+
+import os
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+JOURNAL_FILE = "optuna-journal.log"
+STUDY_NAME = "search"
+TRIAL_ID = "trial_id"  # the user attribute holding the Tune trial id
+
+
+def journal_path(experiment: str | os.PathLike) -> str:
+    """Where a search's journal lives: a local experiment folder (Optuna journals are local files)."""
+    return os.path.join(os.fspath(experiment), JOURNAL_FILE)
+
+
+def storage(path: str | os.PathLike) -> JournalStorage:
+    """The journal at `path` as an Optuna storage (the file is created when missing)."""
+    return JournalStorage(JournalFileBackend(os.fspath(path)))
+
+
+def load(experiment: str | os.PathLike) -> optuna.Study:
+    """The study of the search at `experiment`; ValueError when it has no journal."""
+    path = journal_path(experiment)
+    if not os.path.isfile(path):
+        raise ValueError(f"{experiment} has no {JOURNAL_FILE}: its search kept the study in memory only")
+    return optuna.load_study(study_name=STUDY_NAME, storage=storage(path))
