@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from model.augment import Augmentation, augment
 from model.config import Config
 from model.data import Split
+from model.ema import WeightAverage
 from model.net import build, count_parameters, to_input
 from model.step import CapturedStep
 
@@ -82,6 +83,7 @@ class Trainer:
         if cuda:
             torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv kernels once
         self.optimizer = _optimizer(cfg, self.net, fused=cuda)
+        self.average = WeightAverage(self.net, cfg.ema) if cfg.ema else None
         self.schedule = _schedule(cfg, self.optimizer, self.steps_per_epoch)
         self.epoch = 0
         # bf16 autocast on CUDA only: the CPU has no fast bf16 path for these convs here. No cast
@@ -115,6 +117,8 @@ class Trainer:
             self._forward_backward(x, y)
         self.optimizer.step()
         self.schedule.step()
+        if self.average:
+            self.average.update(self.net)
 
     def _capture(self) -> None:
         if self._captured is None:
@@ -158,14 +162,20 @@ class Trainer:
             images_per_second=seen / train_seconds,
         )
 
-    @torch.inference_mode()
+    def eval_net(self) -> torch.nn.Module:
+        """The network that validation, test and export use: the weight average when cfg.ema is on,
+        else the trained network itself. In eval mode."""
+        self.net.eval()
+        return self.average.averaged(self.net) if self.average else self.net
+
     def logits(self, images_u8: torch.Tensor) -> torch.Tensor:
         """float32 logits for uint8 images (N, 28, 28), in large batches, eval mode."""
-        self.net.eval()
-        out = []
-        for i in range(0, len(images_u8), EVAL_BATCH):
-            with self.autocast:
-                out.append(self.net(to_input(images_u8[i : i + EVAL_BATCH].to(self.device))).float())
+        net = self.eval_net()
+        with torch.inference_mode():
+            out = []
+            for i in range(0, len(images_u8), EVAL_BATCH):
+                with self.autocast:
+                    out.append(net(to_input(images_u8[i : i + EVAL_BATCH].to(self.device))).float())
         return torch.cat(out) if out else torch.empty(0, 10, device=self.device)
 
     def evaluate(self, images_u8: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -184,6 +194,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "generator": self.gen.get_state(),
+            **({"average": self.average.state_dict()} if self.average else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -193,6 +204,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.gen.set_state(state["generator"].cpu())
+        if self.average:
+            self.average.load_state_dict(state["average"])
         self.epoch = state["epoch"]
 
 

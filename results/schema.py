@@ -30,13 +30,15 @@ WINNER_FOLDER = "winner"  # {experiment}/winner/: written by the retrain of the 
 
 
 def _config_type(name: str, kind: Any) -> pa.DataType:
+    if kind is bool:
+        return pa.bool_()
     if kind is int:
         return pa.int64()
     if kind is float:
         return pa.float64()
     if kind is str or getattr(kind, "__origin__", None) is tuple:
         return pa.string()  # tuples travel as "64,128", as Config.to_flat() writes them
-    raise ValueError(f"Config field {name} has type {kind}, which results.schema cannot store; use int, float, str or a tuple")
+    raise ValueError(f"Config field {name} has type {kind}, which results.schema cannot store; use bool, int, float, str or a tuple")
 
 
 def _floats(*names: str) -> list[tuple[str, pa.DataType]]:

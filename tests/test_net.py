@@ -236,3 +236,77 @@ def test_unknown_key_lists_the_valid_keys():
     assert "learning_rate" in message
     for f in fields(Config):
         assert f.name in message
+
+
+def _params(cfg: Config) -> int:
+    return model.count_parameters(model.build(cfg))
+
+
+@pytest.mark.parametrize("padding", PADDING)
+def test_residual_adds_a_shortcut_per_block_with_a_1x1_conv_where_the_width_changes(padding):
+    plain = Config(filters=(16, 32), convs_per_block=2, dense=64, padding=padding)
+    shortcut = replace(plain, residual=True)
+    # Block 1 goes 1 -> 16 channels, block 2 16 -> 32: two 1x1 convs without bias.
+    assert _params(shortcut) - _params(plain) == 1 * 16 + 16 * 32
+    same_width = replace(shortcut, filters=(16, 16))
+    assert _params(same_width) - _params(replace(same_width, residual=False)) == 1 * 16  # block 2: identity
+    net = model.build(shortcut).train()
+    x = torch.rand(4, 1, 28, 28)
+    assert net(x).shape == (4, 10)
+    F.cross_entropy(net(x), torch.zeros(4, dtype=torch.long)).backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_residual_block_is_its_convs_plus_the_cropped_input():
+    cfg = Config(filters=(8,), convs_per_block=2, dense=16, padding="valid", residual=True, batchnorm="none")
+    block = model.build(cfg).block1_residual
+    x = torch.rand(2, 1, 28, 28)
+    # Two valid 3x3 convs shrink 28 -> 24: the shortcut takes the central 24x24 of the input.
+    expected = block.body(x) + block.shortcut(x[:, :, 2:-2, 2:-2])
+    assert torch.equal(block(x), expected) and expected.shape == (2, 8, 24, 24)
+
+
+def test_defaults_have_no_shortcut_and_no_mirror_average():
+    assert _params(Config()) == 786_890
+    assert not Config().residual and not Config().mirror_tta
+
+
+def test_mirror_average_is_the_mean_of_the_two_logits_in_eval_mode_only():
+    cfg = Config(filters=(8, 16), dense=32, mirror_tta=True)
+    net = model.build(cfg)
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 28, 28)
+    net.eval()
+    plain = nn.Sequential(*net.children()).eval()  # the same layers without the average
+    with torch.no_grad():
+        assert torch.allclose(net(x), (plain(x) + plain(x.flip(-1))) / 2, atol=1e-6)
+        assert not torch.allclose(net(x), plain(x), atol=1e-4)
+    net.train()
+    torch.manual_seed(1)
+    trained = net(x)
+    torch.manual_seed(1)
+    assert torch.equal(trained, plain.train()(x))  # training sees the image only
+
+
+def test_mirror_average_is_inside_the_onnx_graph(tmp_path):
+    from model import export
+
+    cfg = Config(filters=(8, 16), dense=32, mirror_tta=True, residual=True)
+    torch.manual_seed(0)
+    net = model.build(cfg).eval()
+    images = (torch.rand(16, 28, 28) * 255).to(torch.uint8).numpy()
+    onnx = export.onnx_logits(export.export_onnx(net, tmp_path / "m.onnx"), images)
+    torch_ = export.torch_logits(net, images)
+    plain = export.torch_logits(nn.Sequential(*net.children()), images)
+    assert abs(onnx - torch_).max() < 1e-4
+    assert abs(onnx - plain).max() > 1e-3  # the mirror made a difference the graph kept
+
+
+@pytest.mark.parametrize(("text", "value"), [("true", True), ("False", False), ("1", True), (True, True)])
+def test_flags_parse_from_text_and_values(text, value):
+    assert Config.from_flat({"residual": text}).residual is value
+
+
+def test_a_flag_that_is_not_true_or_false_is_refused():
+    with pytest.raises(ValueError, match="residual='maybe'"):
+        Config.from_flat({"residual": "maybe"})

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from model import PRESETS, Config, Trainer, data, train
+from model.net import to_input as model_input
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ("seconds", "images_per_second")
@@ -179,3 +180,45 @@ def test_captured_step_resumes_exactly(small_split, monkeypatch):
     got = resumed.run_epoch()
     assert _without_timing(got) == _without_timing(expected)
     assert _same_weights(resumed, straight)
+
+
+def test_weight_average_matches_its_closed_form():
+    from model.ema import WeightAverage
+
+    decay = 0.9
+    net = torch.nn.Linear(3, 2)
+    average = WeightAverage(net, decay)
+    history = []
+    for step in range(1, 6):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.copy_(torch.randn_like(p))  # any sequence of weights
+        history.append([p.detach().clone() for p in net.parameters()])
+        average.update(net)
+        got = list(average.averaged(net).parameters())
+        for j, value in enumerate(got):
+            # (1 - d) * sum_i d^(t-i) w_i / (1 - d^t)
+            expected = sum((1 - decay) * decay ** (step - i) * history[i - 1][j] for i in range(1, step + 1))
+            assert torch.allclose(value, expected / (1 - decay**step), atol=1e-6)
+    assert not torch.allclose(got[0], net.weight)
+
+
+def test_validation_uses_the_weight_average_and_resumes_exactly(small_split):
+    cfg = _tiny(ema=0.99, epochs=2)
+    straight = Trainer(cfg, small_split, "cpu")
+    straight.run_epoch()
+    expected = straight.run_epoch()
+    live = Trainer(cfg, small_split, "cpu")
+    live.run_epoch()
+    live.net.eval()
+    with torch.no_grad():
+        live_acc = (live.net(model_input(live.val_x)).argmax(1) == live.val_y).float().mean().item()
+    buffer = io.BytesIO()
+    torch.save(live.state_dict(), buffer)
+    buffer.seek(0)
+    assert live.evaluate(live.val_x, live.val_y)[1] != pytest.approx(live_acc, abs=1e-9)  # not the live weights
+    resumed = Trainer(cfg, small_split, "cpu")
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    assert _without_timing(resumed.run_epoch()) == _without_timing(expected)
+    a, b = resumed.eval_net().state_dict(), straight.eval_net().state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a) and not torch.equal(a["dense.weight"], resumed.net.dense.weight)
