@@ -3,18 +3,25 @@
     exp = results.load("runs/NAME")           # or a URI: "s3://bucket/runs/NAME"
     exp.trials.sort_values("best_val_acc")    # one row per trial (schema TRIALS)
     exp.best["config"]                        # the winner's flat config, for Config.from_flat
+    exp.importance                            # hyperparameters by importance (results.importance)
+
+A folder that only holds a retrain (`search.retrain runs/NAME config=baseline`: winner/ and no
+run.json) loads too, with no trials.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import pandas as pd
 import pyarrow.fs as pafs
 
+from results.importance import importance
 from results.schema import (
     REPORT_FOLDER,
     REPORT_TABLES,
@@ -25,56 +32,96 @@ from results.schema import (
     file_type,
     is_file,
     join,
+    locate,
     read_json,
     read_table,
 )
+
+RUN_FILE = "run.json"  # written by search.run: what makes a folder a search
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: DataFrames do not compare to a single bool
 class Experiment:
     path: str  # as given: a local path or a URI
-    run: dict[str, Any]  # run.json, written by search.run
+    run: dict[str, Any]  # run.json, written by search.run; empty for a folder with only a retrain
     best: dict[str, Any] | None  # best.json; None when no trial reported a result
     trials: pd.DataFrame  # schema TRIALS
     epochs: pd.DataFrame  # schema EPOCHS
-    # The retrain of the winner ({path}/winner/); no rows until it has run.
+    # The retrain ({path}/winner/); no rows until it has run.
     retrain: pd.DataFrame  # schema RETRAIN
     retrain_epochs: pd.DataFrame  # schema RETRAIN_EPOCHS
     per_class: pd.DataFrame  # schema PER_CLASS
     confusion: pd.DataFrame  # schema CONFUSION
+    # winner/model.pt's metadata: what was retrained ("source"), on how many images
+    # ("train_images"), for how many epochs ("epochs"); None until a retrain has run.
+    winner: dict[str, Any] | None
 
     @property
     def name(self) -> str:
         return posixpath.basename(self.path.rstrip("/"))
+
+    @property
+    def searched(self) -> bool:
+        """False for a folder that holds only a retrain (of a preset), no search."""
+        return bool(self.run)
 
     def status_counts(self) -> dict[str, int]:
         """{status: number of trials}, in STATUSES order, without the statuses no trial has."""
         counts = self.trials["status"].value_counts()
         return {status: int(counts[status]) for status in STATUSES if status in counts}
 
+    @cached_property
+    def importance(self) -> pd.DataFrame:
+        """The varying hyperparameters, most important first: columns parameter, importance (sum 1)."""
+        return importance(self.trials)
+
 
 def load(experiment: str | os.PathLike) -> Experiment:
     """The experiment at `experiment`; ValueError when it is missing or has no report yet."""
     path = os.fspath(experiment)
-    run = read_run(path)
-    report = join(path, REPORT_FOLDER)
-    if not is_file(join(report, "best.json")):  # results.collect writes best.json last
-        raise ValueError(f"{path} has no report; run python -m results.collect {path}")
-    report_tables = {name: read_table(join(report, f"{name}.parquet"), schema) for name, schema in REPORT_TABLES.items()}
+    _check_folder(path)
+    winner = join(path, WINNER_FOLDER)
+    retrained = file_type(winner) == pafs.FileType.Directory
+    if retrained and not is_file(join(path, RUN_FILE)):
+        run, best, report_tables = {}, None, {name: empty_frame(schema) for name, schema in REPORT_TABLES.items()}
+    else:
+        run = read_run(path)
+        report = join(path, REPORT_FOLDER)
+        if not is_file(join(report, "best.json")):  # results.collect writes best.json last
+            raise ValueError(f"{path} has no report; run python -m results.collect {path}")
+        best = read_json(join(report, "best.json"))
+        report_tables = {name: read_table(join(report, f"{name}.parquet"), schema) for name, schema in REPORT_TABLES.items()}
     winner_tables = {}
     for name, schema in WINNER_TABLES.items():
-        file = join(path, WINNER_FOLDER, f"{name}.parquet")
+        file = join(winner, f"{name}.parquet")
         winner_tables[name] = read_table(file, schema) if is_file(file) else empty_frame(schema)
-    return Experiment(path=path, run=run, best=read_json(join(report, "best.json")), **report_tables, **winner_tables)
+    return Experiment(path=path, run=run, best=best, **report_tables, **winner_tables, winner=_winner_metadata(winner))
 
 
 def read_run(path: str) -> dict[str, Any]:
     """run.json of the experiment at `path`; ValueError when the folder or the file is missing."""
+    _check_folder(path)
+    if not is_file(join(path, RUN_FILE)):
+        raise ValueError(f"{path} has no {RUN_FILE}, so it is not an experiment written by search.run")
+    return read_json(join(path, RUN_FILE))
+
+
+def _check_folder(path: str) -> None:
     kind = file_type(path)
     if kind == pafs.FileType.NotFound:
         raise ValueError(f"{path} does not exist")
     if kind != pafs.FileType.Directory:
         raise ValueError(f"{path} is not a folder")
-    if not is_file(join(path, "run.json")):
-        raise ValueError(f"{path} has no run.json, so it is not an experiment written by search.run")
-    return read_json(join(path, "run.json"))
+
+
+def _winner_metadata(winner: str) -> dict[str, Any] | None:
+    """The metadata search.retrain stores in winner/model.pt (model.export's format)."""
+    file = join(winner, "model.pt")
+    if not is_file(file):
+        return None
+    import torch  # here, not above: only a retrained experiment pays for importing torch (seconds)
+
+    fs, inner = locate(file)
+    with fs.open_input_file(inner) as stream:
+        payload = torch.load(io.BytesIO(stream.read()), map_location="cpu", weights_only=True)
+    return payload["metadata"]

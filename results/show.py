@@ -1,64 +1,189 @@
-"""`python -m results.show runs/NAME [runs/OTHER ...]`: an experiment's report on the terminal.
+"""`python -m results.show runs/NAME [runs/OTHER ...] [trial=ID] [columns=all]`: results on the terminal.
 
-One experiment: a summary (space, budget, trials by status, compute used), the top trials with
-the hyperparameters that vary across its trials, and, once the winner was retrained, its test
-accuracy next to the report's and its per-class scores. Several: one comparison table, a column
-per experiment. Reads the report written by `python -m results.collect`; needs no Ray.
+One experiment: a summary, the hyperparameters ranked by importance, the top trials with the
+hyperparameters that matter most (as many as the width holds), and, once the winner was retrained,
+its test accuracy and per-class scores. `columns=all`: the top trials with every hyperparameter
+that varies, a column per trial. `trial=ID`: one trial in full (config, metrics, every epoch).
+Several experiments: side by side. A folder with only a retrain (config=PRESET) shows the retrain.
+
+Every table fits the terminal's width (80 columns and up) without cutting a trial id or a number:
+what does not fit is left out and named. Printed to a file, tables are as wide as they need.
+Reads the report written by `python -m results.collect`; needs no Ray.
 """
 
 from __future__ import annotations
 
-import math
+import os
 import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
+import optuna
 import pandas as pd
-from rich.console import Console, Group
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 
+from model import overrides
+from results.importance import MIN_TRIALS, ranked, varying
 from results.load import Experiment, load
+from results.numbers import loss, missing, number, percent
 from results.schema import CONFIG_COLUMNS, REPORT_FOLDER, join
 
 # Test accuracies in the seed report: its final CNN (BN + augmentation) and its baseline, for scale.
 REPORT_TEST_ACC = {"report: with augmentation": 0.9274, "report: baseline": 0.885}
+# What the report's figures were trained on: a retrain is set beside them only when it matches.
+REPORT_TRAIN_IMAGES, REPORT_EPOCHS = 60_000, 30
+FILE_WIDTH = 1_000  # columns when printing to a file: wider than any table, so none is squeezed
+TOP = 5  # trials in the top-trials tables
+IMPORTANT = 10  # hyperparameters in the importance table
+KEYS = {"trial": "show this trial in full", "columns": "all: every varying hyperparameter of the top trials"}
 
 
-def top_trials_table(exp: Experiment, n: int = 5) -> Table:
-    """The `n` trials with the best validation accuracy, with every hyperparameter that varies
-    across the experiment's trials; the caption says where the report is. The best trial of
-    best.json (which prefers completed trials) is in bold."""
-    varying = varying_columns(exp.trials)
-    table = Table(title=f"{exp.name}: top {n} of {len(exp.trials)} trials", caption=f"report: {join(exp.path, REPORT_FOLDER)}")
-    for header in ("trial", "status", "epochs", "best val acc", *varying):
-        table.add_column(header, justify="left" if header in ("trial", "status") else "right")
-    ranked = exp.trials.sort_values(["best_val_acc", "trial_id"], ascending=[False, True], na_position="last")
+def wide_console() -> Console:
+    """The terminal's width (or $COLUMNS); printing to a file, as wide as the tables need."""
+    to_file = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(width=FILE_WIDTH if to_file else None)
+
+
+def natural_width(console: Console, options: ConsoleOptions, renderable: RenderableType) -> int:
+    """Columns `renderable` takes when nothing is wrapped or cut."""
+    return Measurement.get(console, options.update_width(FILE_WIDTH), renderable).maximum
+
+
+@dataclass(frozen=True, eq=False)
+class Fitted:
+    """The widest of a series of tables that fits the width it is printed at: build(k) for k
+    from `most` down to 0 (k = how many optional columns or blocks it holds)."""
+
+    build: Callable[[int], Table]
+    most: int
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[RenderableType]:
+        for k in range(self.most, -1, -1):
+            table = self.build(k)
+            if k == 0 or natural_width(console, options, table) <= options.max_width:
+                yield table
+                return
+
+
+def _table(title: str | None = None, caption: str | None = None) -> Table:
+    """Headers underlined, columns two spaces apart, no frame: room for one more column at 80."""
+    return Table(
+        title=title, caption=caption, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False,
+        title_justify="left", caption_justify="left", title_style="bold",
+    )
+
+
+def shown_parameters(exp: Experiment) -> list[str]:
+    """The hyperparameters that vary across the trials, the most important first."""
+    rest = varying(exp.trials)
+    by_importance = [name for name in exp.importance["parameter"] if name in rest]
+    return by_importance + [name for name in rest if name not in by_importance]
+
+
+def _top(exp: Experiment, n: int) -> pd.DataFrame:
+    return exp.trials.sort_values(["best_val_acc", "trial_id"], ascending=[False, True], na_position="last").head(n)
+
+
+def top_trials_table(exp: Experiment, n: int = TOP) -> Fitted:
+    """The `n` trials with the best validation accuracy and as many hyperparameters as fit, the most
+    important first; the caption names what was left out. best.json's trial is in bold."""
+    params = shown_parameters(exp)
+    top = _top(exp, n)
     best_id = exp.best["trial_id"] if exp.best else None
-    for _, trial in ranked.head(n).iterrows():
-        table.add_row(
-            trial["trial_id"],
-            trial["status"],
-            str(trial["epochs_run"]),
-            percent(trial["best_val_acc"]),
-            *[text(trial[name]) for name in varying],
-            style="bold" if trial["trial_id"] == best_id else None,
-        )
+
+    def build(k: int) -> Table:
+        left_out = len(params) - k
+        caption = f"report: {join(exp.path, REPORT_FOLDER)}"
+        if left_out:
+            caption = f"{left_out} more hyperparameters: columns=all, or trial=ID for one trial; {caption}"
+        table = _table(f"{exp.name}: top {len(top)} of {len(exp.trials)} trials by best val acc", caption)
+        for header in ("trial", "status", "epochs", "best val acc", *params[:k]):
+            table.add_column(header, justify="left" if header in ("trial", "status") else "right", no_wrap=True)
+        for _, trial in top.iterrows():
+            table.add_row(
+                trial["trial_id"],
+                trial["status"],
+                str(trial["epochs_run"]),
+                percent(trial["best_val_acc"]),
+                *[number(trial[name]) for name in params[:k]],
+                style="bold" if trial["trial_id"] == best_id else None,
+            )
+        return table
+
+    return Fitted(build, len(params))
+
+
+def all_columns_table(exp: Experiment, n: int = TOP) -> Fitted:
+    """`columns=all`: the top trials as columns, every varying hyperparameter as a row; as many
+    trials as fit the width."""
+    params = shown_parameters(exp)
+    top = _top(exp, n)
+
+    def build(k: int) -> Table:
+        shown = top.head(max(k, 1))
+        left_out = len(top) - len(shown)
+        caption = f"{left_out} more trials fit a wider terminal" if left_out else None
+        table = _table(f"{exp.name}: top {len(shown)} trials, every hyperparameter that varies", caption)
+        table.add_column("", no_wrap=True)
+        for trial_id in shown["trial_id"]:
+            table.add_column(trial_id, justify="right", no_wrap=True)
+        rows = {
+            "status": shown["status"].tolist(),
+            "epochs": [str(e) for e in shown["epochs_run"]],
+            "best val acc": [percent(a) for a in shown["best_val_acc"]],
+            **{name: [number(v) for v in shown[name]] for name in params},
+        }
+        for label, cells in rows.items():
+            table.add_row(label, *cells)
+        return table
+
+    return Fitted(build, len(top))
+
+
+def importance_table(exp: Experiment) -> RenderableType:
+    """The varying hyperparameters ranked by importance (the first IMPORTANT), with the best trial's
+    value and the values tried."""
+    finished = ranked(exp.trials)
+    if exp.importance.empty:
+        return f"importance: needs at least {MIN_TRIALS} completed or pruned trials and a varying hyperparameter"
+    rest = len(exp.importance) - IMPORTANT
+    caption = (
+        f"Optuna's PED-ANOVA over {len(finished)} finished trials, ranked as TPE ranks them: completed by last "
+        "val acc, then pruned by epochs reached. Importances sum to 100%"
+        + (f"; {rest} more, less important: results.load(...).importance" if rest > 0 else "")
+    )
+    table = _table("hyperparameters by importance", caption)
+    for header in ("parameter", "importance", "best trial", "values tried"):
+        table.add_column(header, justify="right" if header in ("importance", "best trial") else "left")
+    best = exp.best["config"] if exp.best else {}
+    for _, row in exp.importance.head(IMPORTANT).iterrows():
+        name = row["parameter"]
+        table.add_row(name, f"{100 * row['importance']:.0f}%", number(best.get(name)), values_tried(finished[name]))
     return table
 
 
-def varying_columns(trials: pd.DataFrame) -> list[str]:
-    """Config fields with more than one value across `trials`, in Config field order."""
-    return [name for name in CONFIG_COLUMNS if trials[name].nunique(dropna=False) > 1]
+def values_tried(values: pd.Series) -> str:
+    """'0.000102 - 0.00287' for numbers, 'gelu, relu, silu' for text."""
+    if pd.api.types.is_numeric_dtype(values):
+        return f"{number(values.min())} - {number(values.max())}"
+    return " | ".join(sorted(set(values.astype(str))))  # "|": values such as "64,128" hold commas
 
 
 def summary_table(exp: Experiment) -> Table:
-    table = Table(title=exp.name, show_header=False)
-    table.add_column(style="bold")
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
     table.add_column()
     run = exp.run
     rows = {
-        "path": exp.path,
+        "experiment": exp.path,
         "space": run["space"],
         "budget": f"{run['budget']}: {run['trials']} trials of up to {run['max_epochs']} epochs "
         f"(ASHA grace {run['grace']}, eta {run['eta']}), {run['concurrency']} at a time",
+        "data": f"{'all' if run.get('subset') is None else format(run['subset'], ',')} training images, "
+        f"{run['val_size']:,} for validation",
         "trials": status_text(exp),
         "compute": compute_text(exp),
         "best": best_text(exp),
@@ -69,48 +194,157 @@ def summary_table(exp: Experiment) -> Table:
     return table
 
 
-def retrain_table(exp: Experiment) -> Table:
-    """The winner's test accuracy over its retrain seeds, next to the report's."""
-    table = Table(title="test accuracy: the best config retrained on all training images")
+def comparable(exp: Experiment) -> bool:
+    """Whether the retrain used the report's recipe length and data, so its figures can sit beside the report's."""
+    return (
+        exp.winner is not None
+        and exp.winner.get("train_images") == REPORT_TRAIN_IMAGES
+        and set(exp.retrain["epochs"]) == {REPORT_EPOCHS}
+    )
+
+
+def retrained_text(exp: Experiment) -> str:
+    """'best trial 0a1b2c3d, 3 seeds x 30 epochs on 60,000 training images'."""
+    source = exp.winner["source"] if exp.winner else "the retrained config"
+    images = f"{exp.winner['train_images']:,}" if exp.winner else "an unknown number of"
+    epochs = sorted(set(exp.retrain["epochs"]))
+    return (
+        f"{source}, {_count(len(exp.retrain), 'seed')} x {'/'.join(map(str, epochs))} epoch{'s' if epochs != [1] else ''}"
+        f" on {images} training images"
+    )
+
+
+def retrain_table(exp: Experiment) -> Group:
+    """The retrain's test accuracy over its seeds; the report's figures beside it when comparable."""
+    table = _table()
     table.add_column("model")
-    table.add_column("test acc", justify="right")
-    table.add_row(f"this search's best ({len(exp.retrain)} seeds)", accuracy_spread(exp.retrain["test_acc"]))
-    for model, accuracy in REPORT_TEST_ACC.items():
-        table.add_row(model, percent(accuracy))
-    return table
+    table.add_column("test acc", justify="right", no_wrap=True)
+    table.add_row(exp.winner["source"] if exp.winner else "retrained", accuracy_spread(exp.retrain["test_acc"]))
+    parts: list[RenderableType] = [f"[bold]test accuracy[/]: {retrained_text(exp)}", table]
+    if comparable(exp):
+        for model, accuracy in REPORT_TEST_ACC.items():
+            table.add_row(model, percent(accuracy))
+    else:
+        parts.append(
+            f"not comparable with the report's figures ({report_accuracies()}), which trained on "
+            f"{REPORT_TRAIN_IMAGES:,} images for {REPORT_EPOCHS} epochs"
+        )
+    return Group(*parts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def report_accuracies() -> str:
+    """'report: with augmentation 92.74%, report: baseline 88.50%': the figures to beat."""
+    return ", ".join(f"{name} {percent(acc)}" for name, acc in REPORT_TEST_ACC.items())
 
 
 def per_class_table(exp: Experiment) -> Table:
-    table = Table(title="per class, on the test set")
+    table = _table("per class, on the test set (first seed)")
     for header in ("class", "precision", "recall", "f1", "support"):
-        table.add_column(header, justify="left" if header == "class" else "right")
+        table.add_column(header, justify="left" if header == "class" else "right", no_wrap=True)
     for _, row in exp.per_class.iterrows():
-        table.add_row(row["class"], percent(row["precision"]), percent(row["recall"]), percent(row["f1"]), str(row["support"]))
+        table.add_row(row["class"], percent(row["precision"]), percent(row["recall"]), percent(row["f1"]), f"{row['support']:,}")
     return table
 
 
-def comparison_table(experiments: list[Experiment]) -> Table:
-    """One column per experiment: budget, trials, compute, best trial and its hyperparameters
-    (those that differ between the experiments' best configs), retrain test accuracy."""
-    table = Table(title="experiments side by side")
-    table.add_column("")
-    for exp in experiments:
-        table.add_column(exp.path, justify="right")
+def trial_view(exp: Experiment, trial_id: str) -> Group:
+    """One trial in full: its results, every config field, every epoch."""
+    rows = exp.trials[exp.trials["trial_id"] == trial_id]
+    if rows.empty:
+        some = ", ".join(_top(exp, TOP)["trial_id"]) or "none"
+        raise ValueError(f"trial={trial_id!r}: not a trial of {exp.path} (the top ones: {some})")
+    trial = rows.iloc[0]
+    results = Table.grid(padding=(0, 2))
+    results.add_column(style="bold", no_wrap=True)
+    results.add_column()
+    for key, value in {
+        "trial": f"{trial_id} of {exp.path}",
+        "status": f"{trial['status']} after {trial['epochs_run']} of {exp.run['max_epochs']} epochs",
+        "val acc": f"best {percent(trial['best_val_acc'])}, last {percent(trial['last_val_acc'])}",
+        "val loss": f"best {loss(trial['best_val_loss'])}, last {loss(trial['last_val_loss'])}",
+        "network": f"{_thousands(trial['params'])} parameters",
+        "time": f"{trial['seconds']:,.0f} s, {_thousands(trial['images_per_second'])} images/s, on {trial['node']}",
+    }.items():
+        results.add_row(key, value)
+    config = Table.grid(padding=(0, 2))
+    for style in ("bold", None, "bold", None):
+        config.add_column(style=style, no_wrap=True)
+    names = list(CONFIG_COLUMNS)
+    half = (len(names) + 1) // 2
+    for left, right in zip(names[:half], [*names[half:], None]):
+        config.add_row(left, number(trial[left]), right or "", number(trial[right]) if right else "")
+    epochs = _table("epochs")
+    for header in ("epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds", "img/s"):
+        epochs.add_column(header, justify="right", no_wrap=True)
+    for _, e in exp.epochs[exp.epochs["trial_id"] == trial_id].iterrows():
+        epochs.add_row(
+            str(e["epoch"]), loss(e["train_loss"]), percent(e["train_acc"]), loss(e["val_loss"]),
+            percent(e["val_acc"]), number(e["lr"]), f"{e['seconds']:.1f}", f"{e['images_per_second']:,.0f}",
+        )
+    return Group(results, "", "[bold]config[/]", config, "", epochs)
+
+
+def _thousands(value: float | None) -> str:
+    """786890 -> '786,890'."""
+    return "-" if missing(value) else f"{value:,.0f}"
+
+
+def side_by_side(experiments: list[Experiment]) -> Fitted:
+    """One column per experiment (named by folder), as many per table as fit; several tables when
+    they do not all fit."""
+    rows = _comparison_rows(experiments)
+
+    def build(k: int) -> Table:
+        per_table = max(k, 1)
+        tables = []
+        for start in range(0, len(experiments), per_table):
+            chunk = slice(start, start + per_table)
+            table = _table("experiments side by side" if start == 0 else None)
+            table.add_column("")
+            for exp in experiments[chunk]:
+                table.add_column(exp.name, justify="right", no_wrap=True)
+            for label, cells in rows.items():
+                table.add_row(label, *cells[chunk])
+            tables.append(table)
+        return tables[0] if len(tables) == 1 else _stack(tables)
+
+    return Fitted(build, len(experiments))
+
+
+def _stack(tables: list[Table]) -> Table:
+    """Tables one below the other, measured as the widest of them."""
+    grid = Table.grid()
+    for table in tables:
+        grid.add_row(table)
+    return grid
+
+
+def _comparison_rows(experiments: list[Experiment]) -> dict[str, list[str]]:
+    def each(cell: Callable[[Experiment], str], searched_only: bool = True) -> list[str]:
+        return [cell(exp) if exp.searched or not searched_only else "-" for exp in experiments]
+
     rows = {
-        "space": [exp.run["space"] for exp in experiments],
-        "budget": [f"{exp.run['budget']} ({exp.run['trials']} x {exp.run['max_epochs']} epochs)" for exp in experiments],
-        "trials": [status_text(exp) for exp in experiments],
-        "compute": [compute_text(exp) for exp in experiments],
-        "best val acc": [percent(exp.best["metrics"]["val_acc"]) if exp.best else "-" for exp in experiments],
-        "best trial": [best_trial_text(exp) for exp in experiments],
-        "test acc (retrain)": [accuracy_spread(exp.retrain["test_acc"]) for exp in experiments],
+        "space": each(lambda e: e.run["space"]),
+        "budget": each(lambda e: e.run["budget"]),
+        "trials x epochs": each(lambda e: f"{e.run['trials']} x {e.run['max_epochs']}"),
+        **{status: each(lambda e, s=status: str(e.status_counts().get(s, 0))) for status in ("completed", "pruned", "error", "unfinished")},
+        "trial-hours": each(lambda e: f"{e.trials['seconds'].sum() / 3600:.2f}"),
+        "GPU-hours": each(lambda e: f"{(e.trials['seconds'] * e.trials['gpus_per_trial']).sum() / 3600:.2f}"),
+        "best val acc": each(lambda e: percent(e.best["metrics"]["val_acc"]) if e.best else "-"),
+        "best trial": each(lambda e: e.best["trial_id"] if e.best else "-"),
+        "best at epoch": each(lambda e: f"{e.best['metrics']['epoch']} of {e.best['metrics']['epochs_run']}" if e.best else "-"),
+        "retrain": each(lambda e: e.winner["source"] if e.winner else "-", searched_only=False),
+        "retrain images": each(lambda e: f"{e.winner['train_images']:,}" if e.winner else "-", searched_only=False),
+        "test acc": each(lambda e: accuracy_spread(e.retrain["test_acc"]), searched_only=False),
     }
     best_configs = pd.DataFrame([exp.best["config"] if exp.best else {} for exp in experiments], columns=list(CONFIG_COLUMNS))
-    for name in varying_columns(best_configs):
-        rows[f"best {name}"] = [text(value) for value in best_configs[name]]
-    for label, cells in rows.items():
-        table.add_row(label, *cells)
-    return table
+    found = best_configs[[exp.best is not None for exp in experiments]]
+    for name in [n for n in CONFIG_COLUMNS if found[n].nunique(dropna=False) > 1]:
+        rows[f"best {name}"] = [number(value) for value in best_configs[name]]
+    return rows
 
 
 def status_text(exp: Experiment) -> str:
@@ -126,17 +360,14 @@ def compute_text(exp: Experiment) -> str:
 
 
 def best_text(exp: Experiment) -> str:
+    """'80.00% val acc at epoch 27 of 30, trial 0a1b2c3d (completed)'."""
     if exp.best is None:
         return "no trial reported a result"
-    return f"{percent(exp.best['metrics']['val_acc'])} val acc, trial {best_trial_text(exp)}"
-
-
-def best_trial_text(exp: Experiment) -> str:
-    """'0a1b2_00003 (completed), epoch 27 of 30': where best.json's accuracy was reached."""
-    if exp.best is None:
-        return "-"
     metrics = exp.best["metrics"]
-    return f"{exp.best['trial_id']} ({exp.best['status']}), epoch {metrics['epoch']} of {metrics['epochs_run']}"
+    return (
+        f"{percent(metrics['val_acc'])} val acc at epoch {metrics['epoch']} of {metrics['epochs_run']}, "
+        f"trial {exp.best['trial_id']} ({exp.best['status']})"
+    )
 
 
 def accuracy_spread(accuracies: pd.Series) -> str:
@@ -148,42 +379,50 @@ def accuracy_spread(accuracies: pd.Series) -> str:
     return f"{percent(accuracies.mean())} ± {percent(accuracies.std())}"
 
 
-def percent(fraction: float) -> str:
-    return "-" if math.isnan(fraction) else f"{100 * fraction:.2f}%"
-
-
-def text(value: object) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def show(experiments: list[Experiment], console: Console) -> None:
+def show(experiments: list[Experiment], console: Console, trial: str | None = None, all_columns: bool = False) -> None:
     if len(experiments) > 1:
-        console.print(comparison_table(experiments))
+        console.print(side_by_side(experiments))
         return
     exp = experiments[0]
-    parts = [summary_table(exp), top_trials_table(exp)]
+    if trial is not None:
+        console.print(trial_view(exp, trial))
+        return
+    parts: list[RenderableType] = []
+    if exp.searched:
+        parts += [summary_table(exp), importance_table(exp), all_columns_table(exp) if all_columns else top_trials_table(exp)]
+    else:
+        parts.append(f"[bold]{exp.path}[/]: a retrain only, no search")
     if not exp.retrain.empty:
         parts.append(retrain_table(exp))
     if not exp.per_class.empty:
         parts.append(per_class_table(exp))
-    console.print(Group(*parts))
-
-
-def wide_console() -> Console:
-    """The terminal's width; 160 columns when piped to a file (rich would assume 80 and squeeze tables)."""
-    return Console(width=None if sys.stdout.isatty() else 160)
+    for part in parts:
+        console.print(part)
+        console.print()
 
 
 def main(argv: list[str]) -> int:
-    if not argv or any(arg.startswith("-") for arg in argv):
-        print("usage: python -m results.show EXPERIMENT_FOLDER [...] (e.g. runs/NAME, or a URI)", file=sys.stderr)
+    paths = [arg for arg in argv if "=" not in arg]
+    if not paths or any(path.startswith("-") for path in paths):
+        print(
+            "usage: python -m results.show EXPERIMENT_FOLDER [...] [trial=ID] [columns=all] (a folder: runs/NAME, or a URI)",
+            file=sys.stderr,
+        )
         return 2
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the importance study's creation is no news
     try:
-        experiments = [load(path) for path in argv]
+        args = overrides.parse([arg for arg in argv if "=" in arg], KEYS)
+        if args.get("columns", "all") != "all":
+            raise ValueError(f"columns={args['columns']!r}: the only choice is all")
+        if len(paths) > 1 and args:
+            raise ValueError(f"{' and '.join(args)} show one experiment; give one folder")
+        experiments = [load(path) for path in paths]
+        if "trial" in args and not experiments[0].searched:
+            raise ValueError(f"trial={args['trial']}: {paths[0]} holds a retrain only, no trials")
+        console = wide_console()
+        show(experiments, console, trial=args.get("trial"), all_columns="columns" in args)
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    show(experiments, wide_console())
+        return overrides.reject(error)
     return 0
 
 

@@ -1,0 +1,79 @@
+"""Which hyperparameters mattered: Optuna's PED-ANOVA over the trials' final ranking.
+
+Computed from the trials table alone (no Ray, no search space, no Optuna journal), so it works on
+any collected experiment. The ranking is the one the search's TPE learned from (search.searcher
+tells Optuna the same): completed trials by their last validation accuracy, then pruned trials by
+how many epochs they got and their last accuracy there. Failed and unfinished trials are left out.
+
+PED-ANOVA (Watanabe et al., 2023) compares, per hyperparameter, how the top trials' values are
+spread against all ranked trials' values (a Pearson divergence of Parzen estimates); Optuna
+normalises the scores to sum to 1. Numeric hyperparameters enter by their rank among the trials,
+so a log-scale range (lr) and a linear one (dropout) are read alike without knowing the space;
+text ones (filters, activation) as categories.
+"""
+
+from __future__ import annotations
+
+import optuna
+import pandas as pd
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.importance import PedAnovaImportanceEvaluator
+
+from results.schema import CONFIG_COLUMNS
+from results.status import COMPLETED, PRUNED
+
+MIN_TRIALS = 4  # below this, no split into "top" and "the rest" says anything
+# PED-ANOVA wants at least this many trials in its top quantile (Optuna's documentation); the
+# quantile is kept between the top 10% (large searches) and the top half (small ones).
+TOP_TRIALS = 5
+COLUMNS = ["parameter", "importance"]
+
+
+def ranked(trials: pd.DataFrame) -> pd.DataFrame:
+    """The completed and pruned trials, best first, in the order TPE ranks them."""
+    finished = trials[trials["status"].isin([COMPLETED, PRUNED])]
+    order = finished.assign(_pruned=finished["status"] == PRUNED).sort_values(
+        ["_pruned", "epochs_run", "last_val_acc", "trial_id"],
+        ascending=[True, False, False, True],
+        na_position="last",
+    )
+    return order.drop(columns="_pruned").reset_index(drop=True)
+
+
+def varying(trials: pd.DataFrame) -> list[str]:
+    """Config fields with more than one value across `trials`, in Config field order."""
+    return [name for name in CONFIG_COLUMNS if trials[name].nunique(dropna=False) > 1]
+
+
+def importance(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per varying hyperparameter (parameter, importance), most important first; no rows
+    when fewer than MIN_TRIALS trials finished or nothing varied."""
+    top = ranked(trials)
+    params = varying(top)
+    if len(top) < MIN_TRIALS or not params:
+        return pd.DataFrame({"parameter": pd.Series(dtype=str), "importance": pd.Series(dtype=float)})
+    encoded = {name: _encode(top[name]) for name in params}
+    study = optuna.create_study(direction="minimize")
+    for rank in range(len(top)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=float(rank),  # 0 is the best trial
+                params={name: values[rank] for name, (values, _) in encoded.items()},
+                distributions={name: distribution for name, (_, distribution) in encoded.items()},
+            )
+        )
+    quantile = min(0.5, max(0.1, TOP_TRIALS / len(top)))
+    scores = optuna.importance.get_param_importances(
+        study, evaluator=PedAnovaImportanceEvaluator(target_quantile=quantile), params=params
+    )
+    rows = sorted(scores.items(), key=lambda item: (-item[1], params.index(item[0])))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _encode(values: pd.Series) -> tuple[list, optuna.distributions.BaseDistribution]:
+    """(the values as Optuna sees them, their distribution): ranks in (0, 1) for numbers, else categories."""
+    if pd.api.types.is_numeric_dtype(values):
+        ranks = (values.rank(method="average") - 0.5) / len(values)
+        return ranks.tolist(), FloatDistribution(0.0, 1.0)
+    text = values.astype(str)
+    return text.tolist(), CategoricalDistribution(sorted(set(text)))

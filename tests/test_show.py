@@ -1,0 +1,287 @@
+"""`python -m results.show` as users read it: tables that fit 80 columns without cutting an id or a
+number, full width in a file, every hyperparameter on request, one trial in full, importance,
+retrains that say what they are, and a folder that holds only a retrain.
+
+The experiments are written directly with the result schemas (no Ray, seconds): 30 trials of the
+real `space=full` (its 26 searched hyperparameters drawn from its own Tune domains), whose
+validation accuracy depends on the learning rate alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from ray.tune.search.sample import Domain
+from rich.cells import cell_len
+from rich.console import Console
+
+import spaces
+from model.config import Config, preset
+from results import load
+from results.numbers import number
+from results.schema import CONFIG_COLUMNS, EPOCHS, PER_CLASS, RETRAIN, TRIALS, write_json, write_table
+from results.show import all_columns_table, importance_table, main, side_by_side, top_trials_table
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_EPOCHS = 9
+N_TRIALS = 30
+
+
+def accuracy(lr: float, epoch: int) -> float:
+    """Best at lr = 2e-3; a learning curve that rises with the epochs."""
+    return 0.93 - 0.08 * abs(math.log10(lr) - math.log10(2e-3)) - 0.05 / epoch
+
+
+def write_search(folder: Path, space: str = "full", n: int = N_TRIALS, seed: int = 0) -> Path:
+    """An experiment folder as search.run + results.collect leave it, for trials of `space`."""
+    rng = np.random.default_rng(seed)
+    domains = spaces.get(space).PARAMS
+    base = {**preset(spaces.get(space).PRESET).to_flat(), "epochs": MAX_EPOCHS}
+    trials, epochs = [], []
+    for i in range(n):
+        config = {**base, **{k: v.sample(random_state=rng) if isinstance(v, Domain) else v for k, v in domains.items()}}
+        trial_id = f"{rng.integers(16**8):08x}"
+        final = accuracy(config["lr"], MAX_EPOCHS)
+        ran = MAX_EPOCHS if final > 0.85 else (1 if i % 2 else 3)  # ASHA stops the weak ones early
+        status = "completed" if ran == MAX_EPOCHS else "pruned"
+        if i == n - 1:
+            status, ran = "error", 2
+        curve = [accuracy(config["lr"], e) for e in range(1, ran + 1)]
+        for epoch, acc in enumerate(curve, start=1):
+            epochs.append({"trial_id": trial_id, "epoch": epoch, "train_loss": 0.5 / epoch, "train_acc": acc + 0.01,
+                           "val_loss": 0.4 / epoch, "val_acc": acc, "lr": config["lr"], "seconds": 12.345,
+                           "images_per_second": 4321.0, "node": "10.0.0.7"})
+        trials.append({
+            "trial_id": trial_id, "status": status, "epochs_run": ran, "best_val_acc": max(curve),
+            "last_val_acc": curve[-1], "best_val_loss": 0.4 / ran, "last_val_loss": 0.4 / ran, "params": 786_890,
+            "seconds": 12.345 * ran, "images_per_second": 4321.0, "node": "10.0.0.7", "cpus_per_trial": 1.0,
+            "gpus_per_trial": 0.25, **{name: config[name] for name in CONFIG_COLUMNS},
+        })
+    trials_frame = pd.DataFrame(trials)
+    report = folder / "report"
+    write_table(pd.DataFrame(epochs), report / "epochs.parquet", EPOCHS)
+    write_table(trials_frame, report / "trials.parquet", TRIALS)
+    completed = trials_frame[trials_frame["status"] == "completed"]
+    winner = (completed if len(completed) else trials_frame).sort_values("best_val_acc").iloc[-1]
+    write_json({
+        "trial_id": winner["trial_id"], "status": winner["status"],
+        "config": Config.from_flat({k: winner[k] for k in CONFIG_COLUMNS}).to_flat(),
+        "metrics": {"val_acc": winner["best_val_acc"], "val_loss": 0.1, "epoch": MAX_EPOCHS, "epochs_run": MAX_EPOCHS},
+    }, report / "best.json")
+    write_json({
+        "space": space, "budget": "standard", "trials": n, "max_epochs": MAX_EPOCHS, "grace": 1, "eta": 3,
+        "concurrency": 8, "cpus_per_trial": 1.0, "gpus_per_trial": 0.25, "seed": 0, "subset": None, "val_size": 6000,
+        "started": "2026-11-26T10:00:00+00:00",
+    }, folder / "run.json")
+    return folder
+
+
+def write_retrain(folder: Path, source: str, train_images: int, epochs: int, accuracies=(0.931, 0.935)) -> None:
+    """winner/ as search.retrain writes it: its tables and a real model.pt with its metadata."""
+    from model.export import save_model
+    from model.net import build
+
+    cfg = Config(filters=(8, 16), dense=16, epochs=epochs)
+    winner = folder / "winner"
+    write_table(pd.DataFrame({"seed": list(range(len(accuracies))), "test_acc": list(accuracies), "test_loss": 0.2,
+                              "epochs": epochs, "seconds": 60.0, "params": 1234}), winner / "retrain.parquet", RETRAIN)
+    write_table(pd.DataFrame({"class": ["T-shirt/top", "Ankle boot"], "precision": [0.91, 0.97], "recall": [0.9, 0.96],
+                              "f1": [0.905, 0.965], "support": [1000, 1000]}), winner / "per_class.parquet", PER_CLASS)
+    metadata = {"source": source, "seed": 0, "epochs": epochs, "train_images": train_images, "test_acc": accuracies[0]}
+    save_model(winner / "model.pt", cfg, build(cfg).state_dict(), metadata)
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory) -> Path:
+    return write_search(tmp_path_factory.mktemp("runs") / "full-standard")
+
+
+@dataclass(frozen=True)
+class Shown:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def show(capsys, monkeypatch):
+    """`python -m results.show ARGS` with $COLUMNS (None: unset, as in a log file), in this process."""
+
+    def run(*args: str, columns: int | None = 80) -> Shown:
+        if columns:
+            monkeypatch.setenv("COLUMNS", str(columns))
+        else:
+            monkeypatch.delenv("COLUMNS", raising=False)
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return Shown(code, out, err)
+
+    return run
+
+
+def render(renderable, width: int = 80) -> str:
+    console = Console(width=width, record=True, file=open(os.devnull, "w"))
+    console.print(renderable)
+    return console.export_text()
+
+
+def assert_fits(text: str, width: int = 80) -> None:
+    wide = [line for line in text.splitlines() if cell_len(line.rstrip()) > width]
+    assert not wide, "\n".join(wide)
+    assert "…" not in text  # rich's mark for a cut cell
+
+
+def test_a_full_search_shows_in_80_columns_with_whole_ids_and_numbers(full, show):
+    done = show(str(full))
+    assert done.returncode == 0, done.stderr
+    assert_fits(done.stdout)
+    exp = load(full)
+    top = exp.trials.sort_values("best_val_acc", ascending=False).head(5)
+    rows = [line.split() for line in done.stdout.splitlines()]
+    for trial in top.itertuples():
+        row = next(r for r in rows if r and r[0] == trial.trial_id)  # the whole id, first in its row
+        assert row[1:4] == [trial.status, str(trial.epochs_run), f"{100 * trial.best_val_acc:.2f}%"]
+    assert "lr" in rows[next(i for i, r in enumerate(rows) if r[:2] == ["trial", "status"])]  # what matters made it
+    assert "more hyperparameters: columns=all, or trial=ID" in done.stdout
+    assert "hyperparameters by importance" in done.stdout
+
+
+def test_in_a_file_the_tables_are_as_wide_as_they_need(full, show):
+    done = show(str(full), columns=None)
+    assert done.returncode == 0, done.stderr
+    header = next(line.split() for line in done.stdout.splitlines() if line.startswith("trial "))
+    varying = [name for name in CONFIG_COLUMNS if load(full).trials[name].nunique() > 1]
+    assert len(varying) == len(spaces.get("full").PARAMS) - 1  # every searched one but the fixed padding
+    assert header[:6] == ["trial", "status", "epochs", "best", "val", "acc"] and sorted(header[6:]) == sorted(varying)
+    assert "more hyperparameters" not in done.stdout
+
+
+def test_columns_all_shows_every_varying_hyperparameter_within_80_columns(full, show):
+    done = show(str(full), "columns=all")
+    assert done.returncode == 0, done.stderr
+    assert_fits(done.stdout)
+    labels = {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
+    assert {name for name in CONFIG_COLUMNS if load(full).trials[name].nunique() > 1} <= labels
+    text = render(all_columns_table(load(full)), width=40)  # too narrow for 5 trials: fewer, and said so
+    assert "more trials fit a wider terminal" in text
+
+
+def test_one_trial_in_full(full, show):
+    exp = load(full)
+    trial = exp.trials.iloc[3]
+    done = show(str(full), f"trial={trial['trial_id']}")
+    assert done.returncode == 0, done.stderr
+    assert_fits(done.stdout)
+    for name in CONFIG_COLUMNS:
+        assert name in done.stdout
+    epochs = [line.split() for line in done.stdout.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+    assert [int(row[0]) for row in epochs] == list(range(1, trial["epochs_run"] + 1))
+    assert number(trial["lr"]) in done.stdout and repr(trial["lr"]) not in done.stdout  # 3 digits, not 17
+    wrong = show(str(full), "trial=nope")
+    assert wrong.returncode == 2 and len(wrong.stderr.splitlines()) == 1 and "the top ones:" in wrong.stderr
+
+
+def test_importance_ranks_the_one_hyperparameter_that_matters_first(full):
+    importance = load(full).importance
+    assert list(importance.columns) == ["parameter", "importance"]
+    assert importance["parameter"].iloc[0] == "lr"
+    assert importance["importance"].sum() == pytest.approx(1.0)
+    assert importance["importance"].is_monotonic_decreasing
+    text = render(importance_table(load(full)))
+    assert_fits(text)
+    first = next(line.split() for line in text.splitlines() if line.startswith("lr "))
+    assert first[0] == "lr" and int(first[1].rstrip("%")) > 20
+
+
+def test_importance_needs_neither_ray_nor_a_search_space(full):
+    code = (
+        "import sys, results; imp = results.load(sys.argv[1]).importance; "
+        "print(imp['parameter'].iloc[0], sorted(m for m in ('ray', 'spaces') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(full)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["lr", "[]"]
+
+
+def test_too_few_finished_trials_have_no_importance(tmp_path):
+    exp = load(write_search(tmp_path / "tiny", n=3))
+    assert exp.importance.empty
+    assert "needs at least 4 completed or pruned trials" in render(importance_table(exp))
+
+
+def test_a_retrain_on_fewer_images_is_not_set_beside_the_report(tmp_path, show):
+    folder = write_search(tmp_path / "quick", space="augmentation")
+    write_retrain(folder, "best trial 0a1b2c3d", train_images=2_000, epochs=1)
+    done = show(str(folder))
+    assert done.returncode == 0, done.stderr
+    assert_fits(done.stdout)
+    flat = " ".join(done.stdout.split())
+    assert "best trial 0a1b2c3d, 2 seeds x 1 epoch on 2,000 training images" in flat
+    assert "93.30% ± 0.28%" in flat
+    assert "not comparable with the report's figures" in flat
+    assert "report: with augmentation 92.74%" in flat and not any(
+        line.split()[:3] == ["report:", "with", "augmentation"] for line in done.stdout.splitlines()
+    )  # named in the caption, not a row of the table
+
+
+def test_a_retrain_with_the_reports_recipe_stands_beside_it(tmp_path, show):
+    folder = write_search(tmp_path / "standard", space="augmentation")
+    write_retrain(folder, "best trial 0a1b2c3d", train_images=60_000, epochs=30)
+    done = show(str(folder))
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert ["report:", "with", "augmentation", "92.74%"] in rows and ["report:", "baseline", "88.50%"] in rows
+    assert "not comparable" not in done.stdout
+
+
+def test_a_folder_with_only_a_preset_retrain_shows(tmp_path, show):
+    folder = tmp_path / "report"
+    write_retrain(folder, "preset baseline", train_images=60_000, epochs=30, accuracies=(0.885,))
+    done = show(str(folder))
+    assert done.returncode == 0, done.stderr
+    flat = " ".join(done.stdout.split())
+    assert "a retrain only, no search" in flat and "preset baseline" in flat
+    assert "88.50%" in done.stdout and "Ankle boot" in done.stdout
+    exp = load(folder)
+    assert not exp.searched and exp.trials.empty and exp.winner["train_images"] == 60_000
+    wrong = show(str(folder), "trial=x")
+    assert wrong.returncode == 2 and "holds a retrain only" in wrong.stderr
+
+
+def test_experiments_side_by_side_fit_80_columns(tmp_path, full, show):
+    others = [write_search(tmp_path / name, space="augmentation", seed=i) for i, name in
+              enumerate(("augmentation-standard-long-name", "augmentation-standard-again"))]
+    write_retrain(others[0], "best trial 0a1b2c3d", train_images=60_000, epochs=30)
+    done = show(str(full), *map(str, others))
+    assert done.returncode == 0, done.stderr
+    assert_fits(done.stdout)
+    for folder in (full, *others):
+        assert folder.name in done.stdout
+    assert "93.30% ± 0.28%" in done.stdout
+    text = render(side_by_side([load(full), *map(load, others)]), width=200)
+    assert text.count("experiments side by side") == 1 and all(folder.name in text.splitlines()[1] for folder in others)
+
+
+def test_bad_arguments_are_one_line_and_exit_2(full, tmp_path, show):
+    for args in (["columns=some", str(full)], [str(full), str(full), "trial=x"], [str(full), "colour=red"], []):
+        done = show(*args)
+        assert done.returncode == 2 and done.stdout == "" and len(done.stderr.strip().splitlines()) == 1, (args, done.stderr)
+
+
+def test_the_top_trials_table_adapts_to_the_width_it_is_printed_at(full):
+    exp = load(full)
+    narrow, wide = render(top_trials_table(exp), 80), render(top_trials_table(exp), 160)
+    columns = [next(line.split() for line in text.splitlines() if line.startswith("trial ")) for text in (narrow, wide)]
+    assert len(columns[1]) > len(columns[0]) >= 7
+    assert columns[0] == columns[1][: len(columns[0])]  # the same order: the most important first
+    best = json.loads((full / "report" / "best.json").read_text())["trial_id"]
+    assert best in narrow
