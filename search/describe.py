@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search.sample import Domain
 from rich.console import Console
 from rich.table import Table
 
@@ -10,15 +12,16 @@ import spaces
 
 
 def describe(value: object) -> str:
-    """A Tune domain (or a fixed value) in one line, e.g. "log-uniform [0.0001, 0.003]"."""
+    """A Tune domain (or a fixed value) in one line, e.g. "log-uniform [0.0001, 0.003]", read as the
+    Optuna distribution the searcher samples it from (bounds inclusive, as Optuna's are)."""
     if not isinstance(value, Domain):
         return f"fixed {value!r}"
-    if isinstance(value, Categorical):
-        return "one of " + ", ".join(map(str, value.categories))
-    log = isinstance(value.get_sampler(), LogUniform)
-    kind = ("log-" if log else "") + ("uniform" if isinstance(value, Float) else "integer")
-    upper = value.upper - 1 if isinstance(value, Integer) else value.upper  # Tune's randint excludes upper
-    return f"{kind} [{value.lower:g}, {upper:g}]"
+    distribution = OptunaSearch.convert_search_space({"value": value})["value"]
+    if isinstance(distribution, CategoricalDistribution):
+        return "one of " + " | ".join(map(str, distribution.choices))  # "|": choices such as "64,128" hold commas
+    kind = ("log-" if distribution.log else "") + ("uniform" if isinstance(distribution, FloatDistribution) else "integer")
+    step = f" in steps of {distribution.step:g}" if distribution.step not in (None, 1) else ""
+    return f"{kind} [{distribution.low:g}, {distribution.high:g}]{step}"
 
 
 def print_spaces() -> None:

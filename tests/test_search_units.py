@@ -135,3 +135,13 @@ def test_searcher_ignores_epochs_repeated_after_a_resume():
 def test_grace_beyond_max_epochs_is_refused():
     with pytest.raises(ValueError, match="grace=5 exceeds max_epochs=3"):
         make_scheduler(max_epochs=3, grace=5, eta=2)
+
+
+def test_describe_reads_each_domain_as_the_searcher_samples_it():
+    from search.describe import describe
+
+    assert describe(tune.randint(1, 4)) == "integer [1, 3]"  # Tune's upper bound is exclusive, Optuna's is not
+    assert describe(tune.loguniform(1e-4, 3e-3)) == "log-uniform [0.0001, 0.003]"
+    assert describe(tune.quniform(0, 1, 0.25)) == "uniform [0, 1] in steps of 0.25"
+    assert describe(tune.choice(["32,64", "64,128"])) == "one of 32,64 | 64,128"
+    assert describe("same") == "fixed 'same'"
