@@ -222,13 +222,13 @@ def on_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def _optimizer(cfg: Config, net: torch.nn.Module, fused: bool) -> torch.optim.Optimizer:
     """fused: one kernel for all parameters (CUDA), instead of a few per parameter tensor."""
-    params, fused_arg = net.parameters(), fused or None  # None: PyTorch's own default (foreach)
+    params, fused_arg, lr = net.parameters(), fused or None, cfg.step_lr()  # fused None: PyTorch's default (foreach)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused_arg)
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay, fused=fused_arg)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused_arg)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, fused=fused_arg)
     return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay, fused=fused_arg
+        params, lr=lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay, fused=fused_arg
     )
 
 
@@ -236,7 +236,7 @@ def _schedule(cfg: Config, opt: torch.optim.Optimizer, steps_per_epoch: int) -> 
     """Stepped once per batch; the run's length is cfg.epochs."""
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total + 1)
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.step_lr(), total_steps=total + 1)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)

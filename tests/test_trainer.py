@@ -222,3 +222,15 @@ def test_validation_uses_the_weight_average_and_resumes_exactly(small_split):
     assert _without_timing(resumed.run_epoch()) == _without_timing(expected)
     a, b = resumed.eval_net().state_dict(), straight.eval_net().state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a) and not torch.equal(a["dense.weight"], resumed.net.dense.weight)
+
+
+@pytest.mark.parametrize(("optimizer", "batch_size", "factor"), [("adam", 64, 1), ("adamw", 256, 2), ("sgd", 256, 4), ("sgd", 32, 0.5)])
+def test_lr_is_per_64_images(small_split, optimizer, batch_size, factor):
+    cfg = _tiny(optimizer=optimizer, batch_size=batch_size, lr=1e-3)
+    trainer = Trainer(cfg, small_split, "cpu")
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * factor)
+
+
+def test_the_seed_preset_trains_as_the_report():
+    cfg = PRESETS["seed"]
+    assert (cfg.optimizer, cfg.batch_size, cfg.step_lr(), cfg.schedule) == ("adam", 64, 5e-4, "constant")
