@@ -1,0 +1,76 @@
+"""Fair rungs: ASHA compares a trial only with trials of its own learning-rate schedule.
+
+Made-up learning curves, no training: one-cycle trials start low (their learning rate is still
+warming up at the first rung) and end high; constant-rate trials start high and plateau lower."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+from search.asha import RungKeeper, make_scheduler, rungs
+
+STOP = TrialScheduler.STOP
+EPOCHS = 9
+# Accuracy per epoch: one-cycle rises late to 0.93-0.94; constant is at 0.88-0.90 from epoch 1 on.
+# Within a schedule the trials arrive in mixed order of quality (offsets 2, 0, 3, 1).
+ONECYCLE = {f"o{i}": [0.70 + 0.026 * e + 0.005 * k for e in range(EPOCHS)] for i, k in enumerate((2, 0, 3, 1))}
+CONSTANT = {f"c{i}": [0.86 + 0.005 * e + 0.004 * k for e in range(EPOCHS)] for i, k in enumerate((2, 0, 3, 1))}
+SCHEDULE = {**{t: "onecycle" for t in ONECYCLE}, **{t: "constant" for t in CONSTANT}}
+CURVES = {**ONECYCLE, **CONSTANT}
+
+
+def _run(scheduler, order: list[str], schedule: dict[str, str] = SCHEDULE) -> dict[str, int]:
+    """Each trial in turn runs until stopped; returns the epochs each one trained."""
+    scheduler.set_search_properties("val_acc", "max")
+    trained = {}
+    for trial_id in order:
+        trial = SimpleNamespace(trial_id=trial_id, config={"schedule": schedule[trial_id], "lr": 1e-3})
+        scheduler.on_trial_add(None, trial)
+        for epoch in range(1, EPOCHS + 1):
+            result = {"training_iteration": epoch, "val_acc": CURVES[trial_id][epoch - 1]}
+            if scheduler.on_trial_result(None, trial, result) == STOP:
+                break
+        scheduler.on_trial_complete(None, trial, result)
+        trained[trial_id] = epoch
+    return trained
+
+
+# The constant-rate trials come first, as they would when TPE's start-up draws them first.
+ORDER = [*CONSTANT, *ONECYCLE]
+
+
+def test_plain_asha_stops_the_schedule_that_ends_best():
+    plain = ASHAScheduler(time_attr="training_iteration", max_t=EPOCHS, grace_period=1, reduction_factor=3)
+    trained = _run(plain, ORDER)
+    assert all(trained[t] == 1 for t in ONECYCLE)  # all judged while still warming up
+    best_finisher = max((t for t in trained if trained[t] == EPOCHS), key=lambda t: CURVES[t][-1])
+    assert best_finisher in CONSTANT
+
+
+def test_fair_asha_lets_the_best_of_each_schedule_run_to_the_end():
+    trained = _run(make_scheduler(max_epochs=EPOCHS, grace=1, eta=3), ORDER)
+    finished = [t for t in trained if trained[t] == EPOCHS]
+    assert any(t in ONECYCLE for t in finished) and any(t in CONSTANT for t in finished)
+    assert max(finished, key=lambda t: CURVES[t][-1]) in ONECYCLE  # the best final model is found
+    assert any(trained[t] < EPOCHS for t in ONECYCLE)  # and weak one-cycle trials are still stopped
+
+
+def test_one_schedule_is_plain_asha():
+    same = dict.fromkeys(CURVES, "constant")
+    fair, plain = make_scheduler(max_epochs=EPOCHS, grace=1, eta=3), ASHAScheduler(
+        time_attr="training_iteration", max_t=EPOCHS, grace_period=1, reduction_factor=3
+    )
+    assert _run(fair, ORDER, same) == _run(plain, ORDER, same)
+
+
+def test_rungs_of_every_group_survive_a_restore():
+    first = make_scheduler(max_epochs=EPOCHS, grace=1, eta=3)
+    _run(first, ORDER[:5])
+    state = RungKeeper(first, "unused").get_state()
+    assert {r["group"] for r in state["rungs"]} == {"constant", "onecycle"}
+    restored = make_scheduler(max_epochs=EPOCHS, grace=1, eta=3)
+    RungKeeper(restored, "unused").set_state(state)  # before Tune sets metric and mode, as on restore
+    assert rungs(restored) == rungs(first)
+    assert _run(restored, ORDER[5:]) == _run(first, ORDER[5:])
