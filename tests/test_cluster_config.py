@@ -2,15 +2,15 @@
 
 Ray's check is what `ray up` runs before it talks to AWS (prepare_config merges the AWS defaults,
 validate_config applies the schema and cross-field rules). The project's rules live in
-search/cluster_rules.py; the broken variants below show that they catch what Ray's schema lets
-through (a dashboard on 0.0.0.0, an open 8265, a head that runs trials, a stale image, ...).
+cluster_check (a user command: `python -m cluster_check cluster.yaml`); the broken variants below
+show that they catch what Ray's schema lets through (a dashboard on 0.0.0.0, an open 8265, a head
+that runs trials, a stale image, ...).
 The autoscaling rehearsal's config gets the same Ray validation, and the rehearsal itself runs once
 (slow: a local fake-multi-node cluster, about a minute).
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import subprocess
@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from search.cluster_rules import CLUSTER_PYTHON, RAY_PORTS, check, ray_version
+from cluster_check import CLUSTER_PYTHON, check, ray_version
+from search.internals import FAKE_MULTINODE_PROVIDER, validate_cluster_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
 REHEARSAL_YAML = ROOT / "scripts" / "autoscale_rehearsal.yaml"
 REHEARSAL_SH = ROOT / "scripts" / "autoscale_rehearsal.sh"
-FAKE_PROVIDER = "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider"
 
 
 @pytest.fixture(autouse=True)
@@ -41,11 +41,7 @@ def load(path: Path = CLUSTER_YAML) -> dict:
 
 def ray_prepared(config: dict) -> dict:
     """What `ray up` checks before it needs the cloud; raises on an invalid config."""
-    from ray.autoscaler._private.util import prepare_config, validate_config
-
-    prepared = prepare_config(copy.deepcopy(config))
-    validate_config(prepared)
-    return prepared
+    return validate_cluster_config(config)
 
 
 def head_start(config: dict) -> str:
@@ -71,10 +67,39 @@ def test_cluster_yaml_follows_the_project_rules_as_written_and_as_prepared():
     assert check(ray_prepared(config)) == []
 
 
-def test_cluster_rules_imports_nothing_heavy():
-    code = "import sys, search.cluster_rules as m; print(sorted({'ray', 'torch', 'numpy', 'yaml'} & set(sys.modules)))"
+def test_cluster_rules_import_nothing_heavy():
+    code = "import sys, cluster_check as m; print(sorted({'ray', 'torch', 'numpy', 'yaml'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _cluster_check(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cluster_check", str(path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_the_user_command_passes_the_real_file_and_names_what_breaks_an_edited_one(tmp_path):
+    done = _cluster_check(CLUSTER_YAML)
+    assert done.returncode == 0 and "passes Ray's offline validation and the project's rules" in done.stdout, done.stderr
+    config = load()
+    _set_head_start(config, "--dashboard-host=127.0.0.1", "--dashboard-host=0.0.0.0")
+    _open(8265)(config)
+    edited = tmp_path / "cluster.yaml"
+    edited.write_text(yaml.safe_dump(config))
+    done = _cluster_check(edited)
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert all(line.startswith(f"{edited}: ") for line in lines), done.stdout
+    assert "binds to 0.0.0.0" in lines[0] and "opens port 8265 (the dashboard" in lines[1]
+    assert len(lines) == len(set(lines)) == 3  # the third: 8265 is not SSH; none said twice
+    _first_worker(lambda t: t.pop("resources"))(config)  # Ray's own validation refuses this (AWS would be asked)
+    edited.write_text(yaml.safe_dump(config))
+    done = _cluster_check(edited)
+    assert done.returncode == 1 and "Ray's own validation refuses it" in done.stdout
+    (tmp_path / "list.yaml").write_text("- a list\n")
+    for bad in (tmp_path / "missing.yaml", tmp_path / "list.yaml"):
+        done = _cluster_check(bad)
+        assert done.returncode == 2 and done.stdout == "" and len(done.stderr.strip().splitlines()) == 1
 
 
 def test_dashboard_is_bound_to_loopback_and_reached_over_ssh():
@@ -85,12 +110,13 @@ def test_dashboard_is_bound_to_loopback_and_reached_over_ssh():
 
 def test_no_security_group_rule_opens_a_ray_port():
     config = load()
-    rules = config["provider"]["security_group"]["IpPermissions"]
-    for rule in rules:
-        assert (rule.get("FromPort"), rule.get("ToPort"), rule.get("IpProtocol")) == (22, 22, "tcp")
+    assert config["provider"]["security_group"]["IpPermissions"] == []  # nothing on top of Ray's own group
     for node_type in config["available_node_types"].values():
         assert "SecurityGroupIds" not in node_type["node_config"]  # Ray's group: intra-cluster + SSH only
-    assert set(RAY_PORTS) == {6379, 8265, 10001}
+    for port in (6379, 8265, 10001):  # GCS, dashboard and Jobs API, Ray Client: each one is caught
+        opened = load()
+        _open(port)(opened)
+        assert any(f"opens port {port}" in problem for problem in check(opened)), port
 
 
 def test_head_runs_no_trials():
@@ -274,13 +300,13 @@ def test_check_copes_with_garbage():
 def test_rehearsal_config_validates_and_mirrors_the_cluster():
     config = load(REHEARSAL_YAML)
     ray_prepared(config)
-    assert config["provider"] == {**config["provider"], "type": "external", "module": FAKE_PROVIDER}
+    assert config["provider"] == {**config["provider"], "type": "external", "module": FAKE_MULTINODE_PROVIDER}
     assert config["provider"]["disable_node_updaters"] is True
     assert config["head_node_type"] == "ray.head.default"  # the fake provider's fixed name
     assert config["available_node_types"]["ray.head.default"]["resources"]["CPU"] == 0
     gpus = sorted(t["resources"]["GPU"] for t in worker_types(config).values())
     assert gpus == [1, 4]
-    module, cls = FAKE_PROVIDER.rsplit(".", 1)
+    module, cls = FAKE_MULTINODE_PROVIDER.rsplit(".", 1)
     assert hasattr(__import__(module, fromlist=[cls]), cls)
 
 

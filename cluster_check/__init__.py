@@ -1,10 +1,11 @@
 """The project's rules for a Ray cluster-launcher config (cluster.yaml), on top of Ray's own schema.
 
-    from search.cluster_rules import check
+    python -m cluster_check cluster.yaml                     # Ray's offline validation, then these rules
+    from cluster_check import check
     problems = check(yaml.safe_load(open("cluster.yaml")))   # [] when the config follows them
 
-`check` takes the config as written or as `ray.autoscaler._private.util.prepare_config` returns it
-(defaults merged in) and gives one sentence per violation. The rules:
+`check` takes the config as written or as Ray's `prepare_config` returns it (defaults merged in)
+and gives one sentence per violation. The rules:
 
 - the dashboard binds to loopback only (`--dashboard-host=127.0.0.1` on the head's `ray start`;
   Ray's AWS defaults use 0.0.0.0);
