@@ -163,3 +163,71 @@ def test_mirror_folded_into_the_affine_matrix_equals_flip():
     plain = augment(x, Augmentation(flip=1e-12, **geometry), _gen(4))
     assert not torch.allclose(plain, x, atol=1e-3)  # the geometry did something
     assert torch.allclose(mirrored, plain.flip(-1), atol=1e-5)
+
+
+# --- rotation, shear and zoom measured on synthetic images: size and sign, in degrees and fractions --
+
+N_DRAWS = 64  # samples per measurement: the extremes of a uniform draw come within ~2% of its bounds
+
+
+def _bar(horizontal: bool, n: int = N_DRAWS) -> torch.Tensor:
+    """n copies of a centred bar, 20 x 2 pixels, horizontal or vertical."""
+    x = torch.zeros(n, 1, 28, 28)
+    if horizontal:
+        x[:, :, 13:15, 4:24] = 1.0
+    else:
+        x[:, :, 4:24, 13:15] = 1.0
+    return x
+
+
+def _moments(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mass, variance along x, variance along y, covariance) of each image, in pixels."""
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    w = out[:, 0]
+    mass = w.sum(dim=(1, 2))
+    cx, cy = (w * xs).sum(dim=(1, 2)) / mass, (w * ys).sum(dim=(1, 2)) / mass
+    dx, dy = xs - cx[:, None, None], ys - cy[:, None, None]
+    return mass, (w * dx * dx).sum(dim=(1, 2)) / mass, (w * dy * dy).sum(dim=(1, 2)) / mass, (w * dx * dy).sum(dim=(1, 2)) / mass
+
+
+def _orientation(out: torch.Tensor) -> torch.Tensor:
+    """Degrees of each image's long axis from the x axis (image coordinates: y points down)."""
+    _, vxx, vyy, vxy = _moments(out)
+    return torch.rad2deg(0.5 * torch.atan2(2 * vxy, vxx - vyy))
+
+
+def _drawn_evenly(measured: torch.Tensor, bound: float, tolerance: float) -> None:
+    """`measured` looks like N_DRAWS draws of uniform(-bound, bound): within the bounds, reaching
+    close to both, half on each side, with the mean size of such a draw (bound / 2)."""
+    assert measured.abs().max() <= bound + tolerance, (measured.abs().max(), bound)
+    assert measured.max() >= 0.85 * bound and measured.min() <= -0.85 * bound, (measured.min(), measured.max())
+    assert 0.3 < (measured > 0).float().mean() < 0.7
+    assert abs(measured.abs().mean() - bound / 2) < 0.15 * bound
+
+
+@pytest.mark.parametrize("degrees", [10.0, 30.0])
+def test_rotation_turns_a_bar_by_up_to_its_degrees_both_ways(degrees):
+    out = augment(_bar(horizontal=True), Augmentation(rotation=degrees), _gen())
+    _drawn_evenly(_orientation(out), degrees, tolerance=1.0)  # a radians slip would turn by up to 573 or 0.17 deg
+    mass = _moments(out)[0]
+    assert torch.allclose(mass, torch.full_like(mass, 40.0), rtol=0.02)  # turned, not resized
+
+
+@pytest.mark.parametrize("degrees", [10.0, 20.0])
+def test_shear_tilts_vertical_lines_both_ways_and_leaves_horizontal_ones(degrees):
+    aug = Augmentation(shear=degrees)
+    upright = _orientation(augment(_bar(horizontal=False), aug, _gen()))  # near +-90
+    _drawn_evenly((90.0 - upright.abs()) * torch.sign(upright), degrees, tolerance=1.0)  # signed tilt from vertical
+    flat = _orientation(augment(_bar(horizontal=True), aug, _gen()))
+    assert flat.abs().max() < 1.0  # x-shear moves rows sideways: a horizontal bar stays horizontal
+
+
+@pytest.mark.parametrize("zoom", [0.1, 0.2])
+def test_zoom_scales_a_square_by_up_to_its_fraction_in_and_out(zoom):
+    x = torch.zeros(N_DRAWS, 1, 28, 28)
+    x[:, :, 8:20, 8:20] = 1.0  # 12 x 12 pixels, centred
+    out = augment(x, Augmentation(zoom=zoom), _gen())
+    mass, vxx, vyy, vxy = _moments(out)
+    scale = torch.sqrt(mass / 144.0)  # side after / side before
+    _drawn_evenly(scale - 1, zoom, tolerance=0.02)
+    assert torch.allclose(vxx, vyy, rtol=0.02) and vxy.abs().max() < 0.05  # the same in x and y, no turn
