@@ -1,4 +1,4 @@
-"""Network shape: filters and blocks, convs per block, BatchNorm placement, head, dropout.
+"""Network shape: filters and blocks, convs per block, shortcuts, BatchNorm placement, head, dropout.
 
 Padding is "same" here so that three-block networks fit in 28x28 inputs.
 """
@@ -8,9 +8,10 @@ from ray import tune
 PRESET = "seed"
 PARAMS = {
     "padding": "same",
-    "filters": tune.choice(["32,64", "48,96", "64,128", "96,192", "128,256", "32,64,128", "64,128,256"]),
+    "filters": tune.choice(["32,64", "48,96", "64,128", "96,192", "128,256", "32,64,128", "48,96,192", "64,128,256"]),
     "convs_per_block": tune.randint(1, 4),  # 1..3
     "kernel_size": tune.choice([3, 5]),
+    "residual": tune.choice([False, True]),
     "batchnorm": tune.choice(["none", "every", "block", "single"]),
     "bn_order": tune.choice(["post", "pre"]),
     "activation": tune.choice(["relu", "gelu", "silu"]),

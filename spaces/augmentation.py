@@ -14,5 +14,5 @@ PARAMS = {
     "zoom": tune.uniform(0.0, 0.2),  # fraction
     "flip": tune.uniform(0.0, 1.0),  # probability
     "erasing": tune.uniform(0.0, 0.5),  # probability
-    "lr": tune.loguniform(1e-4, 3e-3),  # Adam, batch 64
+    "lr": tune.loguniform(1e-4, 3e-3),  # Adam, per 64 images (model.Config.lr)
 }

@@ -1,4 +1,5 @@
-"""The seed network and augmentation fixed; dropout, weight decay, label smoothing, random erasing."""
+"""The seed network and augmentation fixed; dropout, weight decay, label smoothing, random erasing,
+the weight average."""
 
 from ray import tune
 
@@ -10,4 +11,5 @@ PARAMS = {
     "weight_decay": tune.loguniform(1e-5, 1e-1),
     "label_smoothing": tune.uniform(0.0, 0.2),
     "erasing": tune.uniform(0.0, 1.0),  # probability at strength 1
+    "ema": tune.choice([0.0, 0.999]),  # off, or an average over ~1,000 steps
 }
