@@ -23,9 +23,11 @@ STUDY_NAME = "search"
 TRIAL_ID = "trial_id"  # the user attribute holding the Tune trial id
 
 
-def journal_path(experiment: str | os.PathLike) -> str:
-    """Where a search's journal lives: a local experiment folder (Optuna journals are local files)."""
-    return os.path.join(os.fspath(experiment), JOURNAL_FILE)
+def journal_path(experiment: str | os.PathLike) -> str | None:
+    """Where a search's journal lives; None for an experiment at a URI (s3://...): Optuna's journal
+    is a local file, so such a search keeps its study in Tune's snapshots only."""
+    path = os.fspath(experiment)
+    return None if "://" in path else os.path.join(path, JOURNAL_FILE)
 
 
 def storage(path: str | os.PathLike) -> JournalStorage:
@@ -36,6 +38,6 @@ def storage(path: str | os.PathLike) -> JournalStorage:
 def load(experiment: str | os.PathLike) -> optuna.Study:
     """The study of the search at `experiment`; ValueError when it has no journal."""
     path = journal_path(experiment)
-    if not os.path.isfile(path):
+    if path is None or not os.path.isfile(path):
         raise ValueError(f"{experiment} has no {JOURNAL_FILE}: its search kept the study in memory only")
     return optuna.load_study(study_name=STUDY_NAME, storage=storage(path))

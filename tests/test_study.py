@@ -228,3 +228,8 @@ def test_without_a_journal_the_study_stays_in_memory(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["snapshot.pkl"]
     with pytest.raises(ValueError, match="has no optuna-journal.log"):
         study.load(tmp_path)
+
+
+def test_a_search_stored_at_a_uri_has_no_journal_path():
+    assert study.journal_path("s3://bucket/runs/x") is None
+    assert study.journal_path("runs/x") == os.path.join("runs/x", study.JOURNAL_FILE)
