@@ -13,9 +13,12 @@ from typing import Any
 
 import optuna
 import pyarrow.fs as pafs
+from optuna.storages.journal import JournalFileBackend
 from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.tune import Callback, Tuner
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 # --- Ray's OptunaSearch keeps its study, its Optuna trials and what it has told privately. ----------
@@ -40,6 +43,25 @@ def use_storage(searcher: OptunaSearch, storage: optuna.storages.BaseStorage) ->
     """Make the study that set_search_properties creates live in `storage` (OptunaSearch only takes
     a storage in its constructor, before the experiment folder exists)."""
     searcher._storage = storage
+
+
+def point_journal(study: optuna.Study, path: str) -> None:
+    """Make a study unpickled from a snapshot read and write the journal file at `path`: its
+    JournalStorage keeps the path it was pickled with (an experiment folder may have moved since)."""
+    study._storage._backend = JournalFileBackend(path)
+
+
+# --- Ray's Tuner: a restored Tuner's searcher and callbacks are only reachable privately. ----------
+
+
+def tuner_searcher(tuner: Tuner) -> Searcher:
+    """The search algorithm a (restored) Tuner was built with, as given to TuneConfig."""
+    return tuner._local_tuner._tune_config.search_alg
+
+
+def tuner_callbacks(tuner: Tuner) -> list[Callback]:
+    """The callbacks a (restored) Tuner was built with, as given to RunConfig."""
+    return tuner._local_tuner.get_run_config().callbacks or []
 
 
 # --- Ray's ASHAScheduler does not expose its rungs (ray-project/ray#30838: they are not saved). -----

@@ -92,13 +92,18 @@ class HonestOptunaSearch(OptunaSearch):
             pickle.dump(state, f)
 
     def restore(self, checkpoint_path: str) -> None:
-        """Back to the snapshot, the journal included: what was written after it is gone from both."""
+        """Back to the snapshot, the journal included: what was written after it is gone from both.
+        The journal goes where this session keeps it (self.journal, which the engine may point at
+        the experiment's new folder), not where the snapshot's session did."""
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
         journal_bytes = state.pop("journal_bytes", None)
-        if journal_bytes is not None:
-            _replace(state["journal"], journal_bytes)
+        journal = self.journal or state.get("journal")
         self.__dict__.update(state)
+        if journal_bytes is not None:
+            self.journal = journal
+            _replace(journal, journal_bytes)
+            internals.point_journal(internals.optuna_study(self), journal)
 
     @property
     def study(self) -> optuna.Study:

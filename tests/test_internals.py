@@ -84,3 +84,27 @@ def test_cluster_validation_and_the_fake_provider_are_where_internals_looks(monk
     assert prepared["provider"]["type"] == "aws" and json.dumps(config, sort_keys=True) == before
     module, name = internals.FAKE_MULTINODE_PROVIDER.rsplit(".", 1)
     assert hasattr(__import__(module, fromlist=[name]), name)
+
+
+def test_a_journal_storage_can_be_pointed_at_another_file(tmp_path):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.create_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(tmp_path / "a.log"))))
+    study.ask()
+    (tmp_path / "b.log").write_bytes((tmp_path / "a.log").read_bytes())
+    internals.point_journal(study, str(tmp_path / "b.log"))
+    study.ask()
+    count = [optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(tmp_path / n)))).trials
+             for n in ("a.log", "b.log")]
+    assert [len(trials) for trials in count] == [1, 2]  # the second trial went to the new file only
+
+
+def test_a_tuners_searcher_and_callbacks_are_where_internals_looks(tmp_path):
+    from ray.tune import Callback, Tuner
+
+    searcher, callback = _searcher(), Callback()
+    tuner = Tuner(lambda config: None, tune_config=tune.TuneConfig(search_alg=searcher),
+                  run_config=tune.RunConfig(storage_path=str(tmp_path), name="exp", callbacks=[callback]))
+    assert internals.tuner_searcher(tuner) is searcher
+    assert internals.tuner_callbacks(tuner) == [callback]

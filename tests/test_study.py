@@ -233,3 +233,18 @@ def test_without_a_journal_the_study_stays_in_memory(tmp_path):
 def test_a_search_stored_at_a_uri_has_no_journal_path():
     assert study.journal_path("s3://bucket/runs/x") is None
     assert study.journal_path("runs/x") == os.path.join("runs/x", study.JOURNAL_FILE)
+
+
+def test_a_restore_after_the_folder_moved_keeps_the_journal_in_the_new_folder(tmp_path):
+    old, new = tmp_path / "old" / study.JOURNAL_FILE, tmp_path / "new" / study.JOURNAL_FILE
+    searcher = _searcher(old)
+    searcher.suggest("a")
+    searcher.on_trial_result("a", {"training_iteration": 1, "val_acc": 0.5})
+    searcher.save(str(tmp_path / "snapshot.pkl"))
+    moved = _searcher(new)  # this session's searcher, pointed at where the experiment is now
+    moved.restore(str(tmp_path / "snapshot.pkl"))
+    old.unlink()  # the old folder is gone: nothing may read or write there any more
+    moved.on_trial_complete("a", {"training_iteration": 2, "val_acc": 0.6})
+    (trial,) = study.load(tmp_path / "new").trials
+    assert trial.state == TrialState.PRUNED and trial.intermediate_values == {1: 0.5, 2: 0.6}
+    assert moved.journal == str(new) and not old.exists()
