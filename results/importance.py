@@ -71,8 +71,9 @@ def importance(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def _encode(values: pd.Series) -> tuple[list, optuna.distributions.BaseDistribution]:
-    """(the values as Optuna sees them, their distribution): ranks in (0, 1) for numbers, else categories."""
-    if pd.api.types.is_numeric_dtype(values):
+    """(the values as Optuna sees them, their distribution): ranks in (0, 1) for numbers, categories
+    for text and booleans."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         ranks = (values.rank(method="average") - 0.5) / len(values)
         return ranks.tolist(), FloatDistribution(0.0, 1.0)
     text = values.astype(str)

@@ -167,7 +167,7 @@ def importance_table(exp: Experiment) -> RenderableType:
 
 def values_tried(values: pd.Series) -> str:
     """'0.000102 - 0.00287' for numbers, 'gelu, relu, silu' for text."""
-    if pd.api.types.is_numeric_dtype(values):
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return f"{number(values.min())} - {number(values.max())}"
     return " | ".join(sorted(set(values.astype(str))))  # "|": values such as "64,128" hold commas
 
