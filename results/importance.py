@@ -7,9 +7,9 @@ how many epochs they got and their last accuracy there. Failed and unfinished tr
 
 PED-ANOVA (Watanabe et al., 2023) compares, per hyperparameter, how the top trials' values are
 spread against all ranked trials' values (a Pearson divergence of Parzen estimates); Optuna
-normalises the scores to sum to 1. Numeric hyperparameters enter by their rank among the trials,
-so a log-scale range (lr) and a linear one (dropout) are read alike without knowing the space;
-text ones (filters, activation) as categories.
+normalises the scores to sum to 1. Hyperparameters drawn from a range enter by their rank among
+the trials, so a log-scale range (lr) and a linear one (dropout) are read alike without knowing
+the space; choices (filters, activation, batch_size) as categories.
 """
 
 from __future__ import annotations
@@ -71,10 +71,13 @@ def importance(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def _encode(values: pd.Series) -> tuple[list, optuna.distributions.BaseDistribution]:
-    """(the values as Optuna sees them, their distribution): ranks in (0, 1) for numbers, categories
-    for text and booleans."""
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        ranks = (values.rank(method="average") - 0.5) / len(values)
+    """(the values as Optuna sees them, their distribution). Numbers that never repeat were drawn
+    from a range: they enter by rank, in (0, 1). Anything that repeats (a choice such as batch_size
+    or kernel_size, text, booleans) is a category: PED-ANOVA's Parzen estimate of a few repeated
+    numbers on its 50-step grid would be a few spikes, and its prior alone would make them look
+    important."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) and values.is_unique:
+        ranks = (values.rank() - 0.5) / len(values)
         return ranks.tolist(), FloatDistribution(0.0, 1.0)
-    text = values.astype(str)
-    return text.tolist(), CategoricalDistribution(sorted(set(text)))
+    plain = values.tolist()  # Python scalars: Optuna's categories take no numpy types
+    return plain, CategoricalDistribution(sorted(set(plain), key=str))

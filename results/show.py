@@ -166,10 +166,10 @@ def importance_table(exp: Experiment) -> RenderableType:
 
 
 def values_tried(values: pd.Series) -> str:
-    """'0.000102 - 0.00287' for numbers, 'gelu, relu, silu' for text."""
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+    """'0.000102 - 0.00287' for a range (numbers that never repeat), '64 | 128 | 512' for choices."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) and values.is_unique:
         return f"{number(values.min())} - {number(values.max())}"
-    return " | ".join(sorted(set(values.astype(str))))  # "|": values such as "64,128" hold commas
+    return " | ".join(number(v) for v in sorted(set(values.tolist()), key=lambda v: (str(type(v)), v)))  # "|": "64,128" holds commas
 
 
 def summary_table(exp: Experiment) -> Table:

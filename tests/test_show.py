@@ -160,7 +160,7 @@ def test_in_a_file_the_tables_are_as_wide_as_they_need(full, show):
     assert done.returncode == 0, done.stderr
     header = next(line.split() for line in done.stdout.splitlines() if line.startswith("trial "))
     varying = [name for name in CONFIG_COLUMNS if load(full).trials[name].nunique() > 1]
-    assert len(varying) == len(spaces.get("full").PARAMS) - 1  # every searched one but the fixed padding
+    assert len(varying) > 20  # space=full: far too many for 80 columns
     assert header[:6] == ["trial", "status", "epochs", "best", "val", "acc"] and sorted(header[6:]) == sorted(varying)
     assert "more hyperparameters" not in done.stdout
 
