@@ -74,12 +74,6 @@ def asha_rungs(scheduler: ASHAScheduler) -> list[tuple[float, dict[str, float]]]
     return bracket._rungs
 
 
-def asha_track(scheduler: ASHAScheduler, trial_id: str) -> None:
-    """Put a trial into the single bracket, as Tune does for each trial it restores."""
-    (bracket,) = scheduler._brackets
-    scheduler._trial_info[trial_id] = bracket
-
-
 # --- Tune's storage context: where a trial's files are (ray.train._internal.storage). ---------------
 
 

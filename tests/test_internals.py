@@ -49,12 +49,12 @@ def test_a_storage_given_before_set_search_properties_holds_the_study(tmp_path):
     assert [t.number for t in optuna.load_study(study_name="s", storage=storage).trials] == [0]
 
 
-def test_asha_rungs_are_live_and_trials_can_be_tracked():
+def test_asha_rungs_are_live():
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=4, grace_period=1, reduction_factor=2)
     scheduler.set_search_properties("val_acc", "max")
     rungs = internals.asha_rungs(scheduler)
     assert [int(milestone) for milestone, _ in rungs] == [4, 2, 1]  # highest first (max_t too), as Ray keeps them
-    internals.asha_track(scheduler, "t1")
+    scheduler.on_trial_add(None, type("T", (), {"trial_id": "t1"})())
     result = {"training_iteration": 1, "val_acc": 0.7}
     scheduler.on_trial_result(None, type("T", (), {"trial_id": "t1"})(), result)
     assert dict(internals.asha_rungs(scheduler))[1] == {"t1": 0.7}  # what the scheduler recorded

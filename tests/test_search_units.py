@@ -12,7 +12,6 @@ from ray import tune
 from ray.tune.schedulers import TrialScheduler
 
 from search.asha import RungKeeper, make_scheduler, rungs
-from search.internals import asha_track
 from search.searcher import HonestOptunaSearch
 
 STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
@@ -36,7 +35,7 @@ def _feed(scheduler, events):
     for trial_id, epoch in events:
         if trial_id in stopped:
             continue
-        trial = SimpleNamespace(trial_id=trial_id)
+        trial = SimpleNamespace(trial_id=trial_id, config={})  # one lr schedule: plain ASHA
         if epoch == 1:
             scheduler.on_trial_add(None, trial)
         result = {"training_iteration": epoch, "val_acc": CURVES[trial_id][epoch - 1]}
@@ -82,7 +81,7 @@ def test_rungs_survive_an_interruption_with_the_same_decisions():
     RungKeeper(resumed, "unused").set_state(state)  # ...given the saved rungs by Tune
     started = {t for t, _ in before}
     for trial_id in started:  # Tune re-adds the restored trials to the scheduler
-        asha_track(resumed, trial_id)
+        resumed.on_trial_add(None, SimpleNamespace(trial_id=trial_id, config={}))
     stopped_before = {t for (t, e), d in before.items() if d == STOP}
     after = _feed(resumed, [(t, e) for t, e in events[half:] if t not in stopped_before])
     assert {**before, **after} == uninterrupted
@@ -90,7 +89,7 @@ def test_rungs_survive_an_interruption_with_the_same_decisions():
     # Without the saved rungs (Ray's own restore) the decisions differ: the test can fail.
     forgetful = _scheduler()
     for trial_id in started:
-        asha_track(forgetful, trial_id)
+        forgetful.on_trial_add(None, SimpleNamespace(trial_id=trial_id, config={}))
     lost = _feed(forgetful, [(t, e) for t, e in events[half:] if t not in stopped_before])
     assert {**before, **lost} != uninterrupted
 
