@@ -172,6 +172,8 @@ def parse_value(key: str, value: typing.Any, kind: typing.Any) -> typing.Any:
                 return tuple(int(v) for v in value.replace(" ", "").split(",") if v)
             return tuple(int(v) for v in value)
         if kind is int:
+            if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+                return int(value)  # exact, however large: float() would round 99999999999999999999
             as_float = float(value)
             if as_float != int(as_float):
                 raise ValueError

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,9 @@ IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), "t
 CSV_FILES = {"train": "fashion-mnist_train.csv", "test": "fashion-mnist_test.csv"}
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049  # IDX: 0x0803 = unsigned bytes, 3 dims; 0x0801 = 1 dim
 SIDE = 28
+# Every command (model.train, search.run, search.retrain) draws its validation split and subset with
+# this seed: a config is judged on the same images whichever command trains it.
+SPLIT_SEED = 0
 
 
 class DataError(ValueError):
@@ -104,7 +108,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     """A validated IDX file: images (N, 28, 28) uint8 or labels (N,) int64 in 0..9."""
     try:
         raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: a gzip body that does not decompress
         raise DataError(f"{path}: cannot be read ({e}); expected a gzip-compressed IDX file") from None
     kind = "images" if magic == IMAGES_MAGIC else "labels"
     header = 16 if magic == IMAGES_MAGIC else 8
@@ -165,7 +169,7 @@ def stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def split(
-    images: np.ndarray, labels: np.ndarray, val_size: int = 6000, subset: int | None = None, seed: int = 0
+    images: np.ndarray, labels: np.ndarray, val_size: int = 6000, subset: int | None = None, seed: int = SPLIT_SEED
 ) -> Split:
     """A deterministic stratified validation split (val_size images), then an optional stratified
     `subset` of the remaining training images for quick runs."""
@@ -176,3 +180,30 @@ def split(
     else:
         rest = np.random.default_rng(seed).permutation(rest)
     return Split(images[rest], labels[rest], images[val], labels[val])
+
+
+def check_sizes(val_size: int, subset: int | None, batch_size: int) -> int:
+    """The number of training images that `val_size` and `subset` leave of the 60,000; ValueError
+    when they do not fit or leave less than one batch of `batch_size` (before anything loads)."""
+    total = SPLITS["train"]
+    if not 0 <= val_size < total:
+        raise ValueError(f"val_size={val_size}: must lie between 0 and {total - 1:,} (of {total:,} training images)")
+    left = total - val_size
+    if subset is not None and not 1 <= subset <= left:
+        raise ValueError(f"subset={subset}: must lie between 1 and {left:,} (the training images val_size={val_size} leaves)")
+    images = left if subset is None else subset
+    if batch_size > images:
+        raise ValueError(
+            f"batch_size={batch_size} exceeds the {images:,} training images (subset={subset}, val_size={val_size}): "
+            "not one full batch an epoch; give a larger subset or a smaller batch_size"
+        )
+    return images
+
+
+def load_split(data_dir: str | os.PathLike | None, val_size: int, subset: int | None) -> Split:
+    """The training file split as every command splits it (SPLIT_SEED); val_size=0: no validation set."""
+    images, labels = load("train", data_dir)
+    if val_size == 0:
+        keep = stratified_sample(labels, subset, SPLIT_SEED) if subset is not None else np.arange(len(labels))
+        return Split(images[keep], labels[keep], images[:0], labels[:0])
+    return split(images, labels, val_size, subset)

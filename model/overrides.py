@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterable
+
+HELP_FLAGS = ("-h", "--help")
+
+
+def wants_help(argv: Iterable[str]) -> bool:
+    """True when the command line asks for usage (-h or --help anywhere)."""
+    return any(arg in HELP_FLAGS for arg in argv)
 
 
 def parse(argv: Iterable[str], valid_keys: Iterable[str]) -> dict[str, str]:
@@ -13,7 +21,7 @@ def parse(argv: Iterable[str], valid_keys: Iterable[str]) -> dict[str, str]:
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep or not key:
-            raise ValueError(f"{arg!r} is not key=value; valid keys: {', '.join(valid)}")
+            raise ValueError(f"{arg!r} is not key=value; valid keys: {', '.join(valid)} (--help for usage)")
         if key not in valid:
             raise ValueError(f"unknown key {key!r}; valid keys: {', '.join(valid)}")
         if key in out:
@@ -29,27 +37,43 @@ def parse_bool(key: str, text: str) -> bool:
     return lowered in ("true", "1", "yes")
 
 
-def parse_int(key: str, text: str, minimum: int | None = None) -> int:
+def parse_int(key: str, text: str, minimum: int | None = None, maximum: int | None = None) -> int:
     try:
         value = int(text)
     except ValueError:
         raise ValueError(f"{key}={text!r}: expected an integer") from None
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{key}={value}: must be at least {minimum}")
-    return value
+    return check_range(key, value, minimum, maximum)
 
 
-def parse_float(key: str, text: str, minimum: float | None = None) -> float:
+def parse_float(key: str, text: str, minimum: float | None = None, maximum: float | None = None) -> float:
     try:
         value = float(text)
     except ValueError:
         raise ValueError(f"{key}={text!r}: expected a number") from None
+    return check_range(key, value, minimum, maximum)
+
+
+def parse_text(key: str, text: str) -> str:
+    """A value that must not be empty (a name, a path)."""
+    if not text.strip():
+        raise ValueError(f"{key}= is empty; give a value or leave the key out")
+    return text
+
+
+def check_range(key: str, value: float, minimum: float | None = None, maximum: float | None = None) -> float:
+    """`value` when finite and within [minimum, maximum] (either may be None); ValueError otherwise."""
+    if not math.isfinite(value):
+        raise ValueError(f"{key}={value}: expected a finite number")
+    if minimum is not None and maximum is not None and not minimum <= value <= maximum:
+        raise ValueError(f"{key}={value}: must lie between {minimum:,} and {maximum:,}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{key}={value}: must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{key}={value}: must be at most {maximum:,}")
     return value
 
 
 def reject(error: ValueError) -> int:
     """Report bad input as one line on stderr; returns exit code 2 for `sys.exit`."""
-    print(f"error: {error}", file=sys.stderr)
+    print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
     return 2

@@ -1,11 +1,14 @@
 """`python -m model.train preset=seed epochs=2 subset=5000 [key=value ...]`: one training run.
 
-Prints a table row per epoch and the final validation accuracy. Never touches the test set.
+Prints a table row per epoch and the final validation accuracy. Never touches the test set. The
+validation split is the one search.run uses for the same val_size (model.data.SPLIT_SEED), so a
+config scores on the same images here and in a search. Any Config key overrides the preset.
 """
 
 from __future__ import annotations
 
 import sys
+
 from model import data as fmnist
 from model import overrides
 from model.config import PRESETS, Config, field_types, preset
@@ -20,19 +23,37 @@ RUN_KEYS = {
 }
 
 
+def usage() -> str:
+    keys = "\n".join(f"  {key:<10} {text}" for key, text in RUN_KEYS.items())
+    return f"{__doc__.strip()}\n\nKeys:\n{keys}\n  and every Config key: {', '.join(field_types())}"
+
+
 def parse_run(argv: list[str]) -> tuple[Config, dict]:
     """(config, run options) from key=value arguments; ValueError with the valid keys/values."""
     args = overrides.parse(argv, [*RUN_KEYS, *field_types()])
     cfg = preset(args.pop("preset", "seed"))
     run = {
-        "data_dir": args.pop("data_dir", None),
+        "data_dir": overrides.parse_text("data_dir", args.pop("data_dir")) if "data_dir" in args else None,
         "subset": overrides.parse_int("subset", args.pop("subset"), 1) if "subset" in args else None,
         "val_size": overrides.parse_int("val_size", args.pop("val_size", "6000"), 1),
         "device": args.pop("device", None),
     }
     if run["device"] not in (None, "cpu", "cuda"):
         raise ValueError(f"device={run['device']!r}: choose cpu or cuda")
-    return Config.from_flat(args, base=cfg), run
+    if run["device"] == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("device=cuda: PyTorch sees no CUDA GPU on this machine; use device=cpu or leave device out")
+    cfg = Config.from_flat(args, base=cfg)
+    fmnist.check_sizes(run["val_size"], run["subset"], cfg.batch_size)
+    return cfg, run
+
+
+def prepare(argv: list[str]) -> tuple[Config, dict, fmnist.Split]:
+    """(config, run options, the data split) for a command line; ValueError (one line) otherwise."""
+    cfg, run = parse_run(argv)
+    return cfg, run, fmnist.load_split(run["data_dir"], run["val_size"], run["subset"])
 
 
 def main(argv: list[str]) -> int:
@@ -40,10 +61,11 @@ def main(argv: list[str]) -> int:
     from rich.live import Live
     from rich.table import Table
 
+    if overrides.wants_help(argv):
+        print(usage())
+        return 0
     try:
-        cfg, run = parse_run(argv)
-        images, labels = fmnist.load("train", run["data_dir"])
-        split = fmnist.split(images, labels, run["val_size"], run["subset"], seed=cfg.seed)
+        cfg, run, split = prepare(argv)
     except ValueError as e:
         return overrides.reject(e)
     table = Table(title=f"{len(split.train_images):,} training / {len(split.val_images):,} validation images")

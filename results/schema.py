@@ -114,7 +114,10 @@ def locate(path: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path inside it) for a local path (made absolute) or a URI."""
     text = os.fspath(path)
     if "://" in text:
-        return pafs.FileSystem.from_uri(text)
+        try:
+            return pafs.FileSystem.from_uri(text)
+        except pa.ArrowInvalid as error:  # an unknown scheme, a malformed URI
+            raise ValueError(f"{text}: not a usable URI ({error})") from None
     return pafs.LocalFileSystem(), os.path.abspath(text)
 
 
@@ -173,9 +176,16 @@ def write_json(value: Any, path: str | os.PathLike) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value in `path`; ValueError naming the file when it is empty or not JSON."""
     fs, inner = locate(path)
     with fs.open_input_stream(inner) as stream:
-        return json.loads(stream.readall())
+        raw = stream.readall()
+    if not raw.strip():
+        raise ValueError(f"{os.fspath(path)} is empty; expected JSON")
+    try:
+        return json.loads(raw)
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{os.fspath(path)} is not valid JSON ({error})") from None
 
 
 def _column_problems(names: list[str], schema: pa.Schema) -> list[str]:
