@@ -18,6 +18,7 @@ from ray import tune
 from model.config import Config
 from model.data import Split
 from model.trainer import Trainer
+from search.devices import assigned_device
 
 STATE_FILE = "state.pt"
 
@@ -25,7 +26,7 @@ STATE_FILE = "state.pt"
 def train_trial(config: dict, split: Split) -> None:
     """`config` is a flat Config dict; `split` arrives through the object store (tune.with_parameters)."""
     cfg = Config.from_flat(config)
-    trainer = Trainer(cfg, split)  # on the GPU Ray assigned, if any: CUDA_VISIBLE_DEVICES is set per trial
+    trainer = Trainer(cfg, split, device=assigned_device())  # the GPU Ray assigned this trial, else the CPU
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
