@@ -1,0 +1,55 @@
+"""Where experiments live: a local folder or a URI (s3://, gs://, file://), checked before use.
+
+A relative local path means the folder under the command's working directory. It is resolved
+here, once, into the absolute path that Tune needs (Tuner and Tuner.restore both fail inside
+pyarrow on a relative one: "URI has empty scheme"); what the user typed is what run.json records
+and what the printed commands repeat.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow.fs as pafs
+
+from results.schema import file_type, join
+
+
+def is_uri(location: str) -> bool:
+    return "://" in location
+
+
+def resolve(location: str) -> str:
+    """A URI as given (without a trailing /); a local path made absolute."""
+    return location.rstrip("/") if is_uri(location) else os.path.abspath(location)
+
+
+def experiment_path(storage: str, name: str) -> str:
+    """The experiment folder `storage`/`name`, resolved."""
+    return join(resolve(storage), name)
+
+
+def check_writable(location: str, key: str | None = None) -> None:
+    """ValueError (one line) unless `location` (the value of `key`, if it is one) is, or can be
+    created as, a folder this process may write to. Writes nothing. For URIs: that it parses, is
+    reachable and is not a file (an object store says whether it may be written only when it is)."""
+    named = f"{key}={location}" if key else location
+    if not location.strip():
+        raise ValueError(f"{key}= is empty; give a folder (or a URI such as s3://BUCKET/runs)")
+    if is_uri(location):
+        try:
+            kind = file_type(location)
+        except OSError as e:  # an object store without credentials, a missing bucket, ...
+            raise ValueError(f"{named}: cannot be reached ({e})") from None
+        if kind == pafs.FileType.File:
+            raise ValueError(f"{named} is a file, not a folder")
+        return
+    path = resolve(location)
+    existing = path
+    while not os.path.exists(existing):  # the nearest existing folder above: where it would be made
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = "is a file" if existing == path else f"lies under {existing}, which is a file"
+        raise ValueError(f"{named} {where}, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{named}: {existing} is not writable by this user")

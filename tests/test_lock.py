@@ -1,0 +1,111 @@
+"""search.lock for real: a lock held by another process, the stale lock of a dead one, a folder
+made and removed, and the marker used on object stores (on pyarrow's SubTreeFileSystem, a
+filesystem that is not the local one, over a temporary folder)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pyarrow.fs as pafs
+import pytest
+
+from search import lock
+from search.lock import LOCK_FILE, Lock, LockHeld
+
+HOLD = ("import sys, time; from search.lock import Lock; held = Lock(sys.argv[1], 'a test'); held.acquire(); "
+        "print('held', flush=True); time.sleep(120)")
+
+
+@pytest.fixture
+def holder(tmp_path):
+    """Another process holding the lock of tmp_path/runs/x; yields (experiment, process)."""
+    experiment = tmp_path / "runs" / "x"
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(experiment)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        yield experiment, proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_held_lock_is_refused_saying_who_holds_it(holder):
+    experiment, proc = holder
+    info = json.loads((experiment / LOCK_FILE).read_text())
+    assert (info["pid"], info["host"], info["command"]) == (proc.pid, socket.gethostname(), "a test")
+    assert info["started"][:4].isdigit()
+    assert lock.holder(str(experiment))["pid"] == proc.pid
+    with pytest.raises(LockHeld, match=rf"^runs/x is in use by a test \(pid {proc.pid} on {socket.gethostname()}, since "):
+        Lock(str(experiment), "search.run", shown="runs/x").acquire()
+
+
+def test_the_lock_of_a_dead_process_is_taken_over_with_a_note(holder):
+    experiment, proc = holder
+    proc.kill()  # SIGKILL: no cleanup, the file stays; the kernel drops its flock
+    proc.wait()
+    assert (experiment / LOCK_FILE).exists() and lock.holder(str(experiment)) is None
+    mine = Lock(str(experiment), "search.run")
+    mine.acquire()
+    try:
+        assert mine.note and f"took over the lock of a test (pid {proc.pid} on " in mine.note
+        assert json.loads((experiment / LOCK_FILE).read_text())["pid"] == os.getpid()
+    finally:
+        mine.release()
+    assert not (experiment / LOCK_FILE).exists() and experiment.is_dir()  # not made by this lock: kept
+
+
+def test_a_lock_removes_the_folder_it_made_when_left_empty(tmp_path):
+    made = Lock(str(tmp_path / "new"), "search.run")
+    made.acquire()
+    assert (tmp_path / "new" / LOCK_FILE).exists() and made.note is None
+    made.release()
+    assert list(tmp_path.iterdir()) == []
+    kept = Lock(str(tmp_path / "kept"), "search.run")
+    kept.acquire()
+    (tmp_path / "kept" / "run.json").write_text("{}")
+    kept.release()
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["run.json"]
+
+
+def test_object_store_markers(tmp_path, monkeypatch):
+    monkeypatch.setattr(lock, "SETTLE_S", 0.0)
+    fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
+    path, shown = "runs/x/lock.json", "s3://bucket/runs/x"
+    mine = {"host": socket.gethostname(), "pid": os.getpid(), "command": "search.run", "token": "mine"}
+    assert lock.acquire_marker(fs, path, mine, shown) is None
+    assert lock.read_marker(fs, path) == mine
+    with pytest.raises(LockHeld, match=f"if that process is gone, delete {shown}/lock.json"):
+        lock.acquire_marker(fs, path, {**mine, "token": "other"}, shown)  # a live process's marker (this one's)
+    lock.release_marker(fs, path, "other")  # not its marker: left alone
+    assert lock.read_marker(fs, path) == mine
+    lock.release_marker(fs, path, "mine")
+    assert lock.read_marker(fs, path) is None
+    # The marker of a process of this host that has ended is taken over; one from another host,
+    # which cannot be checked from here, is not.
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    dead = {**mine, "pid": ended.pid, "token": "dead"}
+    assert lock.acquire_marker(fs, path, dead, shown) is None
+    assert lock.acquire_marker(fs, path, mine, shown) == dead
+    lock.release_marker(fs, path, "mine")
+    elsewhere = {**dead, "host": "elsewhere"}
+    assert lock.acquire_marker(fs, path, elsewhere, shown) is None
+    with pytest.raises(LockHeld, match="pid .* on elsewhere"):
+        lock.acquire_marker(fs, path, mine, shown)
+
+
+def test_a_marker_overwritten_by_a_concurrent_start_is_not_ours(tmp_path, monkeypatch):
+    fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
+    theirs = {"host": "elsewhere", "pid": 1, "command": "search.run", "token": "theirs"}
+
+    def their_write_lands_meanwhile(seconds):  # while this process waits to read its marker back
+        with fs.open_output_stream("x/lock.json") as out:
+            out.write(json.dumps(theirs).encode())
+
+    monkeypatch.setattr(lock.time, "sleep", their_write_lands_meanwhile)
+    with pytest.raises(LockHeld, match="in use by search.run \\(pid 1 on elsewhere"):
+        lock.acquire_marker(fs, "x/lock.json", {"host": "here", "pid": 2, "token": "mine"}, "s3://b/x")
