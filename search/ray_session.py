@@ -6,7 +6,11 @@
         ...
 
 Either way ray.shutdown() runs on exit, also after an exception or Ctrl-C (for a joined cluster
-that only disconnects this driver; the cluster keeps running).
+that only disconnects this driver; the cluster keeps running); a Ctrl-C during the shutdown waits
+for it to finish. An embedded Ray keeps its session files (sockets, logs) in a temporary folder of
+its own, /tmp/ray-XXXXXXXX, removed on exit: Ray's default, /tmp/ray/session_*, would keep them
+for ever. Joining fails with RayUnavailable (a ValueError, one line) within JOIN_TIMEOUT_S when
+nothing answers at the address: Ray itself retries for minutes.
 """
 
 from __future__ import annotations
@@ -14,11 +18,25 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 _HOST_PORT = re.compile(r"^(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+JOIN_TIMEOUT_S = 20  # seconds; joining a running cluster takes 1-3 s
+PROBE_TIMEOUT_S = 5  # a TCP connection to host:port first: a refused or unroutable address fails at once
+# /tmp, not $TMPDIR: Ray's Unix socket paths (under the session folder) must stay below about 107 bytes.
+TEMP_PARENT = "/tmp"
+
+
+class RayUnavailable(ValueError):
+    """The cluster at `address` cannot be joined: one line, exit code 2."""
 
 
 def check_address(address: str) -> str:
@@ -35,9 +53,10 @@ def ray_session(address: str = "", num_cpus: int | None = None, verbose: bool = 
     address="" always starts a fresh embedded instance (ray.init(address="local")), never one
     that happens to be running on this machine. `num_cpus` caps a local instance (ignored when
     joining: the cluster's resources are what they are). `verbose` forwards worker logs to this
-    terminal. For an embedded instance RAY_AUTH_MODE is pinned to "disabled" unless the caller's
-    environment sets it (a private Ray on loopback, gone afterwards); joining a cluster leaves it
-    alone, so a token-authenticated cluster (cluster.yaml) is joined with the node's own settings.
+    terminal and lets Ray log at INFO. For an embedded instance RAY_AUTH_MODE is pinned to
+    "disabled" unless the caller's environment sets it (a private Ray on loopback, gone
+    afterwards); joining a cluster leaves it alone, so a token-authenticated cluster (cluster.yaml)
+    is joined with the node's own settings.
     """
     check_address(address)
     if not address:
@@ -47,16 +66,73 @@ def ray_session(address: str = "", num_cpus: int | None = None, verbose: bool = 
     if ray.is_initialized():
         raise RuntimeError("Ray is already initialised in this process; ray_session() owns its own runtime")
     kwargs: dict[str, Any] = {"log_to_driver": verbose, "include_dashboard": False}
-    if address:
-        kwargs["address"] = address
-    else:
-        kwargs["address"] = "local"
-        if num_cpus is not None:
-            kwargs["num_cpus"] = num_cpus
     if not verbose:
-        kwargs["logging_level"] = logging.WARNING
+        kwargs["logging_level"] = logging.ERROR
+    temp_dir = None
     try:
-        ray.init(**kwargs)
+        if address:
+            _probe(address)
+            with _deadline(address):
+                try:
+                    ray.init(address=address, **kwargs)
+                except ConnectionError as e:  # address=auto with no cluster on this machine, ...
+                    raise RayUnavailable(f"address={address}: {str(e).splitlines()[0]}") from None
+        else:
+            temp_dir = tempfile.mkdtemp(prefix="ray-", dir=TEMP_PARENT)
+            ray.init(address="local", num_cpus=num_cpus, _temp_dir=temp_dir, **kwargs)
         yield ray.cluster_resources()
     finally:
-        ray.shutdown()
+        with _interrupts_deferred():
+            ray.shutdown()
+            if temp_dir:
+                shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _probe(address: str) -> None:
+    """RayUnavailable unless something accepts a TCP connection at host:port ("auto": Ray finds it)."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        reason = e.strerror or str(e) or type(e).__name__
+        raise RayUnavailable(f"address={address}: nothing answers there ({reason}); is the cluster up?") from None
+
+
+@contextmanager
+def _deadline(address: str) -> Iterator[None]:
+    """Exit the process (code 2, one line) if joining takes longer than JOIN_TIMEOUT_S.
+
+    Ray's connection loop runs in C++ and does not return to Python while it retries, so neither
+    an exception nor a signal handler can end it: only leaving the process can. Nothing has been
+    written by then (the experiment's lock and files come after Ray is up)."""
+
+    def give_up() -> None:
+        print(f"error: address={address}: no Ray cluster answered within {JOIN_TIMEOUT_S} s; is it a Ray "
+              "head's address (ray status on the head shows it)?", file=sys.stderr, flush=True)
+        os._exit(2)
+
+    timer = threading.Timer(JOIN_TIMEOUT_S, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C during the block waits until it is done, then raises KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
