@@ -7,11 +7,11 @@ export RAY_AUTH_MODE ?= disabled
 
 .PHONY: search test setup data
 
-# The smoke search (a few minutes on 2 CPU cores). Run again, it resumes or just re-prints the report.
+# The smoke search (a few minutes on 2 CPU cores). Run again, the same command with resume=true
+# continues it, or just re-prints the report once it has finished.
 SEARCH := augmentation-smoke
 search: setup data
-	if [ -d runs/$(SEARCH) ]; then $(PY) -m search.run name=$(SEARCH) resume=true; \
-	else $(PY) -m search.run space=augmentation budget=smoke name=$(SEARCH); fi
+	$(PY) -m search.run space=augmentation budget=smoke name=$(SEARCH) $$(test -f runs/$(SEARCH)/run.json && echo resume=true)
 
 test: setup data
 	$(PY) -m pytest -q

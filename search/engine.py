@@ -1,50 +1,96 @@
-"""The Tune side of a search: Tuner (new or restored), TPE, ASHA, the live view, the report."""
+"""The Tune side of a search: Tuner (new or restored), TPE, ASHA, the live view, the report.
+
+`run_search` holds the experiment's lock from the moment Ray is up (nothing is written before)
+until the report is printed, and turns the ways a search ends into exit codes: search.report's
+0 / 1 / 130, 2 when the experiment is taken or the cluster cannot be joined, and 130 with the
+resume command for a Ctrl-C at any moment, a second one included (Tune stops cleanly on the first
+and lets the second through as KeyboardInterrupt).
+"""
 
 from __future__ import annotations
 
+import fnmatch
+import logging
 import os
+import sys
 from datetime import datetime, timezone
 
 import optuna
+import pyarrow.fs as pafs
 from ray import tune
 
 import spaces
 from model.data import Split
 from model.overrides import reject
 from results.collect import collect
-from results.load import load
-from results.schema import write_json
-from results.show import top_trials_table, wide_console
+from results.schema import is_file, join, locate, write_json
+from search import internals, study
 from search.asha import RungKeeper, make_scheduler
+from search.lock import Lock, LockHeld
 from search.progress import Progress
-from search.ray_session import ray_session
-from search.run import METRIC, MODE, RUN_FILE, Settings, param_space
+from search.ray_session import RayUnavailable, ray_session
+from search.report import INTERRUPTED, print_report
+from search.storage import resolve
+from search.run import MAX_FAILURES, METRIC, MODE, RUN_FILE, Settings, param_space
 from search.searcher import HonestOptunaSearch
 from search.trainable import train_trial
 
 # Tune's own console output is replaced by search.progress unless verbose=true; a snapshot of the
 # experiment per epoch checkpoint is what we want, so its "excessive sync" warning is noise.
 QUIET_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
-INTERRUPTED = 130  # the shell's code for "stopped by Ctrl-C"
-MAX_FAILURES = 2  # retries per trial, each from its last checkpoint (a lost node, a flaky GPU)
+# Tune's log lines repeat what search.report says, less clearly: a trial's traceback at each
+# failure (error.txt in the trial's folder keeps them all), "Trials did not complete", and after
+# Ctrl-C its own Tuner.restore(...) hint, which is not how this service resumes.
+TUNE_LOGGERS = ("ray.tune", "ray.train")
+TUNER_FILE = "tuner.pkl"  # Tune's pickled Tuner: present once a search can be restored
 
 
 def quiet() -> None:
-    """Leave the console to search.progress: no Tune tables, no Optuna info lines."""
+    """Leave the console to search.progress and search.report: no Tune tables, logs or Optuna info lines."""
     os.environ.update(QUIET_ENV)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in TUNE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def run_search(s: Settings, split: Split) -> int:
     if not s.verbose:
         quiet()
-    with ray_session(s.address, verbose=s.verbose) as resources:
-        problem = _resources_problem(s, resources)
-        if problem:
-            return reject(ValueError(problem))
-        tuner = _restore(s, split) if s.resume else create_tuner(s, split)
-        tuner.fit()  # Ctrl-C: Tune stops the trials, saves the experiment and returns what finished
-    return _report(s)
+    lock: Lock | None = None
+    try:
+        with ray_session(s.address, verbose=s.verbose) as resources:
+            problem = _resources_problem(s, resources)
+            if problem:
+                return reject(ValueError(problem))
+            lock = _take_lock(s)
+            tuner = _restore(s, split) if s.resume and is_file(join(s.experiment, TUNER_FILE)) else create_tuner(s, split)
+            tuner.fit()  # Ctrl-C: Tune stops the trials, saves the experiment and returns what finished
+        collect(s.experiment)
+        return print_report(s.location, s.trials, s.resume_command(), MAX_FAILURES)
+    except (RayUnavailable, LockHeld) as e:
+        return reject(e)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before or after Tune's loop
+        if is_file(join(s.experiment, RUN_FILE)):
+            print(f"interrupted: resume with  {s.resume_command()}")
+        else:
+            print("interrupted before the search started: nothing was written")
+        return INTERRUPTED
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _take_lock(s: Settings) -> Lock:
+    """The experiment's lock; LockHeld (or the "exists" ValueError) when another process got there
+    first: search.run's checks looked before Ray started, this is the one that counts."""
+    lock = Lock(s.experiment, "search.run", shown=s.location)
+    lock.acquire()
+    if lock.note:
+        print(lock.note, file=sys.stderr)
+    if not s.resume and is_file(join(s.experiment, RUN_FILE)):
+        lock.release()
+        raise LockHeld(f"{s.location} exists: add resume=true to continue it, or give another name=")
+    return lock
 
 
 def _resources_problem(s: Settings, resources: dict) -> str | None:
@@ -66,14 +112,18 @@ def _trainable(s: Settings, split: Split):
 
 
 def create_tuner(s: Settings, split: Split):
+    """A new Tuner for `s`; writes run.json first (unless a resume finds one but no Tuner to restore)."""
+    if not is_file(join(s.experiment, RUN_FILE)):
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_json({**s.recorded(), "started": started}, join(s.experiment, RUN_FILE))
     scheduler = make_scheduler(s.max_epochs, s.grace, s.eta)
-    tuner = tune.Tuner(
+    return tune.Tuner(
         _trainable(s, split),
         param_space=param_space(s),
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode=MODE,
-            search_alg=HonestOptunaSearch(max_epochs=s.max_epochs, seed=s.seed),
+            search_alg=HonestOptunaSearch(max_epochs=s.max_epochs, seed=s.seed, journal=study.journal_path(s.experiment)),
             scheduler=scheduler,
             num_samples=s.trials,
             max_concurrent_trials=s.concurrency,
@@ -83,7 +133,7 @@ def create_tuner(s: Settings, split: Split):
         ),
         run_config=tune.RunConfig(
             name=s.name,
-            storage_path=s.storage if "://" in s.storage else os.path.abspath(s.storage),
+            storage_path=resolve(s.storage),  # absolute: Tune fails on a relative local path
             callbacks=[
                 RungKeeper(scheduler, s.experiment),
                 Progress(s.trials, s.max_epochs, shown=sorted(spaces.get(s.space).PARAMS)),
@@ -93,31 +143,49 @@ def create_tuner(s: Settings, split: Split):
             verbose=2 if s.verbose else 0,
         ),
     )
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    # Written after the Tuner saved itself: from here on the search can be resumed.
-    write_json({**s.recorded(), "started": started}, f"{s.experiment}/{RUN_FILE}")
-    return tuner
 
 
 def trial_name(trial) -> str:
-    """Trial folders named by id alone: Tune's default packs the whole config into the name."""
+    """Trial folders named by id alone: Tune's default packs the whole config into the name.
+    search.report.trial_folder finds them by this name."""
     return f"trial_{trial.trial_id}"
 
 
 def _restore(s: Settings, split: Split):
-    return tune.Tuner.restore(s.experiment, _trainable(s, split), resume_unfinished=True, resume_errored=False)
+    _point_new_trials_here(s.experiment)
+    tuner = tune.Tuner.restore(s.experiment, _trainable(s, split), resume_unfinished=True, resume_errored=False)
+    # The Tuner was pickled with the folder of the search's first run, which may have moved since
+    # (another storage=): rungs.json and the study's journal go where the experiment is now.
+    for callback in internals.tuner_callbacks(tuner):
+        if isinstance(callback, RungKeeper):
+            callback.experiment = s.experiment
+    internals.tuner_searcher(tuner).journal = study.journal_path(s.experiment)
+    return tuner
 
 
-def _report(s: Settings) -> int:
-    collect(s.experiment)
-    exp = load(s.experiment)
-    console = wide_console()
-    console.print(top_trials_table(exp, n=5))
-    finished = exp.trials["status"].isin(["completed", "pruned", "error"]).sum()
-    console.print(f"{finished} of {s.trials} trials finished; read the tables with  python -m results.show {s.experiment}")
-    if finished < s.trials:
-        console.print(
-            f"[yellow]interrupted[/]: resume with  python -m search.run name={s.name} storage={s.storage} resume=true"
-        )
-        return INTERRUPTED
-    return 0
+def _point_new_trials_here(experiment: str) -> None:
+    """Make the trials a restored search creates go where the experiment is now.
+
+    Tune moves the trials it restores into a moved experiment's new folder, but not its search
+    generator, which it restores with the storage it was saved with: every trial created after the
+    restore would write into the old folder, or, with that folder gone, fail with "Unable to set up
+    cluster storage". So the generator's saved states (search_gen_state-*.json: a cloudpickled dict
+    whose "experiment" holds that StorageContext) are pointed at the new folder first, the three
+    fields Tune's own restore updates for its trials (TuneController._restore_trials)."""
+    import ray.cloudpickle as cloudpickle
+
+    fs, folder = locate(experiment)
+    parent, name = folder.rsplit("/", 1)
+    for info in fs.get_file_info(pafs.FileSelector(folder)):
+        if not fnmatch.fnmatch(info.base_name, "search_gen_state-*.json"):
+            continue
+        with fs.open_input_stream(info.path) as stream:
+            state = cloudpickle.loads(stream.readall())
+        storage = state["experiment"].storage  # also the one in its spec: the same object
+        if (storage.storage_fs_path, storage.experiment_dir_name) == (parent, name):
+            continue
+        storage.storage_filesystem, storage.storage_fs_path, storage.experiment_dir_name = fs, parent, name
+        temp = f"{folder}/.{info.base_name}.{os.getpid()}.tmp"
+        with fs.open_output_stream(temp) as out:
+            out.write(cloudpickle.dumps(state))
+        fs.move(temp, info.path)  # a rename: a crash leaves the old state or the new, never half

@@ -1,28 +1,50 @@
 """`python -m search.run space=NAME [key=value ...]`: a Ray Tune search, collected into Parquet.
 
 Optuna TPE (told the truth about early-stopped trials) proposes configs, ASHA stops the weak ones
-by validation accuracy, one report and one checkpoint per epoch. `python -m search.run list`
-prints the spaces. Every input is checked before anything is created on disk.
+by validation accuracy, one report and one checkpoint per epoch.
+
+    python -m search.run list                                  every space, its parameters and ranges
+    python -m search.run space=augmentation [key=value ...]    a new search, in runs/augmentation-smoke
+    python -m search.run name=NAME resume=true                 continue it (after Ctrl-C, a crash, SIGKILL)
+
+The command that started a search, plus resume=true, continues it too: every search key it gives
+must then equal the recorded one. A finished search, resumed, prints its report again. Every input
+is checked before Ray starts or anything is written; one process at a time works on an experiment
+(search.lock). Exit codes: 0 done, 1 some trial failed, 2 bad input or the experiment is in use,
+130 interrupted (the printed command resumes it).
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 import sys
-from dataclasses import asdict, dataclass, fields
+import typing
+from dataclasses import asdict, dataclass, fields, replace
 
-import pyarrow.fs
+import pyarrow.fs as pafs
 
 import spaces
 from model import data as fmnist
 from model import overrides
-from model.config import preset
-from results.schema import file_type, is_file, locate, read_json
+from model.config import MAX_EPOCHS, MAX_SEED, preset
+from results.schema import file_type, is_file, join, locate, read_json
 from search import budgets
+from search.lock import LOCK_FILE, LockHeld, held_message, holder
 from search.ray_session import check_address
+from search.storage import check_writable, experiment_path, is_uri
 
 METRIC, MODE = "val_acc", "max"
 RUN_FILE = "run.json"  # the search's settings, next to Tune's files: what a resume continues
+DEFAULT_STORAGE = "runs"
+MAX_FAILURES = 2  # retries per trial, each from its last checkpoint (a lost node, a flaky GPU)
+MAX_COUNT = 1_000_000  # trials, concurrency, eta: a sane cap, far beyond any real search
+# (minimum, maximum) of each numeric search key; None: no bound.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "trials": (1, MAX_COUNT), "max_epochs": (1, MAX_EPOCHS), "grace": (1, MAX_EPOCHS), "eta": (2, MAX_COUNT),
+    "concurrency": (1, MAX_COUNT), "cpus_per_trial": (0, None), "gpus_per_trial": (0, None),
+    "subset": (1, fmnist.SPLITS["train"]), "val_size": (1, fmnist.SPLITS["train"] - 1), "seed": (0, MAX_SEED),
+}
 
 
 @dataclass(frozen=True)
@@ -40,7 +62,7 @@ class Settings:
     subset: int | None
     val_size: int
     name: str
-    storage: str  # a local path or a URI (s3://, gs://, ...) every node can reach
+    storage: str  # as given: a local path (relative to the working directory) or a URI every node can reach
     # Session options: how to run, not what to search; free to change on resume.
     address: str = ""
     data_dir: str | None = None
@@ -50,113 +72,231 @@ class Settings:
 
     @property
     def experiment(self) -> str:
-        return f"{self.storage.rstrip('/')}/{self.name}"
+        """The experiment folder as Tune needs it: an absolute path or a URI."""
+        return experiment_path(self.storage, self.name)
+
+    @property
+    def location(self) -> str:
+        """The experiment folder as the user gave it, for messages."""
+        return join(self.storage, self.name)
 
     def recorded(self) -> dict:
         """What run.json keeps: the search itself, not how this session runs it."""
         skip = {"address", "data_dir", "shared", "resume", "verbose"}
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
+    def resume_command(self) -> str:
+        """The command that continues this search from where it stands."""
+        given = {"name": self.name, "storage": None if self.storage == DEFAULT_STORAGE else self.storage,
+                 "address": self.address or None, "shared": "true" if self.shared else None, "data_dir": self.data_dir}
+        keys = [shlex.quote(f"{k}={v}") for k, v in given.items() if v is not None]
+        return " ".join(["python -m search.run", *keys, "resume=true"])
+
 
 SESSION_KEYS = ("name", "storage", "address", "data_dir", "shared", "resume", "verbose")
-KEYS = ("space", "budget", *(f.name for f in fields(budgets.Budget)), "seed", *SESSION_KEYS)
+SEARCH_KEYS = ("space", "budget", *(f.name for f in fields(budgets.Budget)), "seed")
+KEYS = (*SEARCH_KEYS, *SESSION_KEYS)
+KEY_HELP = {
+    "space": "the space to search: " + ", ".join(spaces.SPACES) + " (python -m search.run list)",
+    "budget": "smoke (8 trials, 3 epochs, 3,000 images, CPU) or standard (64 trials, 30 epochs, all data, 0.25 GPU)",
+    "trials": "trials to run (overrides the budget's)",
+    "max_epochs": "ASHA's max epochs, also each trial's schedule length",
+    "grace": "epochs before ASHA may stop a trial (its first rung)",
+    "eta": "ASHA's reduction factor: the top 1/eta of the trials go on at each rung",
+    "concurrency": "trials at once",
+    "cpus_per_trial": "CPUs per trial (fractions allowed)",
+    "gpus_per_trial": "GPUs per trial (fractions up to 1, e.g. 0.25: four trials share a GPU)",
+    "subset": "training images (a stratified subset; all: every one left after validation)",
+    "val_size": "validation images held out of the 60,000",
+    "seed": f"Optuna's sampler seed, 0..{MAX_SEED} (default 0)",
+    "name": "the experiment's folder name (default SPACE-BUDGET)",
+    "storage": f"where experiments live: a folder (default {DEFAULT_STORAGE}) or a URI (s3://...)",
+    "address": "empty: a local Ray; auto or host:port: join a running cluster",
+    "data_dir": "folder with the Fashion-MNIST files (default: FASHION_MNIST_DIR, then Debian's package)",
+    "shared": "true: the local storage folder is mounted on every node (NFS)",
+    "resume": "true: continue the search name= (or the one the given command started)",
+    "verbose": "true: show Ray Tune's own console output",
+}
+
+
+def usage() -> str:
+    keys = "\n".join(f"  {key:<15} {KEY_HELP[key]}" for key in KEYS)
+    return f"{__doc__.strip()}\n\nKeys:\n{keys}"
 
 
 def parse(argv: list[str]) -> Settings:
-    """Settings from key=value arguments; ValueError (one line, the accepted values) otherwise."""
+    """Settings from key=value arguments, checked (values, storage, the experiment folder and its
+    lock) without writing anything; ValueError (one line, the accepted values) otherwise."""
     args = overrides.parse(argv, KEYS)
-    resume = overrides.parse_bool("resume", args.get("resume", "false"))
-    if resume:
-        return _resumed(args)
-    space = args.get("space")
-    if not space:
-        raise ValueError(f"give space=NAME; spaces: {', '.join(spaces.SPACES)} (python -m search.run list)")
-    spaces.get(space)
-    budget_name = args.get("budget", "smoke")
-    budget = asdict(budgets.get(budget_name))
-    for key in budget:
-        if key in args:
-            budget[key] = _parse_budget_value(key, args[key])
-    settings = Settings(
-        space=space,
-        budget=budget_name,
-        seed=overrides.parse_int("seed", args.get("seed", "0"), 0),
-        name=args.get("name") or f"{space}-{budget_name}",
-        storage=args.get("storage", "runs"),
-        **budget,
-        **_session(args),
-    )
-    _check(settings)
-    return settings
-
-
-def _resumed(args: dict[str, str]) -> Settings:
-    """The recorded search (run.json) with this session's options."""
-    given = sorted(set(args) - set(SESSION_KEYS))
-    if given:
-        raise ValueError(
-            f"resume=true continues the search as recorded in {RUN_FILE}; drop {', '.join(given)} "
-            f"(only {', '.join(SESSION_KEYS)} may be given)"
-        )
-    if "name" not in args:
-        raise ValueError("resume=true needs name=NAME of the search to continue")
-    experiment = f"{args.get('storage', 'runs').rstrip('/')}/{args['name']}"
-    if not is_file(f"{experiment}/{RUN_FILE}"):
-        raise ValueError(f"nothing to resume: {experiment}/{RUN_FILE} does not exist")
-    recorded = read_json(f"{experiment}/{RUN_FILE}")
-    known = {f.name for f in fields(Settings)}  # run.json also says when the search started
-    recorded = {k: v for k, v in recorded.items() if k in known}
-    settings = Settings(**{**recorded, "storage": args.get("storage", "runs"), **_session(args)})
-    _check(settings)
+    session = _session(args)
+    storage = overrides.parse_text("storage", args["storage"]) if "storage" in args else DEFAULT_STORAGE
+    given = {key: args[key] for key in SEARCH_KEYS if key in args}
+    check_writable(storage, "storage")
+    if session["resume"]:
+        settings = _recorded(storage, _resumed_name(args, given), session)
+        _compare(settings, given)
+    else:
+        settings = _fresh(args, storage, session)
+        check_values(settings)
+    _check_folder(settings)
     return settings
 
 
 def _session(args: dict[str, str]) -> dict:
     return {
         "address": check_address(args.get("address", "")),
-        "data_dir": args.get("data_dir") or None,
+        "data_dir": overrides.parse_text("data_dir", args["data_dir"]) if "data_dir" in args else None,
         "shared": overrides.parse_bool("shared", args.get("shared", "false")),
         "resume": overrides.parse_bool("resume", args.get("resume", "false")),
         "verbose": overrides.parse_bool("verbose", args.get("verbose", "false")),
     }
 
 
-def _parse_budget_value(key: str, text: str):
-    if key == "subset":
-        return None if text.lower() in ("", "none", "all") else overrides.parse_int(key, text, 1)
+def _fresh(args: dict[str, str], storage: str, session: dict) -> Settings:
+    """A new search: the budget's values, overridden by the keys given."""
+    if "space" not in args:
+        raise ValueError(f"give space=NAME; spaces: {', '.join(spaces.SPACES)} (python -m search.run list)")
+    values = {key: parse_search_value(key, text) for key, text in args.items() if key in SEARCH_KEYS}
+    budget_name = values.get("budget", "smoke")
+    budget = asdict(budgets.get(budget_name))
+    budget.update({key: value for key, value in values.items() if key in budget})
+    name = _name(args["name"]) if "name" in args else f"{values['space']}-{budget_name}"
+    return Settings(space=values["space"], budget=budget_name, seed=values.get("seed", 0), name=name, storage=storage,
+                    **budget, **session)
+
+
+def parse_search_value(key: str, text: str):
+    """One search key's value, parsed as a new search parses it."""
+    if key in ("space", "budget"):
+        (spaces.get if key == "space" else budgets.get)(text)
+        return text
+    if key == "subset" and text.lower() in ("all", "none"):
+        return None
     if key in ("cpus_per_trial", "gpus_per_trial"):
-        return overrides.parse_float(key, text, 0)
-    return overrides.parse_int(key, text, 2 if key == "eta" else 1)
+        return overrides.parse_float(key, text, *RANGES[key])
+    return overrides.parse_int(key, text, *RANGES[key])
 
 
-def _check(s: Settings) -> None:
+def _name(text: str) -> str:
+    """An experiment name: one folder inside the storage, never `.`, `..` or a path."""
+    name = overrides.parse_text("name", text)
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", name):
+        raise ValueError(f"name={name!r}: use letters, digits, '.', '_' and '-', not starting with '.' (one folder in storage)")
+    return name
+
+
+def _resumed_name(args: dict[str, str], given: dict[str, str]) -> str:
+    if "name" in args:
+        return _name(args["name"])
+    if "space" in given:  # the command that started the search, plus resume=true: the same default name
+        return _name(f"{given['space']}-{given.get('budget', 'smoke')}")
+    raise ValueError("resume=true needs name=NAME of the search to continue (or the command that started it)")
+
+
+def _recorded(storage: str, name: str, session: dict) -> Settings:
+    """The search recorded in storage/name/run.json, with this session's options."""
+    file = join(join(storage, name), RUN_FILE)  # as the user gave it: relative paths name the same file
+    if not is_file(file):
+        raise ValueError(f"nothing to resume: {file} does not exist")
+    record = read_json(file)
+    if not isinstance(record, dict):
+        raise ValueError(f"{file}: expected the JSON object search.run writes, found {type(record).__name__}")
+    hints = typing.get_type_hints(Settings)
+    values = {}
+    for key in (f.name for f in fields(Settings) if f.name not in SESSION_KEYS):
+        if key not in record:
+            raise ValueError(f"{file} lacks {key}: not a run.json written by search.run")
+        values[key] = _typed(file, key, record[key], hints[key])
+    settings = Settings(**values, name=name, storage=storage, **session)
+    try:
+        check_values(settings)
+    except ValueError as e:
+        raise ValueError(f"{file}: {e}") from None
+    return settings
+
+
+def _typed(file: str, key: str, value, hint):
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is float and numeric:
+        return float(value)
+    if (hint is int or hint == (int | None)) and numeric and value == int(value):
+        return int(value)
+    if (hint is str and isinstance(value, str)) or (hint == (int | None) and value is None):
+        return value
+    raise ValueError(f"{file}: {key}={value!r} is not what search.run records there ({getattr(hint, '__name__', hint)})")
+
+
+def _compare(recorded: Settings, given: dict[str, str]) -> None:
+    """resume=true with search keys: each must equal the recorded value."""
+    for key, text in given.items():
+        value = parse_search_value(key, text)
+        if value != getattr(recorded, key):
+            raise ValueError(
+                f"resume=true: {key}={text} differs from {key}={_shown(getattr(recorded, key))} recorded in "
+                f"{join(recorded.location, RUN_FILE)}; give the recorded value or leave {key} out"
+            )
+
+
+def _shown(value) -> str:
+    return "all" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def check_values(s: Settings) -> None:
+    """The settings themselves, without looking at any file; ValueError (one line) otherwise."""
+    spaces.get(s.space)
+    budgets.get(s.budget)
+    _name(s.name)
+    for key, bounds in RANGES.items():
+        if getattr(s, key) is not None:
+            overrides.check_range(key, getattr(s, key), *bounds)
     if s.grace > s.max_epochs:
         raise ValueError(f"grace={s.grace} exceeds max_epochs={s.max_epochs}: ASHA's first rung would never come")
     if s.cpus_per_trial <= 0:
         raise ValueError(f"cpus_per_trial={s.cpus_per_trial}: must be positive (a fraction such as 0.5 is fine)")
     if s.gpus_per_trial > 1 and s.gpus_per_trial != int(s.gpus_per_trial):
         raise ValueError(f"gpus_per_trial={s.gpus_per_trial}: above 1 it must be a whole number of GPUs")
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", s.name):
-        raise ValueError(f"name={s.name!r}: use letters, digits, '.', '_' and '-'")
-    if s.address and "://" not in s.storage and not s.shared:
+    if s.address and not is_uri(s.storage) and not s.shared:
         raise ValueError(
             f"storage={s.storage} is a local path, but address={s.address} joins a cluster: multi-node Tune needs "
             "storage every node can reach; give storage=s3://BUCKET/runs (or gs://, ...), or shared=true for an NFS "
             "path mounted on every node"
         )
-    try:
-        locate(s.storage)
-    except Exception as e:  # pyarrow raises its own types for unknown schemes
-        raise ValueError(f"storage={s.storage}: not a usable path or URI ({e})") from None
-    try:
-        present = file_type(s.experiment) == pyarrow.fs.FileType.Directory
-    except OSError as e:  # an object store without credentials, a missing bucket, ...
-        raise ValueError(f"storage={s.storage}: cannot be reached ({e})") from None
-    if s.resume and not present:
-        raise ValueError(f"nothing to resume: {s.experiment} does not exist")
-    if not s.resume and present:
-        raise ValueError(f"{s.experiment} exists: add resume=true to continue it, or give another name=")
-    preset(spaces.get(s.space).PRESET)
+    space = spaces.get(s.space)
+    start = preset(space.PRESET)
+    replace(start, epochs=s.max_epochs)  # Config's own checks of the schedule length
+    fmnist.check_sizes(s.val_size, s.subset, largest_batch(space.PARAMS.get("batch_size", start.batch_size)))
+
+
+def largest_batch(value) -> int:
+    """The largest batch size a space's batch_size (a fixed value or a Tune domain) can take."""
+    from ray.tune.search.sample import Categorical, Domain
+
+    if isinstance(value, Categorical):
+        return max(int(v) for v in value.categories)
+    if isinstance(value, Domain):
+        return int(value.upper)
+    return int(value)
+
+
+def _check_folder(s: Settings) -> None:
+    """The experiment folder fits the command (new: not a search yet; resume: one) and no live
+    process holds it. Reads only."""
+    if not s.resume:
+        if is_file(join(s.experiment, RUN_FILE)):
+            raise ValueError(f"{s.location} exists: add resume=true to continue it, or give another name=")
+        kind = file_type(s.experiment)
+        if kind == pafs.FileType.File:
+            raise ValueError(f"{s.location} is a file; give another name=")
+        if kind == pafs.FileType.Directory and set(_names_in(s.experiment)) - {LOCK_FILE}:
+            raise ValueError(f"{s.location} exists and holds no {RUN_FILE}, so it is not a search; give another name=")
+    info = holder(s.experiment)
+    if info is not None:
+        raise LockHeld(held_message(s.location, info))
+
+
+def _names_in(folder: str) -> list[str]:
+    fs, inner = locate(folder)
+    return [info.base_name for info in fs.get_file_info(pafs.FileSelector(inner))]
 
 
 def param_space(s: Settings) -> dict:
@@ -166,6 +306,9 @@ def param_space(s: Settings) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    if overrides.wants_help(argv):
+        print(usage())
+        return 0
     if argv == ["list"]:
         from search.describe import print_spaces
 
@@ -173,9 +316,12 @@ def main(argv: list[str]) -> int:
         return 0
     try:
         settings = parse(argv)
-        images, labels = fmnist.load("train", settings.data_dir)
-        # seed=0, not the search's seed: every search validates on the same 6,000 images.
-        split = fmnist.split(images, labels, settings.val_size, settings.subset, seed=0)
+        if settings.resume:
+            from search.report import finished, print_report
+
+            if finished(settings.location, settings.trials):  # nothing left to run: the report again, no Ray
+                return print_report(settings.location, settings.trials, settings.resume_command(), MAX_FAILURES)
+        split = fmnist.load_split(settings.data_dir, settings.val_size, settings.subset)
     except ValueError as e:
         return overrides.reject(e)
     from search.engine import run_search

@@ -1,6 +1,8 @@
 """`python -m search.run` for real: a local Ray, Optuna, the real data subset, Parquet out.
 
-Each search runs in a subprocess, as a user runs it, so that Ctrl-C and SIGKILL can be sent to it.
+Each search runs in a subprocess, as a user runs it, from a temporary working directory with the
+default relative storage (runs/), so that Ctrl-C, SIGKILL and concurrent starts can be sent to it
+and every command it prints can be run back as printed.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import glob
 import json
 import os
 import pickle
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,17 +25,49 @@ from optuna.trial import TrialState
 
 from results.schema import EPOCHS, TRIALS, read_table
 from search import run
-from search.engine import INTERRUPTED
+from search.lock import LOCK_FILE
+from search.report import FAILED, INTERRUPTED
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 # The seed network on 600 training images: about a second an epoch here.
 SMALL = ["space=augmentation", "subset=600", "val_size=300", "concurrency=2"]
+SMOKE = [*SMALL, "trials=6", "max_epochs=2", "grace=1", "eta=4", "name=smoke"]
+# A sitecustomize that breaks every trial's training (the driver never trains): put on PYTHONPATH,
+# it reaches the Ray workers too, which inherit the driver's environment.
+BREAK_TRAINING = '''
+import importlib.abc, importlib.util, sys
+
+class BreakTraining(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "model.trainer":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run_module = spec.loader.exec_module
+
+        def exec_module(module):
+            run_module(module)
+
+            def run_epoch(self):
+                raise RuntimeError("injected failure: this trainer breaks on purpose")
+
+            module.Trainer.run_epoch = run_epoch
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, BreakTraining())
+'''
 
 
-def search(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "search.run", *args], env=ENV, capture_output=True, text=True, timeout=timeout
-    )
+def search(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "search.run", *args], cwd=cwd, env=env or ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=cwd, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def report(experiment: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -48,14 +84,25 @@ def optuna_trials(experiment: Path) -> list:
     return state["_ot_study"].get_trials(deepcopy=False)
 
 
+def one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    return lines[0]
+
+
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory) -> Path:
+def workdir(tmp_path_factory) -> Path:
+    """The working directory of the module's searches: experiments go to its runs/."""
+    return tmp_path_factory.mktemp("cwd")
+
+
+@pytest.fixture(scope="module")
+def smoke(workdir) -> Path:
     # eta=4 keeps only the top quarter at the epoch-1 rung, so some trials are certainly stopped.
-    storage = tmp_path_factory.mktemp("runs")
-    done = search(*SMALL, "trials=6", "max_epochs=2", "grace=1", "eta=4", f"storage={storage}", "name=smoke")
+    done = search(*SMOKE, cwd=workdir)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "top 5" in done.stdout and "report" in done.stdout
-    return storage / "smoke"
+    return workdir / "runs" / "smoke"
 
 
 def test_smoke_search_writes_a_valid_report(smoke):
@@ -69,6 +116,9 @@ def test_smoke_search_writes_a_valid_report(smoke):
     assert (trials.set_index("trial_id")["best_val_acc"] == merged).all()
     best = json.loads((smoke / "report" / "best.json").read_text())
     assert best["metrics"]["val_acc"] == trials[trials["status"] == "completed"]["best_val_acc"].max()
+    # run.json records the storage as given; the lock is gone with the process that held it.
+    assert json.loads((smoke / "run.json").read_text())["storage"] == "runs"
+    assert not (smoke / LOCK_FILE).exists()
 
 
 def test_optuna_is_told_the_truth_about_stopped_trials(smoke):
@@ -85,93 +135,248 @@ def test_optuna_is_told_the_truth_about_stopped_trials(smoke):
         assert ot.state == expected, (row.trial_id, row.status, ot.state)
 
 
+def test_the_same_command_plus_resume_reprints_a_finished_search(smoke, workdir):
+    before = sorted(p.name for p in smoke.iterdir())
+    again = search(*SMOKE, "resume=true", cwd=workdir, timeout=60)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "top 5" in again.stdout and "6 of 6 trials finished" in again.stdout
+    assert sorted(p.name for p in smoke.iterdir()) == before  # no Ray, no new experiment state
+
+
+def test_resume_with_a_key_that_differs_is_refused_naming_both_values(smoke, workdir, monkeypatch, capsys):
+    monkeypatch.chdir(workdir)
+    assert run.main([*(a for a in SMOKE if not a.startswith("trials=")), "trials=7", "resume=true"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "trials=7 differs from trials=6 recorded in runs/smoke/run.json" in line
+
+
+def test_an_existing_search_is_not_overwritten(smoke, workdir, monkeypatch, capsys):
+    monkeypatch.chdir(workdir)
+    assert run.main(SMOKE) == 2
+    assert "runs/smoke exists: add resume=true" in one_line(capsys.readouterr().err)
+
+
+def _epochs_written(experiment: Path) -> int:
+    return sum(len(Path(p).read_text().splitlines()) for p in glob.glob(str(experiment / "trial_*" / "result.json")))
+
+
 def _wait_for_epochs(experiment: Path, count: int, proc: subprocess.Popen, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        lines = sum(len(Path(p).read_text().splitlines()) for p in glob.glob(str(experiment / "trial_*" / "result.json")))
-        if lines >= count:
+        if _epochs_written(experiment) >= count:
             return
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         time.sleep(0.5)
     raise AssertionError(f"fewer than {count} epochs reported in {timeout} s")
 
 
-def test_interrupt_kill_and_resume_lose_and_duplicate_nothing(tmp_path):
-    experiment = tmp_path / "resumable"
-    args = [*SMALL, "trials=6", "max_epochs=3", "grace=1", "eta=2", f"storage={tmp_path}", "name=resumable"]
-    command = [sys.executable, "-m", "search.run"]
+def test_ctrl_c_twice_then_the_printed_command_then_sigkill_and_a_move_lose_and_duplicate_nothing(tmp_path):
+    experiment = tmp_path / "runs" / "resumable"
 
-    # 1. Ctrl-C: a clean stop that says how to resume, with a non-zero exit.
-    proc = subprocess.Popen([*command, *args], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    # 1. Ctrl-C, and another before the search has stopped (as a terminal sends it: to the whole
+    #    process group): exit 130, no traceback, and the command that resumes it.
+    proc = start(*SMALL, "trials=6", "max_epochs=3", "grace=1", "eta=2", "name=resumable", cwd=tmp_path)
     _wait_for_epochs(experiment, 2, proc)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.5)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == INTERRUPTED, err[-3000:]
-    assert "resume=true" in out
+    assert "Traceback" not in err and "Tuner.restore" not in out + err, err[-3000:]
+    printed = next(line for line in out.splitlines() if "resume with" in line).split("resume with", 1)[1].strip()
+    assert printed == "python -m search.run name=resumable resume=true"
 
-    # 2. Resume, then SIGKILL the whole process group (driver, Ray and trials) mid-run.
-    resume = [*command, "name=resumable", f"storage={tmp_path}", "resume=true"]
-    proc = subprocess.Popen(resume, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    before = sum(len(Path(p).read_text().splitlines()) for p in glob.glob(str(experiment / "trial_*" / "result.json")))
+    # 2. The printed command, exactly; SIGKILL the whole process group (driver, Ray, trials) mid-run.
+    command = shlex.split(printed)
+    assert command[:3] == ["python", "-m", "search.run"]
+    proc = start(*command[3:], cwd=tmp_path)
+    before = _epochs_written(experiment)
     _wait_for_epochs(experiment, before + 3, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
+    assert (experiment / LOCK_FILE).exists()  # SIGKILL runs no cleanup: the next run takes it over
 
-    # 3. Resume to the end.
-    done = subprocess.run(resume, env=ENV, capture_output=True, text=True, timeout=300)
+    # 3. The experiment moves to another storage folder; resumed there, it finishes there.
+    shutil.move(tmp_path / "runs", tmp_path / "moved")
+    done = search("name=resumable", "storage=moved", "resume=true", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "took over the lock" in done.stderr
+    experiment = tmp_path / "moved" / "resumable"
+    assert not (tmp_path / "runs").exists() and not (experiment / LOCK_FILE).exists()
     trials, epochs = report(experiment)
     assert len(trials) == 6 and trials["trial_id"].is_unique
     assert set(trials["status"]) <= {"completed", "pruned"}
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
     last_epoch = epochs.groupby("trial_id")["epoch"].max()
     assert last_epoch.to_dict() == trials.set_index("trial_id")["epochs_run"].to_dict()
-    # The rungs were carried across both restores: every trial that reached a milestone is recorded
-    # there, those from before the interruptions too (Ray's own restore starts them empty).
+    # The rungs were carried across both restores and written where the experiment is now: every
+    # trial that reached a milestone is recorded there, those from before the interruptions too.
     rungs = json.loads((experiment / "rungs.json").read_text())
-    for rung in rungs:
-        reached = set(epochs.loc[epochs["epoch"] == rung["milestone"], "trial_id"])
-        assert reached == set(rung["recorded"]), rung["milestone"]
+    for milestone in {rung["milestone"] for rung in rungs}:
+        reached = set(epochs.loc[epochs["epoch"] == milestone, "trial_id"])
+        recorded = {t for rung in rungs if rung["milestone"] == milestone for t in rung["recorded"]}
+        assert reached == recorded, milestone
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["space=nope"], "unknown space 'nope'; choose one of seed, baseline"),
-        (["space=augmentation", "budget=huge"], "unknown budget 'huge'; choose one of smoke, standard"),
-        (["space=augmentation", "colour=red"], "unknown key 'colour'; valid keys: space, budget"),
-        (["space=augmentation", "trials=many"], "trials='many': expected an integer"),
-        (["space=augmentation", "grace=9"], "grace=9 exceeds max_epochs=3"),
-        (["space=augmentation", "gpus_per_trial=1.5"], "above 1 it must be a whole number"),
-        (["space=augmentation", "address=auto"], "multi-node Tune needs storage every node can reach"),
-        (["space=augmentation", "address=not an address"], "address='not an address'"),
-        (["resume=true"], "resume=true needs name=NAME"),
-        (["space=augmentation", "name=x", "resume=true"], "drop space"),
-        (["name=ghost", "resume=true"], "nothing to resume"),
-        (["space=augmentation", "data_dir=/nonexistent"], "no such folder"),
-    ],
-)
-def test_bad_input_is_one_line_exit_2_and_nothing_on_disk(tmp_path, capsys, args, message):
-    storage = tmp_path / "runs"
-    assert run.main([*args, f"storage={storage}"]) == 2
-    err = capsys.readouterr().err
-    assert message in err and len(err.strip().splitlines()) == 1, err
-    assert not storage.exists()
+def test_two_concurrent_starts_of_one_name_run_one_search(tmp_path):
+    args = [*SMALL, "trials=2", "max_epochs=1", "name=twice"]
+    first = start(*args, cwd=tmp_path)
+    time.sleep(0.3)
+    second = start(*args, cwd=tmp_path)
+    ends = [(p.returncode, out, err) for p in (first, second) for out, err in [p.communicate(timeout=300)]]
+    assert sorted(code for code, _, _ in ends) == [0, 2], [e[2][-2000:] for e in ends]
+    _, _, refused = next(e for e in ends if e[0] == 2)
+    assert "runs/twice is in use by search.run (pid " in one_line(refused)
+    trials, _ = report(tmp_path / "runs" / "twice")
+    assert len(trials) == 2 and set(trials["status"]) == {"completed"}
+    assert len(glob.glob(str(tmp_path / "runs" / "twice" / "trial_*"))) == 2
 
 
-def test_an_existing_search_is_not_overwritten(smoke, capsys):
-    assert run.main(["space=augmentation", f"storage={smoke.parent}", "name=smoke"]) == 2
-    assert "exists: add resume=true" in capsys.readouterr().err
+def test_a_search_whose_every_trial_fails_exits_1_and_lists_the_errors(tmp_path):
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(BREAK_TRAINING)
+    env = {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "inject"), os.environ.get("PYTHONPATH")]))}
+    done = search(*SMALL, "trials=2", "max_epochs=1", "name=broken", cwd=tmp_path, env=env)
+    assert done.returncode == FAILED, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "every trial failed (2 of 2, each after 2 retries)" in done.stdout
+    trials, _ = report(tmp_path / "runs" / "broken")
+    assert set(trials["status"]) == {"error"}
+    for trial_id in trials["trial_id"]:
+        line = next(line for line in done.stdout.splitlines() if line.strip().startswith(f"{trial_id}:"))
+        traceback = f"runs/broken/trial_{trial_id}/error.txt"
+        assert "RuntimeError: injected failure: this trainer breaks on purpose" in line and traceback in line
+        failures = [l for l in (tmp_path / traceback).read_text().splitlines() if l.startswith("RuntimeError: injected")]
+        assert len(failures) == 3  # the first try and 2 retries
 
 
-def test_gpus_on_a_machine_without_them_are_refused_before_anything_is_written(tmp_path, capsys):
+@pytest.fixture
+def unwritable(tmp_path):
+    """A folder this process may not write to: immutable for root (who ignores permissions), else 0555."""
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("root, and chattr +i is not available here")
+        yield folder
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+
+
+def _corrupt_gzip(tmp_path: Path, fmnist_dir: Path) -> Path:
+    """Fashion-MNIST with a training-images file whose gzip body does not decompress."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for pair in ("train", "test"):
+        for name in run.fmnist.IDX_FILES[pair]:
+            shutil.copy(fmnist_dir / f"{name}.gz", folder / f"{name}.gz")
+    path = folder / f"{run.fmnist.IDX_FILES['train'][0]}.gz"
+    raw = bytearray(path.read_bytes())
+    raw[1000:1400] = bytes(400)  # zeros in the middle of the deflate stream
+    path.write_bytes(bytes(raw))
+    return path
+
+
+# (arguments, what the one line must say); "{unwritable}", "{data}" and "{file}" are filled in.
+BAD = [
+    (["space=nope"], "unknown space 'nope'; choose one of seed, baseline"),
+    (["space=augmentation", "budget=huge"], "unknown budget 'huge'; choose one of smoke, standard"),
+    (["space=augmentation", "colour=red"], "unknown key 'colour'; valid keys: space, budget"),
+    (["space=augmentation", "trials=many"], "trials='many': expected an integer"),
+    (["space=augmentation", "grace=9"], "grace=9 exceeds max_epochs=3"),
+    (["space=augmentation", "gpus_per_trial=1.5"], "above 1 it must be a whole number"),
+    (["space=augmentation", "cpus_per_trial=nan"], "cpus_per_trial=nan: expected a finite number"),
+    (["space=augmentation", "gpus_per_trial=nan"], "gpus_per_trial=nan: expected a finite number"),
+    (["space=augmentation", "gpus_per_trial=inf"], "gpus_per_trial=inf: expected a finite number"),
+    (["space=augmentation", "seed=99999999999999999999"], "seed=99999999999999999999: must lie between 0 and 4,294,967,295"),
+    (["space=augmentation", "seed=-1"], "seed=-1: must lie between 0 and"),
+    (["space=augmentation", "max_epochs=100000"], "max_epochs=100000: must lie between 1 and 10,000"),
+    (["space=augmentation", "val_size=60000"], "val_size=60000: must lie between 1 and 59,999"),
+    (["space=augmentation", "subset=40"], "batch_size=64 exceeds the 40 training images"),
+    (["space=full", "subset=300"], "batch_size=512 exceeds the 300 training images"),
+    (["space=augmentation", "storage={file}"], "is a file, not a folder"),
+    (["space=augmentation", "storage={unwritable}"], "is not writable by this user"),
+    (["space=augmentation", "storage="], "storage= is empty"),
+    (["space=augmentation", "storage=nope://bucket/runs"], "nope://bucket/runs: not a usable URI"),
+    (["space=augmentation", "name=."], "name='.': use letters, digits"),
+    (["space=augmentation", "name=.."], "name='..': use letters, digits"),
+    (["space=augmentation", "name="], "name= is empty"),
+    (["space=augmentation", "name=a/b"], "name='a/b': use letters, digits"),
+    (["space=augmentation", "data_dir={data}"], "train-images-idx3-ubyte.gz: cannot be read"),
+    (["space=augmentation", "data_dir=/nonexistent"], "no such folder"),
+    (["space=augmentation", "address=auto"], "multi-node Tune needs storage every node can reach"),
+    (["space=augmentation", "address=not an address"], "address='not an address'"),
+    (["space=augmentation", "address=127.0.0.1:1", "shared=true"], "address=127.0.0.1:1: nothing answers there"),
+    (["resume=true"], "resume=true needs name=NAME"),
+    (["name=ghost", "resume=true"], "nothing to resume: runs/ghost/run.json does not exist"),
+    (["space=augmentation", "name=ghost", "resume=true"], "nothing to resume: runs/ghost/run.json does not exist"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_exit_2_and_nothing_on_disk(tmp_path, monkeypatch, capsys, unwritable, fmnist_dir,
+                                                           args, message):
+    fill = {"{unwritable}": lambda: unwritable / "runs", "{data}": lambda: _corrupt_gzip(tmp_path, fmnist_dir).parent,
+            "{file}": lambda: tmp_path / "a-file"}
+    (tmp_path / "a-file").write_text("not a folder")
+    argv = [next((a.replace(k, str(make())) for k, make in fill.items() if k in a), a) for a in args]
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    monkeypatch.chdir(tmp_path)
+    started = time.monotonic()
+    assert run.main(argv) == 2
+    assert message in one_line(capsys.readouterr().err)
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", '{"space": "augmentation"}'])
+def test_a_damaged_run_json_is_named_when_resuming(tmp_path, monkeypatch, capsys, content):
+    (tmp_path / "runs" / "x").mkdir(parents=True)
+    (tmp_path / "runs" / "x" / "run.json").write_text(content)
+    monkeypatch.chdir(tmp_path)
+    assert run.main(["name=x", "resume=true"]) == 2
+    assert one_line(capsys.readouterr().err).startswith("error: runs/x/run.json")
+    assert sorted(p.name for p in (tmp_path / "runs" / "x").iterdir()) == ["run.json"]
+
+
+def test_an_experiment_in_use_is_refused_saying_who_holds_it(smoke, workdir, monkeypatch, capsys):
+    from search.lock import Lock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from search.lock import Lock; lock = Lock(sys.argv[1], 'a test');"
+         " lock.acquire(); print('held', flush=True); time.sleep(60)", str(smoke)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.chdir(workdir)
+        assert run.main(["name=smoke", "resume=true"]) == 2
+        assert f"runs/smoke is in use by a test (pid {holder.pid} on " in one_line(capsys.readouterr().err)
+        lock = Lock(str(smoke), "search.run")
+        with pytest.raises(ValueError, match=f"in use by a test \\(pid {holder.pid} "):
+            lock.acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_help_prints_usage_and_every_key(capsys):
+    for flag in ("--help", "-h"):
+        assert run.main([flag]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("`python -m search.run") and all(f"  {key} " in out for key in run.KEYS)
+
+
+def test_gpus_on_a_machine_without_them_are_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    storage = tmp_path / "runs"
-    assert run.main(["space=augmentation", "gpus_per_trial=0.25", f"storage={storage}"]) == 2
-    assert "has 0 GPUs" in capsys.readouterr().err
-    assert not storage.exists()
+    monkeypatch.chdir(tmp_path)
+    assert run.main(["space=augmentation", "gpus_per_trial=0.25"]) == 2
+    assert "has 0 GPUs" in one_line(capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
