@@ -11,11 +11,16 @@ on the 10,000 test images. Which configuration:
 then any Config key (filters=32,64 dense=128 lr=1e-3 ...) on top. `epochs` sets the run length
 (and the schedule's), `seed` the first seed (seeds are seed, seed+1, ...; default 0, 1, 2).
 
+runs/NAME is a local folder or a URI (s3://BUCKET/runs/NAME, file:///...). The retrain holds the
+folder's lock (search.lock) while it runs: it does not start while a search works there, and a
+search does not resume while it runs. A seed whose worker or node dies is run again (MAX_RETRIES).
+
 Writes runs/NAME/winner/ as a whole (built in a temporary folder, then renamed): retrain.parquet
 (per seed), retrain_epochs.parquet (per seed per epoch), per_class.parquet and confusion.parquet
 (first seed), model.pt and model.onnx (first seed), and PNG figures (learning_curves, confusion,
 predictions, misclassified); table names and schemas: results.schema.WINNER_TABLES. Nothing is
-published unless ONNX Runtime's test-set predictions agree with PyTorch's.
+published unless ONNX Runtime's test-set predictions agree with PyTorch's. On an object store
+winner/ is replaced file by file (object stores cannot rename a folder).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -30,13 +36,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.fs as pafs
 
 from model import data as fmnist
 from model import overrides
-from model.config import PRESETS, Config, field_types, preset
+from model.config import MAX_EPOCHS, MAX_SEED, PRESETS, Config, field_types, preset
 from model.data import CLASSES, Split
-from results.schema import WINNER_FOLDER
+from results.schema import WINNER_FOLDER, file_type, join, locate
 from results.show import REPORT_TEST_ACC
+from search.storage import check_writable
 
 RETRAIN_KEYS = {
     "seeds": "how many seeds to train (default 3)",
@@ -48,8 +56,10 @@ RETRAIN_KEYS = {
     "cpus_per_trial": "CPUs per seed (default: the cluster's CPUs shared between the seeds)",
     "gpus_per_trial": "GPUs per seed, fractions allowed (default: 1 when the cluster has GPUs, else 0)",
     "subset": "train on a stratified subset of this many training images (quick runs and tests)",
-    "device": "cpu or cuda (default: cuda when gpus_per_trial > 0)",
+    "device": "cpu or cuda (default: the GPU Ray assigns a seed when gpus_per_trial > 0, else the CPU)",
 }
+MAX_SEEDS = 100  # a sane cap: each seed is a whole training run
+MAX_RETRIES = 2  # a seed task lost with its worker or node runs again; an error in training does not
 # ONNX vs PyTorch: logits may differ by float rounding; an argmax may only differ where PyTorch's
 # two best logits are closer than this (a tie at float32 precision).
 ONNX_TOLERANCE = 1e-3
@@ -66,7 +76,7 @@ class BadResources(ValueError):
 
 @dataclass(frozen=True)
 class Plan:
-    run_dir: Path
+    run: str  # the run folder as given: a local path or a URI
     cfg: Config  # with epochs applied; seed = the first seed
     source: str  # where the config came from, for the printout and model.pt
     seeds: tuple[int, ...]
@@ -78,68 +88,71 @@ class Plan:
     device: str | None
 
 
+def usage() -> str:
+    keys = "\n".join(f"  {key:<15} {text}" for key, text in RETRAIN_KEYS.items())
+    return f"{__doc__.strip()}\n\nKeys:\n{keys}\n  seed            the first seed (default 0)\n  and every Config key"
+
+
 def parse_args(argv: list[str]) -> Plan:
     """Everything checked before anything runs or is created; ValueError (one line) otherwise."""
     from search.ray_session import check_address
 
-    if not argv or "=" in argv[0]:
-        raise ValueError("usage: python -m search.retrain runs/NAME [key=value ...]; the run folder comes first")
-    run_dir = Path(argv[0])
+    if not argv or "=" in argv[0] or argv[0].startswith("-"):
+        raise ValueError("usage: python -m search.retrain runs/NAME [key=value ...]; the run folder comes first (--help)")
+    run = overrides.parse_text("the run folder", argv[0])
     config_keys = list(field_types())
     args = overrides.parse(argv[1:], [*RETRAIN_KEYS, *(k for k in config_keys if k not in RETRAIN_KEYS)])
     if "trial" in args and "config" in args:
         raise ValueError("give trial=ID or config=PRESET, not both")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"{run_dir}: not a folder")
+    check_writable(run)
     if "config" in args:
         name = args.pop("config")
         base, source = preset(name), f"preset {name}"
     else:
-        base, source = _config_from_search(run_dir, args.pop("trial", None))
-    seeds = overrides.parse_int("seeds", args.pop("seeds", "3"), 1)
-    epochs = overrides.parse_int("epochs", args.pop("epochs", "30"), 1)
-    data_dir = args.pop("data_dir", None)
-    subset = overrides.parse_int("subset", args.pop("subset"), 1) if "subset" in args else None
-    if subset is not None and subset > fmnist.SPLITS["train"]:
-        raise ValueError(f"subset={subset}: must be at most {fmnist.SPLITS['train']:,}")
+        base, source = _config_from_search(run, args.pop("trial", None))
+    seeds = overrides.parse_int("seeds", args.pop("seeds", "3"), 1, MAX_SEEDS)
+    epochs = overrides.parse_int("epochs", args.pop("epochs", "30"), 1, MAX_EPOCHS)
+    data_dir = overrides.parse_text("data_dir", args.pop("data_dir")) if "data_dir" in args else None
+    subset = overrides.parse_int("subset", args.pop("subset"), 1, fmnist.SPLITS["train"]) if "subset" in args else None
     address = check_address(args.pop("address", ""))
     cpus = overrides.parse_float("cpus_per_trial", args.pop("cpus_per_trial"), 0) if "cpus_per_trial" in args else None
     gpus = overrides.parse_float("gpus_per_trial", args.pop("gpus_per_trial"), 0) if "gpus_per_trial" in args else None
     if cpus is not None and cpus <= 0:
         raise ValueError(f"cpus_per_trial={cpus}: must be above 0")
+    if gpus is not None and gpus > 1 and gpus != int(gpus):
+        raise ValueError(f"gpus_per_trial={gpus}: above 1 it must be a whole number of GPUs")
     device = args.pop("device", None)
     if device not in (None, "cpu", "cuda"):
         raise ValueError(f"device={device!r}: choose cpu or cuda")
     if device == "cuda" and gpus == 0:
         raise ValueError("device=cuda with gpus_per_trial=0: a task without a GPU cannot use cuda")
-    first_seed = overrides.parse_int("seed", args.pop("seed"), 0) if "seed" in args else 0
+    first_seed = overrides.parse_int("seed", args.pop("seed"), 0, MAX_SEED - seeds + 1) if "seed" in args else 0
     cfg = Config.from_flat({**args, "epochs": epochs, "seed": first_seed}, base=base)  # the rest: Config keys
-    if subset is not None and cfg.batch_size > subset:
-        raise ValueError(f"batch_size={cfg.batch_size} exceeds subset={subset}: not one full batch per epoch")
+    fmnist.check_sizes(0, subset, cfg.batch_size)
     return Plan(
-        run_dir, cfg, source, tuple(range(first_seed, first_seed + seeds)), data_dir, subset, address, cpus, gpus, device
+        run, cfg, source, tuple(range(first_seed, first_seed + seeds)), data_dir, subset, address, cpus, gpus, device
     )
 
 
-def _config_from_search(run_dir: Path, trial: str | None) -> tuple[Config, str]:
-    """The best (or the named) trial's config from the search results in run_dir."""
-    if not run_dir.is_dir():
-        raise ValueError(f"{run_dir}: no such run folder; give config=seed or config=baseline to retrain a preset there")
+def _config_from_search(run: str, trial: str | None) -> tuple[Config, str]:
+    """The best (or the named) trial's config from the search results in `run`."""
+    if file_type(run) != pafs.FileType.Directory:
+        raise ValueError(f"{run}: no such run folder; give config=seed or config=baseline to retrain a preset there")
     import results
 
     try:
-        found = results.load(run_dir)
+        found = results.load(run)
     except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"{run_dir}: no search results to retrain from ({e}); give config=seed|baseline instead") from None
+        raise ValueError(f"{run}: no search results to retrain from ({e}); give config=seed|baseline instead") from None
     if trial is None:
         best = found.best
         if not best:
-            raise ValueError(f"{run_dir}: the search has no best trial yet; give trial=ID or config=seed|baseline")
+            raise ValueError(f"{run}: the search has no best trial yet; give trial=ID or config=seed|baseline")
         return Config.from_flat(best["config"]), f"best trial {best['trial_id']}"
     rows = found.trials[found.trials["trial_id"] == trial]
     if rows.empty:
         some = ", ".join(found.trials["trial_id"].head(5))
-        raise ValueError(f"trial={trial!r}: not a trial of {run_dir} (trials are e.g. {some})")
+        raise ValueError(f"trial={trial!r}: not a trial of {run} (trials are e.g. {some})")
     row = rows.iloc[0]  # trial ids are unique in the trials table
     return Config.from_flat({key: row[key] for key in field_types()}), f"trial {trial}"
 
@@ -151,15 +164,17 @@ def _config_from_search(run_dir: Path, trial: str | None) -> tuple[Config, str]:
 def retrain_seed(
     flat: dict[str, Any], split: Split, test_images: np.ndarray, test_labels: np.ndarray, device: str, threads: int
 ) -> dict[str, Any]:
-    """Train one seed on the whole split, evaluate on the test set once; plain data back to the driver."""
+    """Train one seed on the whole split, evaluate on the test set once; plain data back to the driver.
+    device: "cpu", or "cuda" for the GPU Ray assigned this task."""
     import torch
 
     from model.trainer import Trainer, on_device, score
+    from search.devices import assigned_device
 
     torch.set_num_threads(max(1, threads))
     cfg = Config.from_flat(flat)
     start = time.perf_counter()
-    trainer = Trainer(cfg, split, device)
+    trainer = Trainer(cfg, split, "cpu" if device == "cpu" else assigned_device())
     epochs = [trainer.run_epoch() for _ in range(cfg.epochs)]
     logits = trainer.logits(on_device(test_images, trainer.device))  # the one look at the test set
     test_loss, test_acc = score(logits, on_device(test_labels, trainer.device))
@@ -188,7 +203,9 @@ def _resources(plan: Plan, cluster: dict[str, float]) -> tuple[float, float, str
     cpus = plan.cpus_per_trial
     if cpus is None:
         cpus = 1.0 if gpus else max(1.0, float(int(cluster.get("CPU", 1) // len(plan.seeds))))
-    device = plan.device or ("cuda" if gpus else "cpu")
+    if plan.device == "cuda" and not gpus:
+        raise BadResources("device=cuda, but the cluster has no GPUs to give a seed; give gpus_per_trial= or device=cpu")
+    device = "cpu" if plan.device == "cpu" or not gpus else "cuda"
     if plan.address:  # a joined cluster may autoscale: what it has now is no limit
         return cpus, gpus, device
     if gpus > cluster.get("GPU", 0):
@@ -207,7 +224,7 @@ def train_seeds(plan: Plan, split: Split, test: tuple[np.ndarray, np.ndarray], l
         f"training {_count(len(plan.seeds), 'seed')} x {_count(plan.cfg.epochs, 'epoch')} on {len(split.train_images):,} images "
         f"(tasks of {cpus:g} CPU, {gpus:g} GPU, device {device})"
     )
-    task = ray.remote(retrain_seed).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
+    task = ray.remote(retrain_seed).options(num_cpus=cpus, num_gpus=gpus, max_retries=MAX_RETRIES)
     split_ref, images_ref, labels_ref = ray.put(split), ray.put(test[0]), ray.put(test[1])  # once, shared
     pending = {
         task.remote(replace(plan.cfg, seed=s).to_flat(), split_ref, images_ref, labels_ref, device, max(1, int(cpus))): s
@@ -257,7 +274,7 @@ def write_winner(plan: Plan, outs: list[dict[str, Any]], test: tuple[np.ndarray,
 
     cfg = replace(plan.cfg, seed=first["seed"])
     metadata = {
-        "source": plan.source, "run": str(plan.run_dir), "seed": first["seed"], "test_acc": first["test_acc"],
+        "source": plan.source, "run": plan.run, "seed": first["seed"], "test_acc": first["test_acc"],
         "test_loss": first["test_loss"], "epochs": len(first["epochs"]), "train_images": first["train_images"],
         "params": first["params"], "classes": list(CLASSES), "input": "float32 (N, 1, 28, 28) pixels in [0, 1]",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -307,13 +324,17 @@ def publish(staging: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def upload(staging: Path, fs: pafs.FileSystem, target: str) -> None:
+    """Copy `staging`'s files into `target` on an object store, one object each (each appears whole)."""
+    fs.create_dir(target, recursive=True)
+    for file in sorted(staging.iterdir()):
+        with open(file, "rb") as source, fs.open_output_stream(f"{target}/{file.name}") as out:
+            shutil.copyfileobj(source, out)
+
+
 def load_data(plan: Plan) -> tuple[Split, tuple[np.ndarray, np.ndarray]]:
-    images, labels = fmnist.load("train", plan.data_dir)
-    if plan.subset is not None and plan.subset < len(labels):
-        keep = fmnist.stratified_sample(labels, plan.subset, seed=0)
-        images, labels = images[keep], labels[keep]
-    empty = Split(images, labels, images[:0], labels[:0])  # no validation set: everything trains
-    return empty, fmnist.load("test", plan.data_dir)
+    """All training images (or a stratified subset), no validation set: everything trains; and the test set."""
+    return fmnist.load_split(plan.data_dir, 0, plan.subset), fmnist.load("test", plan.data_dir)
 
 
 def _count(n: int, noun: str) -> str:
@@ -327,37 +348,46 @@ def _describe(cfg: Config) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if overrides.wants_help(argv):
+        print(usage())
+        return 0
     try:
         plan = parse_args(argv)
         split, test = load_data(plan)
     except ValueError as e:
         return overrides.reject(e)
 
-    from search.ray_session import ray_session
+    import ray
 
-    print(f"retrain of {plan.run_dir}: {plan.source}")
+    from search.lock import Lock, LockHeld
+    from search.ray_session import RayUnavailable, ray_session
+    from search.report import first_error_line
+
+    print(f"retrain of {plan.run}: {plan.source}")
     print(f"config (differences from the defaults): {_describe(plan.cfg)}")
-    staging: Path | None = None
+    lock: Lock | None = None
     try:
         with ray_session(plan.address):
+            lock = Lock(plan.run, "search.retrain")
+            lock.acquire()
+            if lock.note:
+                print(lock.note, file=sys.stderr)
             outs = train_seeds(plan, split, test)
-        plan.run_dir.mkdir(parents=True, exist_ok=True)
-        staging = plan.run_dir / f".{WINNER_FOLDER}.{uuid.uuid4().hex}.tmp"
-        staging.mkdir()
-        check = write_winner(plan, outs, test, staging)
-        publish(staging, plan.run_dir / WINNER_FOLDER)
-        staging = None
-    except BadResources as e:
+        check, files = _write_and_publish(plan, outs, test)
+    except (BadResources, RayUnavailable, LockHeld) as e:
         return overrides.reject(e)
     except KeyboardInterrupt:
         print("interrupted: winner/ left as it was", file=sys.stderr)
         return 130
+    except ray.exceptions.RayError as e:  # a seed failed in training, or lost its worker more than MAX_RETRIES times
+        print(f"error: a seed failed: {first_error_line(str(e)) or type(e).__name__}; winner/ left as it was", file=sys.stderr)
+        return 1
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+        if lock is not None:
+            lock.release()
 
     acc = np.array([o["test_acc"] for o in outs]) * 100
     spread = f" ± {acc.std(ddof=1):.2f}% (mean ± sd)" if len(acc) > 1 else " (one seed: no sd)"
@@ -366,9 +396,27 @@ def main(argv: list[str]) -> int:
         f"ONNX Runtime vs PyTorch, seed {outs[0]['seed']} on {check['images']:,} test images: argmax agreement "
         f"{check['agree']:,}/{check['images']:,}, max |logit diff| {check['max_abs_diff']:.2e}"
     )
-    winner = plan.run_dir / WINNER_FOLDER
-    print(f"written to {winner}/: {', '.join(sorted(p.name for p in winner.iterdir()))}")
+    print(f"written to {join(plan.run, WINNER_FOLDER)}/: {', '.join(files)}")
     return 0
+
+
+def _write_and_publish(plan: Plan, outs: list[dict[str, Any]], test: tuple[np.ndarray, np.ndarray]) -> tuple[dict, list[str]]:
+    """winner/ built in a temporary folder, then published; (the ONNX check, the file names)."""
+    fs, folder = locate(plan.run)
+    local = isinstance(fs, pafs.LocalFileSystem)
+    # Locally the staging folder sits next to winner/ (same filesystem: renames); else in /tmp.
+    staging = Path(folder) / f".{WINNER_FOLDER}.{uuid.uuid4().hex}.tmp" if local else Path(tempfile.mkdtemp())
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+        check = write_winner(plan, outs, test, staging)
+        files = sorted(p.name for p in staging.iterdir())
+        if local:
+            publish(staging, Path(folder) / WINNER_FOLDER)
+        else:
+            upload(staging, fs, f"{folder}/{WINNER_FOLDER}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return check, files
 
 
 if __name__ == "__main__":

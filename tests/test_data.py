@@ -121,6 +121,30 @@ def test_split_carries_the_images_with_their_labels(train_set):
     assert np.array_equal(s.val_labels, labels[idx.val_images])
 
 
+def test_the_validation_split_depends_on_val_size_alone(train_set):
+    images, labels = train_set
+    whole = data.split(images, labels, val_size=500)
+    small = data.split(images, labels, val_size=500, subset=600)
+    assert data.split.__defaults__[-1] == data.SPLIT_SEED  # every command splits with this seed
+    assert np.array_equal(whole.val_images, small.val_images) and np.array_equal(whole.val_labels, small.val_labels)
+    assert len(small.train_images) == 600
+
+
+@pytest.mark.parametrize(
+    "val_size, subset, batch_size, message",
+    [
+        (60_000, None, 64, "val_size=60000: must lie between 0 and 59,999"),
+        (6_000, 54_001, 64, "subset=54001: must lie between 1 and 54,000"),
+        (300, 40, 64, "batch_size=64 exceeds the 40 training images"),
+        (59_990, None, 64, "batch_size=64 exceeds the 10 training images"),
+    ],
+)
+def test_sizes_that_leave_no_batch_are_refused_before_loading(val_size, subset, batch_size, message):
+    with pytest.raises(ValueError, match=message):
+        data.check_sizes(val_size, subset, batch_size)
+    assert data.check_sizes(6_000, None, 64) == 54_000 and data.check_sizes(0, 600, 64) == 600
+
+
 def test_uneven_stratified_sample_is_within_one_per_class():
     labels = np.repeat(np.arange(10), [50, 50, 50, 50, 50, 50, 50, 50, 50, 41])
     idx = data.stratified_sample(labels, 123, seed=0)
@@ -195,6 +219,25 @@ def test_swapped_files_give_a_magic_error(test_files):
     labels.rename(images)
     (test_files / "tmp.gz").rename(labels)
     assert "magic number" in _load_error(test_files)
+
+
+@pytest.mark.parametrize("name", [IMAGES, LABELS])
+def test_corrupt_gzip_body_is_named(test_files, name):
+    path = test_files / f"{name}.gz"
+    raw = bytearray(path.read_bytes())
+    raw[1000:1400] = bytes(400)  # zeros inside the deflate stream: zlib.error, not an OSError
+    path.write_bytes(bytes(raw))
+    message = _load_error(test_files)
+    assert str(path) in message and "cannot be read" in message
+
+
+def test_gzip_with_a_wrong_checksum_is_named(test_files):
+    path = test_files / f"{LABELS}.gz"
+    raw = bytearray(path.read_bytes())
+    raw[-8] ^= 0xFF  # the CRC32 in the gzip trailer
+    path.write_bytes(bytes(raw))
+    message = _load_error(test_files)
+    assert str(path) in message and "CRC check failed" in message
 
 
 def test_not_gzip_is_named(test_files):

@@ -1,18 +1,24 @@
 """The final retrain: seeds as real Ray tasks on a local Ray, test-set tables that agree with each
 other, a model.pt that rebuilds from its own config, an ONNX file that agrees with PyTorch, PNG
-figures, and bad input rejected with exit code 2, one line on stderr and nothing created."""
+figures, a run folder given as a file:// URI, a seed retried after its worker died, and bad input
+rejected with exit code 2, one line on stderr and nothing created."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.fs as pafs
 import pytest
 import torch
 
@@ -20,6 +26,7 @@ from model import evaluation, export
 from model.config import Config, field_types
 from model.data import CLASSES
 from results.schema import EPOCHS, RETRAIN_EPOCHS, TRIALS, WINNER_TABLES, empty_frame, read_table, write_table
+from search import ray_session as session
 from search import retrain
 from search.ray_session import check_address, ray_session
 
@@ -81,17 +88,50 @@ def test_check_address() -> None:
         ["{missing}", "config=seed", "gpus_per_trial=0", "device=cuda"],
         ["{missing}", "config=seed", "subset=100", "batch_size=128"],
         ["{missing}", "config=seed", "data_dir={missing}/data"],
+        ["{missing}", "config=seed", "seeds=1000000000"],
+        ["{missing}", "config=seed", "epochs=inf"],
+        ["{missing}", "config=seed", "seed=4294967295", "seeds=2"],  # the second seed would not fit 32 bits
+        ["{missing}", "config=seed", "gpus_per_trial=nan"],
+        ["{missing}", "config=seed", "cpus_per_trial=inf"],
+        ["{missing}", "config=seed", "rotation=inf"],
+        ["{missing}", "config=seed", "data_dir="],
+        ["{file}", "config=seed"],
+        ["{file}/runs/x", "config=seed"],
+        ["file://{missing}"],
+        ["nope://bucket/x", "config=seed"],
+        ["-x"],
         ["config=seed"],  # the run folder must come first
         [],
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, capsys, args) -> None:
-    missing = tmp_path / "runs" / "missing"
-    argv = [a.replace("{missing}", str(missing)) for a in args]
+    (tmp_path / "a-file").write_text("not a folder")
+    fill = {"{missing}": str(tmp_path / "runs" / "missing"), "{file}": str(tmp_path / "a-file")}
+    argv = [next((a.replace(k, v) for k, v in fill.items() if k in a), a) for a in args]
     assert retrain.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
-    assert not (tmp_path / "runs").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_an_unwritable_run_folder_is_refused_before_training(tmp_path, capsys) -> None:
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    if os.geteuid() == 0:  # root ignores permissions, not the immutable flag
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("root, and chattr +i is not available here")
+    else:
+        folder.chmod(0o555)
+    try:
+        assert retrain.main([str(folder / "x"), "config=seed"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{folder} is not writable by this user" in err, err
+        assert list(folder.iterdir()) == []
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        else:
+            folder.chmod(0o755)
 
 
 def test_a_folder_without_search_results_is_rejected(tmp_path, capsys) -> None:
@@ -132,37 +172,93 @@ def _fake_experiment(folder: Path) -> None:
     (report / "best.json").write_text(json.dumps(best))
 
 
-def test_the_best_trial_or_a_named_one_is_retrained(tmp_path) -> None:
+@pytest.mark.parametrize("scheme", ["", "file://"], ids=["local path", "file:// URI"])
+def test_the_best_trial_or_a_named_one_is_retrained(tmp_path, scheme) -> None:
     _fake_experiment(tmp_path)
-    plan = retrain.parse_args([str(tmp_path), "epochs=7", "seeds=2", "dense=32"])
-    assert plan.source == "best trial t_best"
+    run = f"{scheme}{tmp_path}"
+    plan = retrain.parse_args([run, "epochs=7", "seeds=2", "dense=32"])
+    assert plan.source == "best trial t_best" and plan.run == run
     assert (plan.cfg.filters, plan.cfg.lr, plan.cfg.dense, plan.cfg.epochs) == ((32, 64), 1e-3, 32, 7)
     assert plan.seeds == (0, 1)
-    plan = retrain.parse_args([str(tmp_path), "trial=t_other", "seed=5"])
+    plan = retrain.parse_args([run, "trial=t_other", "seed=5"])
     assert plan.source == "trial t_other" and plan.cfg.dense == 128 and plan.cfg.epochs == 30
     assert plan.seeds == (5, 6, 7)
     with pytest.raises(ValueError, match="not a trial"):
-        retrain.parse_args([str(tmp_path), "trial=t_nope"])
+        retrain.parse_args([run, "trial=t_nope"])
+
+
+def test_winner_files_reach_an_object_store_one_object_each(tmp_path) -> None:
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    for name, content in (("retrain.parquet", b"table"), ("model.pt", b"weights")):
+        (staging / name).write_bytes(content)
+    store = tmp_path / "store"
+    store.mkdir()
+    fs = pafs.SubTreeFileSystem(str(store), pafs.LocalFileSystem())  # not the local filesystem's type
+    retrain.upload(staging, fs, "runs/x/winner")
+    assert sorted(p.name for p in (store / "runs" / "x" / "winner").iterdir()) == ["model.pt", "retrain.parquet"]
+    assert (store / "runs" / "x" / "winner" / "model.pt").read_bytes() == b"weights"
 
 
 # ---------------------------------------------------------------- the real thing, on a local Ray
 
 
-def test_ray_session_shuts_down_after_an_exception() -> None:
+def test_ray_session_shuts_down_and_removes_its_files_after_an_exception(monkeypatch) -> None:
+    import tempfile
+
     import ray
 
-    with pytest.raises(KeyError):
-        with ray_session(num_cpus=1) as resources:
-            assert ray.is_initialized() and resources["CPU"] == 1
-            raise KeyError("boom")
-    assert not ray.is_initialized()
+    parent = tempfile.mkdtemp(prefix="t-", dir="/tmp")  # short: Ray's socket paths live below it
+    monkeypatch.setattr(session, "TEMP_PARENT", parent)
+    try:
+        with pytest.raises(KeyError):
+            with ray_session(num_cpus=1) as resources:
+                assert ray.is_initialized() and resources["CPU"] == 1
+                (own,) = os.listdir(parent)  # the session's files, in a folder of its own
+                assert glob.glob(os.path.join(parent, own, "session_*", "sockets"))
+                raise KeyError("boom")
+        assert not ray.is_initialized()
+        assert os.listdir(parent) == []
+    finally:
+        os.rmdir(parent)
+
+
+def test_a_seed_whose_worker_dies_is_retried(fmnist_dir) -> None:
+    argv = ["unused", "config=seed", "seeds=1", "epochs=1", "subset=600", f"data_dir={fmnist_dir}", *SMALL]
+    plan = retrain.parse_args(argv)  # nothing is written to the run folder: train_seeds returns the results
+    split, (test_images, test_labels) = retrain.load_data(plan)
+    test = (test_images[:500], test_labels[:500])
+    killed: list[int] = []
+
+    def kill_the_first_attempt() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+                try:
+                    if open(cmdline, "rb").read().startswith(b"ray::retrain_seed"):
+                        pid = int(cmdline.split("/")[2])
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                        return
+                except OSError:  # a process that ended meanwhile
+                    continue
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_first_attempt)
+    with ray_session(num_cpus=1):
+        killer.start()
+        (out,) = retrain.train_seeds(plan, split, test, log=lambda line: None)
+        killer.join()
+    assert killed, "never saw the seed's task running"
+    assert out["seed"] == 0 and len(out["epochs"]) == 1 and out["device"] == "cpu"
 
 
 @pytest.fixture(scope="module")
 def retrained(tmp_path_factory, fmnist_dir) -> tuple[Path, str]:
-    """2 seeds x 1 epoch on 3,000 training images, into a run folder that does not exist yet."""
+    """2 seeds x 1 epoch on 3,000 training images, into a run folder that does not exist yet, given
+    as a file:// URI (as a search stored at a URI would be)."""
     run = tmp_path_factory.mktemp("retrain") / "runs" / "tiny"
-    argv = [str(run), "config=seed", "seeds=2", "epochs=1", "subset=3000", f"data_dir={fmnist_dir}", *SMALL]
+    argv = [f"file://{run}", "config=seed", "seeds=2", "epochs=1", "subset=3000", f"data_dir={fmnist_dir}", *SMALL]
     code = subprocess.run([sys.executable, "-m", "search.retrain", *argv], cwd=REPO, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     assert code.returncode == 0, code.stderr[-3000:]
@@ -172,7 +268,7 @@ def retrained(tmp_path_factory, fmnist_dir) -> tuple[Path, str]:
 @pytest.mark.slow
 def test_retrain_writes_the_winner_folder(retrained) -> None:
     run, stdout = retrained
-    assert sorted(p.name for p in run.iterdir()) == ["winner"]  # no temporary folder left behind
+    assert sorted(p.name for p in run.iterdir()) == ["winner"]  # no temporary folder or lock left behind
     names = {p.name for p in (run / "winner").iterdir()}
     assert names == {f"{t}.parquet" for t in WINNER_TABLES} | set(FIGURES) | {"model.pt", "model.onnx"}
     assert "test accuracy over 2 seeds" in stdout and "92.74%" in stdout
