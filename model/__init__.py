@@ -12,7 +12,8 @@ _EXPORTS = {
     "build": "model.net", "count_parameters": "model.net", "to_input": "model.net",
     "Augmentation": "model.augment", "augment": "model.augment",
     "CLASSES": "model.data", "DataError": "model.data", "Split": "model.data",
-    "EpochMetrics": "model.trainer", "Trainer": "model.trainer", "train": "model.trainer",
+    # Not `train`: that name is the command-line module model.train (python -m model.train).
+    "EpochMetrics": "model.trainer", "Trainer": "model.trainer",
 }
 __all__ = list(_EXPORTS)
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from model.config import Config
-from model.net import build
+from model.net import build, to_input
 
 FORMAT = 1
 INPUT_NAME, OUTPUT_NAME, BATCH_DIM = "images", "logits", "batch"
@@ -134,5 +134,5 @@ def torch_logits(net: nn.Module, images: np.ndarray, batch: int = 2048) -> np.nd
     with torch.inference_mode():
         for i in range(0, len(images), batch):
             x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch])).to(device)
-            out.append(net(x.unsqueeze(1).float().div_(255)).float().cpu().numpy())
+            out.append(net(to_input(x)).float().cpu().numpy())
     return np.concatenate(out) if out else np.empty((0, 10), np.float32)

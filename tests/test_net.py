@@ -310,3 +310,13 @@ def test_flags_parse_from_text_and_values(text, value):
 def test_a_flag_that_is_not_true_or_false_is_refused():
     with pytest.raises(ValueError, match="residual='maybe'"):
         Config.from_flat({"residual": "maybe"})
+
+
+def test_model_train_is_the_command_module_only():
+    import importlib
+
+    assert "train" not in model.__all__
+    assert importlib.import_module("model.train").__name__ == "model.train"
+    from model.trainer import train  # the function lives with the Trainer
+
+    assert callable(train)
