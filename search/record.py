@@ -1,0 +1,258 @@
+"""`python -m search.record space=NAME configs=N [key=value ...]`: learning curves to replay searches on.
+
+Draws N configurations of the space at random (seeded), trains every one to max_epochs with no
+early stopping, a few at a time as Ray Tune trials (the search's own trainable), and writes the
+usual report tables plus record.json: which space and width, data, budget, machines and device
+produced the curves (see search.records). `repeats=R` trains the first R configurations a second
+time with another weight seed: the seed-to-seed spread that the replay adds to its predictions.
+
+    python -m search.record space=full configs=120 repeats=8 width=0.125 max_epochs=8 subset=3000 val_size=2000
+    python -m search.record space=full configs=150 repeats=10 max_epochs=15 subset=10000 \\
+        budget=standard gpus_per_trial=0.25 concurrency=8 data_dir=... storage=...
+
+Keys: those of search.run (budget, max_epochs, concurrency, cpus_per_trial, gpus_per_trial,
+subset, val_size, seed, name, storage, address, data_dir, shared, verbose), except trials, grace
+and eta (a record stops nothing early); plus configs, repeats and width (channel counts times
+width: search.records). seed draws the configurations. A record is made in one go: an interrupted
+one keeps its finished trials (the replay uses completed trials only) but cannot be resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from importlib.metadata import version
+
+import numpy as np
+import ray
+from ray import tune
+from ray.tune.search import Searcher
+from ray.tune.search.sample import Domain
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from model import data as fmnist
+from model import overrides
+from model.config import Config
+from results.collect import collect
+from results.load import load
+from results.schema import join, write_json
+from search import run
+from search.records import RECORD_FILE, params_to_json, searched, space_params
+
+OWN_KEYS = ("configs", "repeats", "width")
+NOT_FOR_A_RECORD = {"trials": "give configs=N", "grace": "a record stops nothing early",
+                    "eta": "a record stops nothing early", "resume": "a record is made in one go"}
+KEYS = (*OWN_KEYS, *(k for k in run.KEYS if k not in NOT_FOR_A_RECORD))
+
+
+@dataclass(frozen=True)
+class RecordSettings:
+    run: run.Settings  # trials = configs + repeats; grace = max_epochs (no rung before the end)
+    configs: int
+    repeats: int
+    width: float
+
+    def params(self) -> dict:
+        """The flat trial config: preset, schedule length, then the (narrowed) space's domains."""
+        return {**run.param_space(self.run), **space_params(self.run.space, self.width)}
+
+
+def parse(argv: list[str]) -> RecordSettings:
+    """RecordSettings from key=value arguments; ValueError (one line, the accepted values) otherwise."""
+    for arg in argv:
+        key = arg.partition("=")[0]
+        if key in NOT_FOR_A_RECORD:
+            raise ValueError(f"{key} is not a key of a record ({NOT_FOR_A_RECORD[key]}); valid keys: {', '.join(KEYS)}")
+    args = overrides.parse(argv, KEYS)
+    configs = overrides.parse_int("configs", args.pop("configs", "0"), 1)
+    repeats = overrides.parse_int("repeats", args.pop("repeats", "0"), 0)
+    width = overrides.parse_float("width", args.pop("width", "1"), 0)
+    if repeats > configs:
+        raise ValueError(f"repeats={repeats} exceeds configs={configs}: only recorded configurations can be repeated")
+    space = args.get("space", "")
+    args.setdefault("name", f"record-{space}-{args.get('budget', 'smoke')}")
+    settings = run.parse([f"{k}={v}" for k, v in args.items()] + [f"trials={configs + repeats}", "grace=1"])
+    settings = replace(settings, grace=settings.max_epochs)
+    domains = searched(space_params(space, width))
+    if repeats and "seed" in domains:
+        raise ValueError(f"space={space} searches seed, so a repeat would be another configuration; use repeats=0")
+    return RecordSettings(run=settings, configs=configs, repeats=repeats, width=width)
+
+
+def draw(rs: RecordSettings) -> list[dict]:
+    """configs flat configurations drawn from the space with generator seed `seed`, each repeat
+    right after its original (so an interrupted record still has its pairs)."""
+    rng = np.random.default_rng(rs.run.seed)
+    params = rs.params()
+    points = []
+    for _ in range(rs.configs):
+        values = {k: v.sample(random_state=rng) if isinstance(v, Domain) else v for k, v in params.items()}
+        points.append(Config.from_flat(values).to_flat())  # plain Python values, as Parquet and JSON keep them
+    paired = [p for point in points[: rs.repeats] for p in (point, {**point, "seed": point["seed"] + 1})]
+    return paired + points[rs.repeats :]
+
+
+class RecordedConfigs(Searcher):
+    """Hands out a fixed list of flat configurations, in order, then FINISHED."""
+
+    def __init__(self, points: list[dict]) -> None:
+        super().__init__()
+        self.points = points
+        self.given = 0
+
+    def suggest(self, trial_id: str) -> dict | str:
+        if self.given == len(self.points):
+            return Searcher.FINISHED
+        self.given += 1
+        return self.points[self.given - 1]
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass  # nothing to learn: the list is fixed
+
+    # Tune saves every searcher with the experiment state.
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "w") as f:
+            json.dump({"points": self.points, "given": self.given}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path) as f:
+            self.__dict__.update(json.load(f))
+
+
+def record(rs: RecordSettings, split: fmnist.Split, data_source: str) -> int:
+    from search.engine import quiet, trial_name  # engine imports the trainer: torch
+    from search.progress import Progress
+    from search.ray_session import ray_session
+    from search.storage import resolve
+    from search.trainable import train_trial
+
+    s = rs.run
+    points = draw(rs)
+    if not s.verbose:
+        quiet()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with ray_session(s.address, verbose=s.verbose) as resources:
+        if not s.address and s.gpus_per_trial > resources.get("GPU", 0):
+            return overrides.reject(ValueError(f"gpus_per_trial={s.gpus_per_trial} but this machine has "
+                                               f"{resources.get('GPU', 0):g} GPUs; use gpus_per_trial=0 or address="))
+        trainable = tune.with_resources(
+            tune.with_parameters(train_trial, split=split), {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=run.METRIC,
+                mode=run.MODE,
+                search_alg=RecordedConfigs(points),  # no scheduler: FIFO, every trial to max_epochs
+                num_samples=len(points),
+                max_concurrent_trials=s.concurrency,
+                reuse_actors=True,
+                trial_name_creator=trial_name,
+                trial_dirname_creator=trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=s.name,
+                storage_path=resolve(s.storage),  # absolute: Tune fails on a relative local path
+                callbacks=[Progress(len(points), s.max_epochs, shown=sorted(searched(rs.params())))],
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=run.MAX_FAILURES),
+                verbose=2 if s.verbose else 0,
+            ),
+        )
+        write_json({**s.recorded(), "started": started}, join(s.experiment, run.RUN_FILE))  # results.collect reads it
+        clock = time.monotonic()
+        tuner.fit()
+        wall = time.monotonic() - clock
+        collect(s.experiment)
+        exp = load(s.experiment)
+        machines = describe_nodes(sorted(set(exp.epochs["node"])), s.gpus_per_trial)
+    meta = metadata(rs, data_source, machines, started, wall, exp.status_counts())
+    write_json(meta, join(s.experiment, RECORD_FILE))
+    counts = ", ".join(f"{n} {status}" for status, n in meta["trials"].items())
+    print(f"recorded {counts} in {wall / 60:.1f} min on {meta['device']}; the record is {s.location}")
+    return 0 if meta["trials"].get("completed", 0) == len(points) else 1
+
+
+def metadata(rs: RecordSettings, data_source: str, machines: list[dict], started: str, wall: float, counts: dict) -> dict:
+    s = rs.run
+    devices = sorted({m["device"] for m in machines})
+    return {
+        "space": s.space,
+        "width": rs.width,
+        "params": params_to_json(space_params(s.space, rs.width)),  # the space drawn from, as spaces/ has it now
+        "configs": rs.configs,
+        "repeats": rs.repeats,
+        "seed": s.seed,  # of the configurations' draw
+        "max_epochs": s.max_epochs,
+        "subset": s.subset,  # training images; null = all 54,000 left after validation
+        "val_size": s.val_size,
+        "validation_seed": fmnist.SPLIT_SEED,  # every search and record validates on the same images
+        "data_source": data_source,
+        "budget": s.budget,
+        "concurrency": s.concurrency,
+        "cpus_per_trial": s.cpus_per_trial,
+        "gpus_per_trial": s.gpus_per_trial,
+        "device": devices[0] if len(devices) == 1 else "mixed: " + ", ".join(devices),
+        "machines": machines,
+        "versions": {name: version(name) for name in ("torch", "ray", "optuna")},
+        "started": started,
+        "wall_seconds": round(wall, 1),
+        "trials": counts,
+    }
+
+
+def describe_nodes(nodes: list[str], gpus_per_trial: float) -> list[dict]:
+    """Host, CPU and the device a trial trains on, for each node that ran epochs ("host:nodeid8")."""
+    alive = {n["NodeID"][:8]: n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    machines = []
+    for node in nodes:
+        full_id = alive.get(node.rpartition(":")[2])
+        if full_id is None:  # a spot node reclaimed since: its epochs say which host it was
+            machines.append({"node": node, "hostname": node.rpartition(":")[0], "cpu": "unknown", "device": "unknown"})
+            continue
+        # The same GPU share as a trial: on a GPU node it then sees the device a trial sees.
+        probe = _machine.options(num_gpus=gpus_per_trial,
+                                 scheduling_strategy=NodeAffinitySchedulingStrategy(full_id, soft=False))
+        machines.append({"node": node, **ray.get(probe.remote())})
+    return machines
+
+
+@ray.remote(num_cpus=0)
+def _machine() -> dict:
+    from search.devices import assigned_device  # the device choice of search.trainable
+
+    device = assigned_device()
+    if device != "cpu":
+        import torch
+
+        device = torch.cuda.get_device_name(device)
+    cpu = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    return {
+        "hostname": socket.gethostname(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "device": device,
+    }
+
+
+def main(argv: list[str]) -> int:
+    try:
+        rs = parse(argv)
+        source = fmnist.find(rs.run.data_dir)
+        split = fmnist.load_split(rs.run.data_dir, rs.run.val_size, rs.run.subset)
+    except ValueError as e:
+        return overrides.reject(e)
+    return record(rs, split, str(source))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,190 @@
+"""What a record of learning curves is: a folder with record.json and the usual report tables.
+
+    RECORD/record.json              what produced the curves: space (its name, width and every
+                                    domain), data, budget, machines, device, versions (search.record)
+    RECORD/report/trials.parquet    one row per trial (results.schema.TRIALS)
+    RECORD/report/epochs.parquet    one row per trial and epoch (results.schema.EPOCHS)
+
+An experiment folder written by `python -m search.record` is a record as it stands; a copy of just
+these three files (benchmarks/records/...) is one too. Only completed trials (trained to
+max_epochs) are curves: the replay (search.replay) never sees a partial one.
+
+A record may be made with narrower networks than its space names (`width`): every channel count
+in `filters` and `dense` is multiplied by it, so `full` at width 0.125 searches filters 4,8 ...
+16,32 and dense 0, 16, 32, 64, at about 1/64 of the convolutions' cost.
+
+A record carries its space: record.json keeps every domain ("params") as it was drawn from, and a
+replayed search searches exactly that, whatever spaces/ says today, so that every proposal lies
+where curves were recorded. The keys it did not vary take the values its trials were trained with.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from ray import tune
+from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform, Uniform
+
+import spaces
+from model.config import Config
+from results.schema import CONFIG_COLUMNS, EPOCHS, REPORT_FOLDER, TRIALS, is_file, join, locate, read_json
+
+RECORD_FILE = "record.json"
+WIDTH_KEYS = ("filters", "dense")  # the Config fields that are channel counts
+# Records replayed together must agree on these: curves of different data, schedule lengths or
+# devices do not mix.
+COMPARABLE = ("space", "width", "params", "max_epochs", "subset", "val_size", "device")
+
+
+def scaled(value: Any, width: float) -> Any:
+    """One `filters` ("64,128") or `dense` (256) value times `width`; at least 1 channel, 0 stays 0."""
+    if isinstance(value, str):
+        return ",".join(str(max(1, round(int(c) * width))) for c in value.split(","))
+    return 0 if value == 0 else max(1, round(value * width))
+
+
+def space_params(space: str, width: float) -> dict[str, Any]:
+    """The space's PARAMS (Tune domains or fixed values) with channel counts times `width`."""
+    if width <= 0:
+        raise ValueError(f"width={width}: must be positive (1 keeps the space's channel counts)")
+    params = dict(spaces.get(space).PARAMS)
+    for key in WIDTH_KEYS:
+        value = params.get(key)
+        if isinstance(value, Categorical):
+            # dict.fromkeys: narrowing can map two choices onto one; keep each once, in order.
+            params[key] = tune.choice(list(dict.fromkeys(scaled(c, width) for c in value.categories)))
+        elif value is not None:
+            params[key] = scaled(value, width)
+    return params
+
+
+# How record.json writes a space: {key: {"choice": [...]}, {"uniform": [low, high]}, ...}; "randint"
+# and "lograndint" exclude high, as Tune's do; {"fixed": value} for a key the space does not vary.
+_DOMAINS = {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint,
+            "lograndint": tune.lograndint}
+
+
+def params_to_json(params: dict[str, Any]) -> dict[str, dict]:
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, Categorical):
+            out[key] = {"choice": list(value.categories)}
+        elif isinstance(value, (Float, Integer)) and isinstance(value.get_sampler(), (Uniform, LogUniform)):
+            kind = ("log" if isinstance(value.get_sampler(), LogUniform) else "")
+            kind += "uniform" if isinstance(value, Float) else "randint"
+            out[key] = {kind: [value.lower, value.upper]}
+        elif isinstance(value, Domain):
+            raise ValueError(f"{key}: a record keeps choice, (log)uniform and (log)randint domains, not {value}")
+        else:
+            out[key] = {"fixed": value}
+    return out
+
+
+def params_from_json(recorded: dict[str, dict]) -> dict[str, Any]:
+    out = {}
+    for key, spec in recorded.items():
+        ((kind, value),) = spec.items()
+        out[key] = value if kind == "fixed" else tune.choice(value) if kind == "choice" else _DOMAINS[kind](*value)
+    return out
+
+
+def searched(params: dict[str, Any]) -> dict[str, Domain]:
+    """The keys a search varies: the Tune domains among a space's PARAMS."""
+    return {k: v for k, v in params.items() if isinstance(v, Domain)}
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: DataFrames do not compare to a single bool
+class Record:
+    paths: tuple[str, ...]
+    meta: tuple[dict, ...]  # each path's record.json
+    trials: pd.DataFrame  # completed trials only; trial ids prefixed "r{i}-" when several records
+    epochs: pd.DataFrame  # their epochs
+
+    @property
+    def space(self) -> str:
+        return self.meta[0]["space"]
+
+    @property
+    def width(self) -> float:
+        return self.meta[0]["width"]
+
+    @property
+    def max_epochs(self) -> int:
+        return self.meta[0]["max_epochs"]
+
+    @property
+    def device(self) -> str:
+        return self.meta[0]["device"]
+
+    def params(self) -> dict[str, Any]:
+        """The space the record was drawn from: Tune domains and fixed values."""
+        return params_from_json(self.meta[0]["params"])
+
+    def param_space(self) -> dict[str, Any]:
+        """A replayed search's flat trial config: what the record's trials were trained with (each
+        key's most common value: repeats differ in seed), its schedule length, its space."""
+        trained = {name: self.trials[name].mode().iloc[0] for name in CONFIG_COLUMNS}
+        return {**Config.from_flat(trained).to_flat(), "epochs": self.max_epochs, **self.params()}
+
+
+def load(paths: list[str] | tuple[str, ...] | str) -> Record:
+    """One or several records (a list, or "PATH,PATH"), concatenated; ValueError when they do not fit together."""
+    if isinstance(paths, str):
+        paths = [p for p in paths.split(",") if p]
+    if not paths:
+        raise ValueError("give at least one record folder (written by python -m search.record)")
+    metas, trials, epochs = [], [], []
+    for i, path in enumerate(map(os.fspath, paths)):
+        meta = read_meta(path)
+        report = join(path, REPORT_FOLDER)
+        t = read_report_table(join(report, "trials.parquet"), TRIALS)
+        e = read_report_table(join(report, "epochs.parquet"), EPOCHS)
+        t = t[t["status"] == "completed"]
+        e = e[e["trial_id"].isin(t["trial_id"]) & (e["epoch"] <= meta["max_epochs"])]
+        if len(paths) > 1:  # Tune's trial ids are unique within one experiment only
+            t, e = t.assign(trial_id=f"r{i}-" + t["trial_id"]), e.assign(trial_id=f"r{i}-" + e["trial_id"])
+        metas.append(meta)
+        trials.append(t)
+        epochs.append(e)
+    for path, meta in zip(paths[1:], metas[1:]):
+        differ = [k for k in COMPARABLE if meta[k] != metas[0][k]]
+        if differ:
+            pairs = ", ".join("the space's domains" if k == "params" else f"{k}={meta[k]!r} vs {metas[0][k]!r}" for k in differ)
+            raise ValueError(f"{path} does not fit with {paths[0]}: {pairs}")
+    record = Record(
+        paths=tuple(map(os.fspath, paths)),
+        meta=tuple(metas),
+        trials=pd.concat(trials, ignore_index=True),
+        epochs=pd.concat(epochs, ignore_index=True).sort_values(["trial_id", "epoch"], ignore_index=True),
+    )
+    if record.trials.empty:
+        raise ValueError(f"{', '.join(record.paths)}: no completed trial to replay")
+    return record
+
+
+def read_meta(path: str) -> dict:
+    file = join(path, RECORD_FILE)
+    if not is_file(file):
+        raise ValueError(f"{path} is not a record: it has no {RECORD_FILE} (make one with python -m search.record)")
+    return read_json(file)
+
+
+def read_report_table(path: str, schema: pa.Schema) -> pd.DataFrame:
+    """A report table of a record made by an older checkout: Config fields added since are filled
+    with Config's defaults (a new field's default keeps the old behaviour, which is what trained
+    the record); any other column of `schema` must be there."""
+    fs, inner = locate(path)
+    frame = pq.read_table(inner, filesystem=fs).to_pandas()
+    defaults = Config().to_flat()
+    for name in schema.names:
+        if name not in frame and name in defaults:
+            frame[name] = defaults[name]
+    missing = [name for name in schema.names if name not in frame]
+    if missing:
+        raise ValueError(f"{path} lacks the columns {', '.join(missing)}: not a report table of a record")
+    return frame[schema.names]
