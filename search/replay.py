@@ -1,0 +1,235 @@
+"""Searches that train nothing: a Tune trainable that answers every configuration from a record.
+
+The searcher, the scheduler and the callbacks are the real ones; only the training is replaced.
+For a proposed configuration the trainable reports, epoch by epoch, the keys search.trainable
+reports (epoch, train/val loss and accuracy, lr, seconds, images_per_second, params, node):
+
+- **recorded**: when the record holds the configuration (equal on every searched key), one of its
+  recorded curves, exactly (one of its seeds, drawn when it holds several);
+- **predicted** otherwise, by k-nearest neighbours (`Surrogate`). Each searched key is scaled to
+  [0, 1]: log-uniform ones on a log scale, uniform and integer ones linearly, categories of
+  numbers by their rank; other categorical keys count 1 when they differ, 0 when equal. Distance
+  is Euclidean. The prediction is the average of the K nearest recorded configurations' curves
+  (each averaged over its seeds), weighted by 1 / distance, epoch by epoch and key by key: between
+  two neighbours A and B that is the straight line, A + t (B - A) at fraction t of the way. lr is
+  the exception: the neighbours' schedules (lr / their peak lr) times this configuration's peak lr.
+  Then seed-to-seed noise, as recorded: the difference of the two seeds of one of the record's
+  repeated configurations, drawn at random, with a random sign, divided by sqrt(2) (it then has one
+  seed's variance and the recorded correlation between epochs and keys). Accuracies are clipped to
+  [0, 1], the rest to >= 0. A record without repeats gives predictions without noise. params is
+  unknown (null) for a prediction.
+
+The random draws come from a generator seeded by the search's seed and the configuration, so a
+configuration gets the same answer every time in a search of that seed.
+
+`seconds` is simulated: the recorded (or predicted) seconds of the epoch on the recording device;
+summed by results.collect it is the trials' simulated device-seconds. Each epoch sleeps
+`time_scale` times its seconds, so that results reach the searcher and the scheduler in about the
+order they would on the recording machine (at time_scale 0.01 a 2 s epoch sleeps 20 ms; Tune's
+own work per result, milliseconds, and per trial start, tenths of a second, comes on top and is not
+simulated). `node` says "replay:recorded" or "replay:predicted".
+
+No checkpoints: a retried or resumed trial replays its curve from epoch 1 again, the same curve
+(same seed, same configuration); results.collect keeps one row per epoch, and ASHA and the
+searchers skip epochs they have already seen. The report comes out as without the interruption.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ray import tune
+from ray.tune.logger import JsonLoggerCallback
+from ray.tune.search import BasicVariantGenerator
+from ray.tune.search.sample import Categorical, Float, Integer, LogUniform, Uniform
+
+from results.schema import join, write_json
+from search.records import Record, searched
+
+CURVE_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_second")
+NEIGHBOURS = 5  # K; on the CPU record every K from 2 to 12 predicts about as badly (benchmarks/search_efficiency.py --loo)
+REPLAY_CPUS = 0.01  # a replayed trial only sleeps: the search's concurrency is not limited by local CPUs
+EPOCH_SLEEP = 0.05  # real seconds the record's median epoch sleeps in `python -m search.run replay=...`
+
+
+@dataclass(frozen=True)
+class Answer:
+    curves: dict[str, np.ndarray]  # CURVE_KEYS -> one value per epoch
+    source: str  # "recorded" or "predicted"
+    params: int | None  # trainable parameters; None when predicted
+
+
+class Surrogate:
+    """A record's curves, looked up or predicted for any configuration of the record's space."""
+
+    def __init__(self, record: Record, neighbours: int = NEIGHBOURS) -> None:
+        self.domains = searched(record.params())
+        self.keys = tuple(sorted(self.domains))
+        self.neighbours = neighbours
+        self.max_epochs = record.max_epochs
+        runs: dict[tuple, list[np.ndarray]] = {}  # configuration -> its recorded runs [key, epoch]
+        self.params: dict[tuple, int] = {}
+        self.peak_lr: dict[tuple, float] = {}
+        by_trial = {tid: e for tid, e in record.epochs.groupby("trial_id")}
+        for row in record.trials.to_dict("records"):
+            key = self.key(row)
+            curve = by_trial[row["trial_id"]].sort_values("epoch")
+            runs.setdefault(key, []).append(curve[list(CURVE_KEYS)].to_numpy(dtype=float).T)
+            self.params[key], self.peak_lr[key] = int(row["params"]), float(row["lr"])
+        self.runs = runs
+        self.points = list(runs)
+        self.encoded = np.stack([self.encode(dict(zip(self.keys, p))) for p in self.points])
+        self.means = np.stack([np.mean(runs[p], axis=0) for p in self.points])  # [point, key, epoch]
+        pairs = [r for r in runs.values() if len(r) > 1]
+        self.noise = np.stack([(r[0] - r[1]) / math.sqrt(2) for r in pairs]) if pairs else None
+
+    def key(self, config: dict) -> tuple:
+        """The searched keys' values as plain Python values: equal configurations, equal keys."""
+        return tuple(np.asarray(config[k]).item() for k in self.keys)
+
+    def encode(self, config: dict) -> np.ndarray:
+        """The configuration as a point in [0, 1]^d (see the module docstring)."""
+        parts: list[float] = []
+        for k in self.keys:
+            domain, value = self.domains[k], np.asarray(config[k]).item()
+            if isinstance(domain, Categorical):
+                categories = list(domain.categories)
+                if value not in categories:
+                    raise ValueError(f"{k}={value!r} is not in the record's space; choose one of {categories}")
+                numbers = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in categories)
+                if numbers:
+                    parts.append(categories.index(value) / max(len(categories) - 1, 1))
+                else:  # one-hot / sqrt(2): two different categories are 1 apart
+                    parts.extend((c == value) / math.sqrt(2) for c in categories)
+            elif isinstance(domain, (Float, Integer)):
+                lower, upper = domain.lower, domain.upper - (1 if isinstance(domain, Integer) else 0)  # randint excludes upper
+                sampler = domain.get_sampler()
+                if isinstance(sampler, LogUniform):
+                    value, lower, upper = math.log(value), math.log(lower), math.log(upper)
+                elif not isinstance(sampler, Uniform):
+                    raise ValueError(f"{k}: the replay scales uniform and log-uniform domains only, not {sampler}")
+                parts.append((value - lower) / (upper - lower) if upper > lower else 0.0)
+            else:
+                raise ValueError(f"{k}: the replay cannot scale a {type(domain).__name__} domain")
+        return np.asarray(parts)
+
+    def predict(self, config: dict) -> dict[str, np.ndarray]:
+        """The noise-free prediction: 1/distance-weighted mean of the K nearest configurations."""
+        distances = np.linalg.norm(self.encoded - self.encode(config), axis=1)
+        nearest = np.argsort(distances, kind="stable")[: self.neighbours]
+        weights = 1.0 / np.maximum(distances[nearest], 1e-12)
+        weights /= weights.sum()
+        mean = np.tensordot(weights, self.means[nearest], axes=1)  # [key, epoch]
+        lr = CURVE_KEYS.index("lr")
+        schedules = self.means[nearest, lr] / np.array([self.peak_lr[self.points[i]] for i in nearest])[:, None]
+        mean[lr] = float(config["lr"]) * (weights @ schedules)
+        return dict(zip(CURVE_KEYS, mean))
+
+    def answer(self, config: dict, seed: int) -> Answer:
+        """What the replay reports for `config` in a search with seed `seed` (module docstring)."""
+        key = self.key(config)
+        rng = np.random.default_rng(_entropy(seed, key))
+        if key in self.runs:
+            runs = self.runs[key]
+            return Answer(dict(zip(CURVE_KEYS, runs[rng.integers(len(runs))])), "recorded", self.params[key])
+        curves = self.predict(config)
+        if self.noise is not None:
+            noise = self.noise[rng.integers(len(self.noise))] * rng.choice((-1.0, 1.0))
+            curves = {k: curves[k] + noise[i] for i, k in enumerate(CURVE_KEYS)}
+        curves = {k: np.clip(v, 0.0, 1.0 if k.endswith("_acc") else None) for k, v in curves.items()}
+        return Answer(curves, "predicted", None)
+
+
+def _entropy(seed: int, key: tuple) -> int:
+    """A stable integer from the search seed and the configuration (Python's hash() is salted per process)."""
+    text = json.dumps([seed, *key], default=str)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def replay_trial(config: dict, surrogate: Surrogate, seed: int, time_scale: float) -> None:
+    """The Tune function trainable of a replay; `surrogate` arrives through tune.with_parameters."""
+    answer = surrogate.answer(config, seed)
+    for epoch in range(surrogate.max_epochs):
+        values = {k: float(v[epoch]) for k, v in answer.curves.items()}
+        time.sleep(time_scale * values["seconds"])
+        tune.report({"epoch": epoch + 1, **values, "params": answer.params, "node": f"replay:{answer.source}"})
+
+
+def replay_trainable(surrogate: Surrogate, seed: int, time_scale: float) -> Any:
+    """The trainable to hand a Tuner in place of search.trainable's; the surrogate goes to the object store once."""
+    return tune.with_resources(
+        tune.with_parameters(replay_trial, surrogate=surrogate, seed=seed, time_scale=time_scale), {"cpu": REPLAY_CPUS}
+    )
+
+
+def replay_tuner(
+    trainable: Any, record: Record, run: dict, *, time_scale: float, search_alg, scheduler, storage: str,
+    callbacks: list, param_space: dict | None = None,
+) -> tune.Tuner:
+    """A Tuner whose trials replay `record`: `trainable` is replay_trainable(...) (or the name it
+    was registered under), search_alg and scheduler as the caller's search has them.
+
+    `run` is the search's run.json (search.run's keys: space, trials, max_epochs, concurrency, seed,
+    name, ... and budget_of(record)); written into storage/name with the replay's marks added, so
+    that results.collect writes the usual report. param_space: the record's (Record.param_space)
+    unless given; {} for a searcher that hands out whole configurations."""
+    from search.run import METRIC, MODE, RUN_FILE  # here: search.run imports this module (its replay= key)
+
+    write_json({**run, **replay_marks(record, time_scale)}, join(storage, run["name"], RUN_FILE))
+    return tune.Tuner(
+        trainable,
+        param_space=record.param_space() if param_space is None else param_space,
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode=MODE,
+            search_alg=search_alg,
+            scheduler=scheduler,
+            num_samples=run["trials"],
+            # Tune ignores max_concurrent_trials for a BasicVariantGenerator (it limits itself)
+            max_concurrent_trials=None if isinstance(search_alg, BasicVariantGenerator) else run["concurrency"],
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=run["name"],
+            storage_path=storage,
+            callbacks=[*callbacks, JsonLoggerCallback()],  # result.json, which results.collect reads
+            verbose=0,
+        ),
+    )
+
+
+def replay_marks(record: Record, time_scale: float) -> dict:
+    """What run.json adds for a replayed search: which curves answered it, and that seconds are simulated."""
+    return {"replay": list(record.paths), "replay_device": record.device, "time_scale": time_scale}
+
+
+def budget_of(record: Record) -> dict:
+    """The budget keys a replayed search takes from its record: the schedule length and the data
+    its curves were trained on, and the per-trial resources whose seconds it simulates."""
+    meta = record.meta[0]
+    return {"max_epochs": record.max_epochs, "subset": meta["subset"], "val_size": meta["val_size"],
+            "cpus_per_trial": meta["cpus_per_trial"], "gpus_per_trial": meta["gpus_per_trial"]}
+
+
+def time_scale_for(record: Record, epoch_sleep: float) -> float:
+    """The time_scale at which the record's median epoch sleeps `epoch_sleep` seconds."""
+    return epoch_sleep / float(np.median(record.epochs["seconds"]))
+
+
+def check_search(record: Record, space: str, **given) -> None:
+    """A replayed search searches the record's space, with its schedule length and data
+    (`given`: max_epochs, subset, val_size as the search has them); ValueError otherwise."""
+    if space != record.space:
+        raise ValueError(f"space={space} but the record holds space={record.space}: replay that space")
+    for key, value in given.items():
+        if value != budget_of(record)[key]:
+            raise ValueError(
+                f"{key}={value} but the record's curves have {key}={budget_of(record)[key]} (curves of another "
+                f"schedule length or data do not answer for these): leave {key} out, or give the record's value"
+            )
