@@ -11,6 +11,8 @@ import math
 import typing
 from dataclasses import dataclass, fields, replace
 
+from model.registry import Registry
+
 ACTIVATIONS = ("relu", "gelu", "silu", "elu")
 LR_BATCH = 64  # the batch size at which `lr` is the optimizer's own learning rate (the report's)
 IMAGE_SIZE = 28  # Fashion-MNIST images are 28x28, one channel
@@ -200,16 +202,13 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name}={value!r}: choose one of {', '.join(choices)}")
 
 
-PRESETS: dict[str, Config] = {
-    # The report's final network and recipe (its Table 1): BN after every conv, augmentation on.
-    "seed": Config(),
-    # The report's baseline: the same network without BatchNorm, trained without augmentation.
-    "baseline": Config(batchnorm="none", strength=0.0),
-}
-
-
-def preset(name: str) -> Config:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name]
-
+PRESETS: Registry[Config] = Registry(
+    "preset",
+    {
+        # The report's final network and recipe (its Table 1): BN after every conv, augmentation on.
+        "seed": Config(),
+        # The report's baseline: the same network without BatchNorm, trained without augmentation.
+        "baseline": Config(batchnorm="none", strength=0.0),
+    },
+)
+preset = PRESETS.lookup

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from model.registry import Registry
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -18,7 +20,7 @@ class Budget:
     val_size: int  # validation images held out of the 60,000 training images
 
 
-BUDGETS: dict[str, Budget] = {
+BUDGETS: Registry[Budget] = Registry("budget", {
     # A few minutes on 2 CPU cores: 8 short trials on a 3,000-image subset, rungs at epochs 1 and 2.
     "smoke": Budget(trials=8, max_epochs=3, grace=1, eta=2, concurrency=2, cpus_per_trial=1, gpus_per_trial=0,
                     subset=3000, val_size=1000),
@@ -30,10 +32,5 @@ BUDGETS: dict[str, Budget] = {
     # the per-trial overheads measured in a short search (efficiency ~0.4) an estimated 25-30 minutes.
     "standard": Budget(trials=128, max_epochs=30, grace=3, eta=3, concurrency=8, cpus_per_trial=1,
                        gpus_per_trial=0.25, subset=None, val_size=6000),
-}
-
-
-def get(name: str) -> Budget:
-    if name not in BUDGETS:
-        raise ValueError(f"unknown budget {name!r}; choose one of {', '.join(BUDGETS)}")
-    return BUDGETS[name]
+})
+get = BUDGETS.lookup

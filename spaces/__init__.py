@@ -5,19 +5,18 @@ from __future__ import annotations
 
 from types import ModuleType
 
+from model.registry import Registry
 from spaces import architecture, augmentation, baseline, full, regularization, seed
 
-SPACES: dict[str, ModuleType] = {
-    "seed": seed,
-    "baseline": baseline,
-    "augmentation": augmentation,
-    "architecture": architecture,
-    "regularization": regularization,
-    "full": full,
-}
-
-
-def get(name: str) -> ModuleType:
-    if name not in SPACES:
-        raise ValueError(f"unknown space {name!r}; choose one of {', '.join(SPACES)}")
-    return SPACES[name]
+SPACES: Registry[ModuleType] = Registry(
+    "space",
+    {
+        "seed": seed,
+        "baseline": baseline,
+        "augmentation": augmentation,
+        "architecture": architecture,
+        "regularization": regularization,
+        "full": full,
+    },
+)
+get = SPACES.lookup

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from registry import Registry
+from model.registry import Registry
 
 
 def test_lookup_gives_the_entry_or_one_line_naming_the_choices():

@@ -5,7 +5,7 @@
     SPACES.lookup("nope")      # ValueError: unknown space 'nope'; choose one of seed, full
     list(SPACES), SPACES["full"], SPACES.items()   # a read-only mapping, in the order given
 
-Top level, not in a package, because model/ (presets) must not import search/ or spaces/.
+In model/, the lowest layer, because model/ (presets) must not import search/ or spaces/.
 """
 
 from __future__ import annotations
