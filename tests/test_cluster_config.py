@@ -73,33 +73,35 @@ def test_cluster_rules_import_nothing_heavy():
     assert out.stdout.strip() == "[]"
 
 
-def _cluster_check(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cluster_check", str(path)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+def test_the_user_command_passes_the_real_file():
+    done = subprocess.run([sys.executable, "-m", "cluster_check", str(CLUSTER_YAML)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{CLUSTER_YAML}: passes Ray's offline validation and the project's rules\n"
 
 
-def test_the_user_command_passes_the_real_file_and_names_what_breaks_an_edited_one(tmp_path):
-    done = _cluster_check(CLUSTER_YAML)
-    assert done.returncode == 0 and "passes Ray's offline validation and the project's rules" in done.stdout, done.stderr
+def test_the_user_command_names_what_breaks_an_edited_file(tmp_path, capsys):
+    from cluster_check.__main__ import main
+
     config = load()
     _set_head_start(config, "--dashboard-host=127.0.0.1", "--dashboard-host=0.0.0.0")
     _open(8265)(config)
     edited = tmp_path / "cluster.yaml"
     edited.write_text(yaml.safe_dump(config))
-    done = _cluster_check(edited)
-    assert done.returncode == 1
-    lines = done.stdout.splitlines()
-    assert all(line.startswith(f"{edited}: ") for line in lines), done.stdout
+    assert main([str(edited)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert all(line.startswith(f"{edited}: ") for line in lines), lines
     assert "binds to 0.0.0.0" in lines[0] and "opens port 8265 (the dashboard" in lines[1]
     assert len(lines) == len(set(lines)) == 3  # the third: 8265 is not SSH; none said twice
     _first_worker(lambda t: t.pop("resources"))(config)  # Ray's own validation refuses this (AWS would be asked)
     edited.write_text(yaml.safe_dump(config))
-    done = _cluster_check(edited)
-    assert done.returncode == 1 and "Ray's own validation refuses it" in done.stdout
+    assert main([str(edited)]) == 1
+    assert "Ray's own validation refuses it" in capsys.readouterr().out
     (tmp_path / "list.yaml").write_text("- a list\n")
     for bad in (tmp_path / "missing.yaml", tmp_path / "list.yaml"):
-        done = _cluster_check(bad)
-        assert done.returncode == 2 and done.stdout == "" and len(done.stderr.strip().splitlines()) == 1
+        assert main([str(bad)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and len(err.strip().splitlines()) == 1
 
 
 def test_dashboard_is_bound_to_loopback_and_reached_over_ssh():
