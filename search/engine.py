@@ -26,7 +26,7 @@ from results.collect import collect
 from results.schema import is_file, join, locate, write_json
 from search import internals, study
 from search.asha import RungKeeper, make_scheduler
-from search.lock import Lock, LockHeld
+from search.lock import Lock, LockError
 from search.progress import Progress
 from search.ray_session import RayUnavailable, ray_session
 from search.report import INTERRUPTED, print_report
@@ -67,7 +67,7 @@ def run_search(s: Settings, split: Split) -> int:
             tuner.fit()  # Ctrl-C: Tune stops the trials, saves the experiment and returns what finished
         collect(s.experiment)
         return print_report(s.location, s.trials, s.resume_command(), MAX_FAILURES)
-    except (RayUnavailable, LockHeld) as e:
+    except (RayUnavailable, LockError) as e:
         return reject(e)
     except KeyboardInterrupt:  # a second Ctrl-C, or one before or after Tune's loop
         if is_file(join(s.experiment, RUN_FILE)):
@@ -81,15 +81,16 @@ def run_search(s: Settings, split: Split) -> int:
 
 
 def _take_lock(s: Settings) -> Lock:
-    """The experiment's lock; LockHeld (or the "exists" ValueError) when another process got there
-    first: search.run's checks looked before Ray started, this is the one that counts."""
+    """The experiment's lock; LockError when it cannot be taken, or another process got there
+    first (it holds the lock, or it started this search): search.run's checks looked before Ray
+    started, this is the one that counts."""
     lock = Lock(s.experiment, "search.run", shown=s.location)
     lock.acquire()
     if lock.note:
         print(lock.note, file=sys.stderr)
     if not s.resume and is_file(join(s.experiment, RUN_FILE)):
         lock.release()
-        raise LockHeld(f"{s.location} exists: add resume=true to continue it, or give another name=")
+        raise LockError(f"{s.location} exists: add resume=true to continue it, or give another name=")
     return lock
 
 

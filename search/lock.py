@@ -1,7 +1,7 @@
 """One process per experiment folder: an exclusive lock, the file lock.json in the folder.
 
     lock = Lock("/abs/runs/NAME", "search.run", shown="runs/NAME")
-    lock.acquire()           # LockHeld (a ValueError, one line: who holds it) when it is taken
+    lock.acquire()           # LockHeld (one line: who holds it) when it is taken; LockError when it cannot be made
     if lock.note: ...        # says whose stale lock was taken over
     try: ... finally: lock.release()
 
@@ -40,7 +40,11 @@ SETTLE_S = 1.0  # object stores: seconds between writing the marker and reading 
 MAX_BYTES = 1 << 16  # a lock file is a line of JSON
 
 
-class LockHeld(ValueError):
+class LockError(ValueError):
+    """The experiment's lock cannot be taken (one line): the folder or the file cannot be made."""
+
+
+class LockHeld(LockError):
     """Another live process holds the experiment; the message says who."""
 
 
@@ -121,13 +125,13 @@ class Lock:
             except FileExistsError:
                 pass  # made meanwhile by another process (or a file: os.open below says so)
             except OSError as e:
-                raise ValueError(f"{self.shown}: cannot create the experiment folder ({e.strerror})") from None
+                raise LockError(f"{self.shown}: cannot create the experiment folder ({e.strerror})") from None
         for attempt in range(RETRIES + 1):
             try:
                 fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except OSError as e:
                 self._remove_created()
-                raise ValueError(f"{self.shown}/{LOCK_FILE}: cannot create the lock file ({e.strerror})") from None
+                raise LockError(f"{self.shown}/{LOCK_FILE}: cannot create the lock file ({e.strerror})") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -170,7 +174,7 @@ def acquire_marker(fs: pafs.FileSystem, path: str, info: dict, shown: str) -> di
         with fs.open_output_stream(path) as out:  # one object: it appears whole
             out.write((json.dumps(info) + "\n").encode())
     except OSError as e:
-        raise ValueError(f"{shown}/{LOCK_FILE}: cannot write the lock ({e})") from None
+        raise LockError(f"{shown}/{LOCK_FILE}: cannot write the lock ({e})") from None
     time.sleep(SETTLE_S)
     current = read_marker(fs, path) or {}
     if current.get("token") != info["token"]:

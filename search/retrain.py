@@ -359,7 +359,7 @@ def main(argv: list[str]) -> int:
 
     import ray
 
-    from search.lock import Lock, LockHeld
+    from search.lock import Lock, LockError
     from search.ray_session import RayUnavailable, ray_session
     from search.report import first_error_line
 
@@ -374,7 +374,7 @@ def main(argv: list[str]) -> int:
                 print(lock.note, file=sys.stderr)
             outs = train_seeds(plan, split, test)
         check, files = _write_and_publish(plan, outs, test)
-    except (BadResources, RayUnavailable, LockHeld) as e:
+    except (BadResources, RayUnavailable, LockError) as e:
         return overrides.reject(e)
     except KeyboardInterrupt:
         print("interrupted: winner/ left as it was", file=sys.stderr)

@@ -237,10 +237,10 @@ def test_a_search_whose_every_trial_fails_exits_1_and_lists_the_errors(tmp_path)
     (tmp_path / "inject").mkdir()
     (tmp_path / "inject" / "sitecustomize.py").write_text(BREAK_TRAINING)
     env = {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "inject"), os.environ.get("PYTHONPATH")]))}
-    done = search(*SMALL, "trials=2", "max_epochs=1", "name=broken", cwd=tmp_path, env=env)
+    done = search(*SMALL, "trials=1", "max_epochs=1", "name=broken", cwd=tmp_path, env=env)
     assert done.returncode == FAILED, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    assert "every trial failed (2 of 2, each after 2 retries)" in done.stdout
+    assert "every trial failed (1 of 1, each after 2 retries)" in done.stdout
     trials, _ = report(tmp_path / "runs" / "broken")
     assert set(trials["status"]) == {"error"}
     for trial_id in trials["trial_id"]:
