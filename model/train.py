@@ -57,6 +57,7 @@ def prepare(argv: list[str]) -> tuple[Config, dict, fmnist.Split]:
 
 
 def main(argv: list[str]) -> int:
+    from rich import box
     from rich.console import Console
     from rich.live import Live
     from rich.table import Table
@@ -68,16 +69,21 @@ def main(argv: list[str]) -> int:
         cfg, run, split = prepare(argv)
     except ValueError as e:
         return overrides.reject(e)
-    table = Table(title=f"{len(split.train_images):,} training / {len(split.val_images):,} validation images")
-    for column in ("epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds", "img/s"):
-        table.add_column(column, justify="right")
+    # Borderless and short-headed: 8 columns fit 80 characters without cutting a number.
+    table = Table(
+        title=f"{len(split.train_images):,} training / {len(split.val_images):,} validation images",
+        box=box.SIMPLE,
+        pad_edge=False,
+    )
+    for column in ("epoch", "train loss", "train acc", "val loss", "val acc", "lr", "s", "img/s"):
+        table.add_column(column, justify="right", no_wrap=True)
     console = Console()
     with Live(table, console=console, auto_refresh=False) as live:
 
         def show(m: EpochMetrics) -> None:
             table.add_row(
-                str(m.epoch), f"{m.train_loss:.4f}", f"{m.train_acc:.4f}", f"{m.val_loss:.4f}", f"{m.val_acc:.4f}",
-                f"{m.lr:.2e}", f"{m.seconds:.1f}", f"{m.images_per_second:,.0f}",
+                str(m.epoch), f"{m.train_loss:.3f}", f"{100 * m.train_acc:.2f}%", f"{m.val_loss:.3f}",
+                f"{100 * m.val_acc:.2f}%", f"{m.lr:.2e}", f"{m.seconds:.1f}", f"{m.images_per_second:,.0f}",
             )
             live.refresh()
 
@@ -85,7 +91,7 @@ def main(argv: list[str]) -> int:
     if not console.is_terminal:
         console.print()  # rich leaves the cursor after a non-terminal Live table
     val_loss, val_acc = trainer.evaluate(trainer.val_x, trainer.val_y)
-    console.print(f"final validation accuracy: {val_acc:.4f} (loss {val_loss:.4f}), {trainer.params:,} parameters")
+    console.print(f"final validation accuracy: {100 * val_acc:.2f}% (loss {val_loss:.3f}), {trainer.params:,} parameters")
     return 0
 
 

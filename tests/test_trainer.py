@@ -4,6 +4,7 @@ bad input with exit code 2 and one line on stderr."""
 from __future__ import annotations
 
 import io
+import os
 import math
 import subprocess
 import sys
@@ -237,3 +238,17 @@ def test_lr_is_per_64_images(small_split, optimizer, batch_size, factor):
 def test_the_seed_preset_trains_as_the_report():
     cfg = PRESETS["seed"]
     assert (cfg.optimizer, cfg.batch_size, cfg.step_lr(), cfg.schedule) == ("adam", 64, 5e-4, "constant")
+
+
+def test_cli_table_fits_80_columns_without_cutting_a_number():
+    env = {**os.environ, "COLUMNS": "80", "TERM": "xterm"}
+    done = subprocess.run(
+        [sys.executable, "-m", "model.train", "filters=8,16", "dense=32", "epochs=1", "subset=640", "val_size=300"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "…" not in done.stdout and all(len(line) <= 80 for line in lines)
+    header = next(line for line in lines if "train loss" in line)
+    assert header.split() == ["epoch", "train", "loss", "train", "acc", "val", "loss", "val", "acc", "lr", "s", "img/s"]
+    assert any(line.split()[:1] == ["1"] and line.rstrip().endswith(tuple("0123456789")) for line in lines)
