@@ -79,7 +79,7 @@ EPOCHS = pa.schema(
 RETRAIN = pa.schema(
     [
         ("seed", pa.int64()),
-        *_floats("test_acc", "test_loss"),
+        *_floats("test_acc", "test_acc_no_mirror", "test_loss"),  # no_mirror: = test_acc unless mirror_tta
         ("epochs", pa.int64()),
         ("seconds", pa.float64()),
         ("params", pa.int64()),

@@ -18,6 +18,9 @@ class Budget:
     gpus_per_trial: float  # fractional: 0.25 packs four trials on one GPU
     subset: int | None  # training images (stratified); None = all 54,000 left after validation
     val_size: int  # validation images held out of the 60,000 training images
+    max_params: int | None = None  # networks with more parameters are never trained (refused at suggestion)
+    gpu_hours: float | None = None  # device time the search may spend: trials' epoch seconds x their GPUs
+    cpu_hours: float | None = None  # the same for a CPU search (epoch seconds x CPUs)
 
 
 BUDGETS: Registry[Budget] = Registry("budget", {

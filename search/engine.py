@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import math
 import os
 import sys
 from datetime import datetime, timezone
@@ -18,6 +19,7 @@ from datetime import datetime, timezone
 import optuna
 import pyarrow.fs as pafs
 from ray import tune
+from ray.tune.search.sample import Domain
 
 import spaces
 from model.data import Split
@@ -31,8 +33,9 @@ from search.progress import Progress
 from search.ray_session import RayUnavailable, ray_session
 from search.report import INTERRUPTED, print_report
 from search.storage import resolve
-from search.run import MAX_FAILURES, METRIC, MODE, RUN_FILE, Settings, param_space
+from search.settings import MAX_FAILURES, METRIC, MODE, RUN_FILE, Settings, param_space
 from search.searcher import HonestOptunaSearch
+from search.spend import DeviceSpend, SpendStopper
 from search.trainable import train_trial
 
 # Tune's own console output is replaced by search.progress unless verbose=true; a snapshot of the
@@ -66,7 +69,7 @@ def run_search(s: Settings, split: Split) -> int:
             tuner = _restore(s, split) if s.resume and is_file(join(s.experiment, TUNER_FILE)) else create_tuner(s, split)
             tuner.fit()  # Ctrl-C: Tune stops the trials, saves the experiment and returns what finished
         collect(s.experiment)
-        return print_report(s.location, s.trials, s.resume_command(), MAX_FAILURES)
+        return print_report(s.location, _expected_trials(s, internals.tuner_searcher(tuner)), s.resume_command(), MAX_FAILURES)
     except (RayUnavailable, LockError) as e:
         return reject(e)
     except KeyboardInterrupt:  # a second Ctrl-C, or one before or after Tune's loop
@@ -78,6 +81,21 @@ def run_search(s: Settings, split: Split) -> int:
     finally:
         if lock is not None:
             lock.release()
+
+
+def _expected_trials(s: Settings, searcher: HonestOptunaSearch) -> int:
+    """s.trials, or the trials started when the device budget ended the search (a finished search,
+    not an interrupted one). Says what the trials spent, and what max_params refused."""
+    hours, devices = s.device_hours
+    unit = "GPU" if s.gpus_per_trial else "CPU"
+    limit = f" of {hours:g}" if hours else ""
+    print(f"device time: {searcher.spend.hours:.3g}{limit} {unit}-hours (epoch seconds x {devices:g} {unit}s a trial)")
+    if searcher.refused:
+        print(f"{searcher.refused} suggested networks above max_params={s.max_params:,} were refused, never trained")
+    if hours and not searcher.spend.affords(s.grace):
+        print(f"the {unit}-hour budget is spent: the search ends here")
+        return len(internals.optuna_study(searcher).get_trials(deepcopy=False)) - searcher.refused
+    return s.trials
 
 
 def _take_lock(s: Settings) -> Lock:
@@ -118,13 +136,20 @@ def create_tuner(s: Settings, split: Split):
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         write_json({**s.recorded(), "started": started}, join(s.experiment, RUN_FILE))
     scheduler = make_scheduler(s.max_epochs, s.grace, s.eta)
+    hours, devices = s.device_hours
+    space = param_space(s)
+    searcher = HonestOptunaSearch(
+        max_epochs=s.max_epochs, seed=s.seed, journal=study.journal_path(s.experiment),
+        base={k: v for k, v in space.items() if not isinstance(v, Domain)}, max_params=s.max_params,
+        spend=DeviceSpend(hours * 3600 if hours else math.inf, devices), first_rung=s.grace,
+    )
     return tune.Tuner(
         _trainable(s, split),
-        param_space=param_space(s),
+        param_space=space,
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode=MODE,
-            search_alg=HonestOptunaSearch(max_epochs=s.max_epochs, seed=s.seed, journal=study.journal_path(s.experiment)),
+            search_alg=searcher,
             scheduler=scheduler,
             num_samples=s.trials,
             max_concurrent_trials=s.concurrency,
@@ -137,8 +162,9 @@ def create_tuner(s: Settings, split: Split):
             storage_path=resolve(s.storage),  # absolute: Tune fails on a relative local path
             callbacks=[
                 RungKeeper(scheduler, s.experiment),
-                Progress(s.trials, s.max_epochs, shown=sorted(spaces.get(s.space).PARAMS)),
+                Progress(s.trials, s.max_epochs, shown=sorted(spaces.get(s.space).PARAMS), grace=s.grace, eta=s.eta),
             ],
+            stop=SpendStopper(searcher),  # stops everything once the device budget is spent
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             verbose=2 if s.verbose else 0,

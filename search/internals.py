@@ -34,6 +34,11 @@ def optuna_trial(searcher: OptunaSearch, trial_id: str) -> optuna.Trial:
     return searcher._ot_trials[trial_id]
 
 
+def forget_trial(searcher: OptunaSearch, trial_id: str) -> None:
+    """Drop the Optuna trial behind a Tune trial id, so that the next suggest() asks a new one."""
+    del searcher._ot_trials[trial_id]
+
+
 def told(searcher: OptunaSearch) -> set[str]:
     """The Tune trial ids whose end the searcher has told Optuna (the set itself: add to it)."""
     return searcher._completed_trials

@@ -16,10 +16,10 @@ import optuna
 from rich.markup import escape
 
 from results.load import load
-from results.schema import STATUSES, is_file, join, locate
+from results.schema import is_file, join, locate
+from results.status import ERROR, FINISHED, UNFINISHED
 from results.show import top_trials_table, wide_console
 
-COMPLETED, PRUNED, ERROR, UNFINISHED = STATUSES
 FAILED = 1  # some trial ended in error
 INTERRUPTED = 130  # the shell's code for "stopped by Ctrl-C"
 TOP = 5
@@ -57,7 +57,7 @@ def print_report(location: str, trials: int, resume_command: str, retries: int) 
     console = wide_console()
     console.print(top_trials_table(exp, n=TOP))
     counts = exp.status_counts()
-    done = sum(counts.get(status, 0) for status in (COMPLETED, PRUNED, ERROR))
+    done = sum(counts.get(status, 0) for status in FINISHED)
     summary = ", ".join(f"{n} {status}" for status, n in counts.items())
     console.print(
         f"{done} of {trials} trials finished ({summary}); read the tables with  python -m results.show {location}",

@@ -43,7 +43,8 @@ from model import overrides
 from model.config import MAX_EPOCHS, MAX_SEED, PRESETS, Config, field_types, preset
 from model.data import CLASSES, Split
 from results.schema import WINNER_FOLDER, file_type, join, locate
-from results.show import REPORT_TEST_ACC
+from results.numbers import number
+from results.show import report_accuracies
 from search.storage import check_writable
 
 RETRAIN_KEYS = {
@@ -63,11 +64,6 @@ MAX_RETRIES = 2  # a seed task lost with its worker or node runs again; an error
 # ONNX vs PyTorch: logits may differ by float rounding; an argmax may only differ where PyTorch's
 # two best logits are closer than this (a tie at float32 precision).
 ONNX_TOLERANCE = 1e-3
-
-
-def report_accuracies() -> str:
-    """'report: with augmentation 92.74%, report: baseline 88.50%': the figures to beat."""
-    return ", ".join(f"{name} {100 * acc:.2f}%" for name, acc in REPORT_TEST_ACC.items())
 
 
 class BadResources(ValueError):
@@ -176,8 +172,15 @@ def retrain_seed(
     start = time.perf_counter()
     trainer = Trainer(cfg, split, "cpu" if device == "cpu" else assigned_device())
     epochs = [trainer.run_epoch() for _ in range(cfg.epochs)]
+    labels = on_device(test_labels, trainer.device)
     logits = trainer.logits(on_device(test_images, trainer.device))  # the one look at the test set
-    test_loss, test_acc = score(logits, on_device(test_labels, trainer.device))
+    test_loss, test_acc = score(logits, labels)
+    no_mirror_acc = test_acc
+    if cfg.mirror_tta:  # the same weights without the mirror average, to show what it adds
+        net = trainer.eval_net()
+        net.mirror_tta = False
+        no_mirror_acc = score(trainer.logits(on_device(test_images, trainer.device)), labels)[1]
+        net.mirror_tta = True
     return {
         "seed": cfg.seed,
         "epochs": [
@@ -186,13 +189,15 @@ def retrain_seed(
             for m in epochs
         ],
         "test_acc": test_acc,
+        "test_acc_no_mirror": no_mirror_acc,
         "test_loss": test_loss,
         "seconds": time.perf_counter() - start,
         "params": trainer.params,
         "train_images": len(split.train_images),
         "device": str(trainer.device),
         "logits": logits.float().cpu().numpy(),
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in trainer.net.state_dict().items()},
+        # What was evaluated: the weight average when cfg.ema is on.
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in trainer.eval_net().state_dict().items()},
     }
 
 
@@ -257,7 +262,8 @@ def write_winner(plan: Plan, outs: list[dict[str, Any]], test: tuple[np.ndarray,
 
     images, labels = test
     retrain = pd.DataFrame(
-        [{"seed": o["seed"], "test_acc": o["test_acc"], "test_loss": o["test_loss"], "epochs": len(o["epochs"]),
+        [{"seed": o["seed"], "test_acc": o["test_acc"], "test_acc_no_mirror": o["test_acc_no_mirror"],
+          "test_loss": o["test_loss"], "epochs": len(o["epochs"]),
           "seconds": o["seconds"], "params": o["params"]} for o in outs]
     )
     epochs = pd.DataFrame([row for o in outs for row in o["epochs"]])
@@ -343,7 +349,7 @@ def _count(n: int, noun: str) -> str:
 
 def _describe(cfg: Config) -> str:
     defaults = Config().to_flat()
-    changed = [f"{k}={v}" for k, v in cfg.to_flat().items() if defaults[k] != v and k != "seed"]
+    changed = [f"{k}={number(v)}" for k, v in cfg.to_flat().items() if defaults[k] != v and k != "seed"]
     return " ".join(changed) or "(the seed preset's values)"
 
 

@@ -17,10 +17,9 @@ is checked before Ray starts or anything is written; one process at a time works
 from __future__ import annotations
 
 import re
-import shlex
 import sys
 import typing
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, fields, replace
 
 import pyarrow.fs as pafs
 
@@ -32,65 +31,19 @@ from results.schema import file_type, is_file, join, locate, read_json
 from search import budgets
 from search.lock import LOCK_FILE, LockHeld, held_message, holder
 from search.ray_session import check_address
-from search.storage import check_writable, experiment_path, is_uri
+from search.settings import DEFAULT_STORAGE, MAX_FAILURES, METRIC, MODE, RUN_FILE, Settings, param_space
+from search.storage import check_writable, is_uri
 
-METRIC, MODE = "val_acc", "max"
-RUN_FILE = "run.json"  # the search's settings, next to Tune's files: what a resume continues
-DEFAULT_STORAGE = "runs"
-MAX_FAILURES = 2  # retries per trial, each from its last checkpoint (a lost node, a flaky GPU)
 MAX_COUNT = 1_000_000  # trials, concurrency, eta: a sane cap, far beyond any real search
 # (minimum, maximum) of each numeric search key; None: no bound.
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "trials": (1, MAX_COUNT), "max_epochs": (1, MAX_EPOCHS), "grace": (1, MAX_EPOCHS), "eta": (2, MAX_COUNT),
     "concurrency": (1, MAX_COUNT), "cpus_per_trial": (0, None), "gpus_per_trial": (0, None),
     "subset": (1, fmnist.SPLITS["train"]), "val_size": (1, fmnist.SPLITS["train"] - 1), "seed": (0, MAX_SEED),
+    "max_params": (1, None), "gpu_hours": (0, None), "cpu_hours": (0, None),
 }
+OPTIONAL = ("subset", "max_params", "gpu_hours", "cpu_hours")  # keys that take "none" (subset: "all")
 
-
-@dataclass(frozen=True)
-class Settings:
-    space: str
-    budget: str
-    trials: int
-    max_epochs: int
-    grace: int
-    eta: int
-    concurrency: int
-    cpus_per_trial: float
-    gpus_per_trial: float
-    seed: int  # Optuna's sampler
-    subset: int | None
-    val_size: int
-    name: str
-    storage: str  # as given: a local path (relative to the working directory) or a URI every node can reach
-    # Session options: how to run, not what to search; free to change on resume.
-    address: str = ""
-    data_dir: str | None = None
-    shared: bool = False  # the local storage path is a filesystem every node mounts (NFS)
-    resume: bool = False
-    verbose: bool = False
-
-    @property
-    def experiment(self) -> str:
-        """The experiment folder as Tune needs it: an absolute path or a URI."""
-        return experiment_path(self.storage, self.name)
-
-    @property
-    def location(self) -> str:
-        """The experiment folder as the user gave it, for messages."""
-        return join(self.storage, self.name)
-
-    def recorded(self) -> dict:
-        """What run.json keeps: the search itself, not how this session runs it."""
-        skip = {"address", "data_dir", "shared", "resume", "verbose"}
-        return {k: v for k, v in asdict(self).items() if k not in skip}
-
-    def resume_command(self) -> str:
-        """The command that continues this search from where it stands."""
-        given = {"name": self.name, "storage": None if self.storage == DEFAULT_STORAGE else self.storage,
-                 "address": self.address or None, "shared": "true" if self.shared else None, "data_dir": self.data_dir}
-        keys = [shlex.quote(f"{k}={v}") for k, v in given.items() if v is not None]
-        return " ".join(["python -m search.run", *keys, "resume=true"])
 
 
 SESSION_KEYS = ("name", "storage", "address", "data_dir", "shared", "resume", "verbose")
@@ -98,7 +51,7 @@ SEARCH_KEYS = ("space", "budget", *(f.name for f in fields(budgets.Budget)), "se
 KEYS = (*SEARCH_KEYS, *SESSION_KEYS)
 KEY_HELP = {
     "space": "the space to search: " + ", ".join(spaces.SPACES) + " (python -m search.run list)",
-    "budget": "smoke (8 trials, 3 epochs, 3,000 images, CPU) or standard (64 trials, 30 epochs, all data, 0.25 GPU)",
+    "budget": "smoke (8 trials, 3 epochs, 3,000 images, CPU) or standard (128 trials, 30 epochs, all data, 0.25 GPU)",
     "trials": "trials to run (overrides the budget's)",
     "max_epochs": "ASHA's max epochs, also each trial's schedule length",
     "grace": "epochs before ASHA may stop a trial (its first rung)",
@@ -108,6 +61,9 @@ KEY_HELP = {
     "gpus_per_trial": "GPUs per trial (fractions up to 1, e.g. 0.25: four trials share a GPU)",
     "subset": "training images (a stratified subset; all: every one left after validation)",
     "val_size": "validation images held out of the 60,000",
+    "max_params": "never train a network with more parameters (refused when suggested; default none)",
+    "gpu_hours": "stop when the trials have used this many GPU-hours (epoch seconds x gpus_per_trial; default none)",
+    "cpu_hours": "the same for a CPU search (epoch seconds x cpus_per_trial)",
     "seed": f"Optuna's sampler seed, 0..{MAX_SEED} (default 0)",
     "name": "the experiment's folder name (default SPACE-BUDGET)",
     "storage": f"where experiments live: a folder (default {DEFAULT_STORAGE}) or a URI (s3://...)",
@@ -170,9 +126,9 @@ def parse_search_value(key: str, text: str):
     if key in ("space", "budget"):
         (spaces.get if key == "space" else budgets.get)(text)
         return text
-    if key == "subset" and text.lower() in ("all", "none"):
+    if key in OPTIONAL and text.lower() in ("all", "none"):
         return None
-    if key in ("cpus_per_trial", "gpus_per_trial"):
+    if key in ("cpus_per_trial", "gpus_per_trial", "gpu_hours", "cpu_hours"):
         return overrides.parse_float(key, text, *RANGES[key])
     return overrides.parse_int(key, text, *RANGES[key])
 
@@ -203,7 +159,10 @@ def _recorded(storage: str, name: str, session: dict) -> Settings:
         raise ValueError(f"{file}: expected the JSON object search.run writes, found {type(record).__name__}")
     hints = typing.get_type_hints(Settings)
     values = {}
-    for key in (f.name for f in fields(Settings) if f.name not in SESSION_KEYS):
+    for field in (f for f in fields(Settings) if f.name not in SESSION_KEYS):
+        key = field.name
+        if key not in record and key in OPTIONAL:  # a search recorded before the key existed
+            continue
         if key not in record:
             raise ValueError(f"{file} lacks {key}: not a run.json written by search.run")
         values[key] = _typed(file, key, record[key], hints[key])
@@ -217,8 +176,10 @@ def _recorded(storage: str, name: str, session: dict) -> Settings:
 
 def _typed(file: str, key: str, value, hint):
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is float and numeric:
+    if (hint is float or hint == (float | None)) and numeric:
         return float(value)
+    if hint == (float | None) and value is None:
+        return None
     if (hint is int or hint == (int | None)) and numeric and value == int(value):
         return int(value)
     if (hint is str and isinstance(value, str)) or (hint == (int | None) and value is None):
@@ -255,6 +216,13 @@ def check_values(s: Settings) -> None:
         raise ValueError(f"cpus_per_trial={s.cpus_per_trial}: must be positive (a fraction such as 0.5 is fine)")
     if s.gpus_per_trial > 1 and s.gpus_per_trial != int(s.gpus_per_trial):
         raise ValueError(f"gpus_per_trial={s.gpus_per_trial}: above 1 it must be a whole number of GPUs")
+    if s.gpu_hours is not None and not s.gpus_per_trial:
+        raise ValueError(f"gpu_hours={_shown(s.gpu_hours)} but trials use no GPU (gpus_per_trial=0): give cpu_hours= instead")
+    if s.cpu_hours is not None and s.gpus_per_trial:
+        raise ValueError(f"cpu_hours={_shown(s.cpu_hours)} but trials use GPUs (gpus_per_trial={_shown(s.gpus_per_trial)}): give gpu_hours= instead")
+    for key in ("gpu_hours", "cpu_hours"):
+        if getattr(s, key) == 0:
+            raise ValueError(f"{key}=0: a budget must be positive (none: no limit)")
     if s.address and not is_uri(s.storage) and not s.shared:
         raise ValueError(
             f"storage={s.storage} is a local path, but address={s.address} joins a cluster: multi-node Tune needs "
@@ -299,12 +267,6 @@ def _names_in(folder: str) -> list[str]:
     return [info.base_name for info in fs.get_file_info(pafs.FileSelector(inner))]
 
 
-def param_space(s: Settings) -> dict:
-    """The flat trial config: the space's preset, the schedule length, then the space's domains."""
-    space = spaces.get(s.space)
-    return {**preset(space.PRESET).to_flat(), "epochs": s.max_epochs, **space.PARAMS}
-
-
 def main(argv: list[str]) -> int:
     if overrides.wants_help(argv):
         print(usage())
@@ -324,6 +286,9 @@ def main(argv: list[str]) -> int:
         split = fmnist.load_split(settings.data_dir, settings.val_size, settings.subset)
     except ValueError as e:
         return overrides.reject(e)
+    if not settings.address:  # an embedded Ray; joining a cluster can still fail, with one line
+        # The live view starts with Tune, 5-20 s from now: say what happens until then.
+        print(f"search {settings.location}: starting Ray and the first trials", file=sys.stderr, flush=True)
     from search.engine import run_search
 
     return run_search(settings, split)

@@ -13,6 +13,14 @@ Tune snapshots the searcher (save) with the rest of the experiment and restores 
 crash or SIGKILL (restore). By then the journal may hold more than the snapshot: trials asked,
 epochs reported and trials told after it, which the restored Tune does not know and runs again. So
 the snapshot carries the journal as it was, and a restore puts it back: study and Tune agree.
+
+Constraints and money. With `max_params`, a suggested network above it is never handed to Tune:
+it is told to Optuna as PRUNED with user attributes refused=True and its parameter count, and TPE,
+given the parameter count as a constraint (Trial.set_constraint), learns to avoid the region; another
+configuration is asked for instead, so a refusal is not a trial. With a device budget (`spend`,
+search.spend) it starts no trial the rest cannot pay for to the first rung, and counts each epoch's
+device-seconds once (a resumed trial repeats epochs); search.spend.SpendStopper ends the search
+once the budget is spent.
 """
 
 from __future__ import annotations
@@ -24,10 +32,16 @@ import uuid
 import optuna
 from optuna.trial import TrialState
 from ray.tune.result import TRAINING_ITERATION
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from model.config import Config
 from results.status import ran_to_the_end
 from search import internals, study
+from search.spend import DeviceSpend, unlimited
+
+PARAMS_ATTR, REFUSED_ATTR = "params", "refused"  # user attributes of an Optuna trial
+MAX_REFUSALS = 1000  # suggestions in a row above max_params before the search gives up on the space
 
 
 class HonestOptunaSearch(OptunaSearch):
@@ -35,13 +49,20 @@ class HonestOptunaSearch(OptunaSearch):
 
     def __init__(
         self, *, max_epochs: int, seed: int, metric: str | None = None, mode: str | None = None,
-        journal: str | os.PathLike | None = None,
+        journal: str | os.PathLike | None = None, base: dict | None = None, max_params: int | None = None,
+        spend: DeviceSpend | None = None, first_rung: int = 1, startup_trials: int = 10,
     ) -> None:
-        """metric and mode: give them here or in TuneConfig, not both (Tune refuses two sources)."""
-        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        """metric and mode: give them here or in TuneConfig, not both (Tune refuses two sources).
+        base: the fixed values of the trial config (what a suggestion is applied to, to count a
+        network's parameters); first_rung: the epochs a new trial must be able to pay for;
+        startup_trials: random suggestions before TPE models the results (Optuna's default, 10)."""
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup_trials)
         super().__init__(metric=metric, mode=mode, sampler=sampler, study_name=study.STUDY_NAME)
         self.max_epochs = max_epochs
         self.journal = os.path.abspath(journal) if journal is not None else None
+        self.base, self.max_params = dict(base or {}), max_params
+        self.spend, self.first_rung = spend or unlimited(1.0), first_rung
+        self.refused = 0  # suggestions refused for max_params so far
         self._last_step: dict[str, int] = {}  # trial id -> last epoch told to Optuna (resumes repeat epochs)
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
@@ -51,10 +72,34 @@ class HonestOptunaSearch(OptunaSearch):
             internals.use_storage(self, study.storage(self.journal))
         return super().set_search_properties(metric, mode, config, **spec)
 
-    def suggest(self, trial_id: str) -> dict | None:
-        config = super().suggest(trial_id)
-        internals.optuna_trial(self, trial_id).set_user_attr(study.TRIAL_ID, trial_id)
-        return config
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if not self.spend.affords(self.first_rung):
+            return Searcher.FINISHED  # the device budget cannot pay for another trial's first rung
+        for _ in range(MAX_REFUSALS):
+            config = super().suggest(trial_id)
+            if not isinstance(config, dict):
+                return config
+            trial = internals.optuna_trial(self, trial_id)
+            params = self._count(config)
+            trial.set_user_attr(PARAMS_ATTR, params)
+            if self.max_params is None:
+                trial.set_user_attr(study.TRIAL_ID, trial_id)
+                return config
+            trial.set_constraint(PARAMS_ATTR, params - self.max_params)  # TPE: feasible at <= 0
+            if params <= self.max_params:
+                trial.set_user_attr(study.TRIAL_ID, trial_id)
+                return config
+            trial.set_user_attr(REFUSED_ATTR, True)
+            internals.optuna_study(self).tell(trial, state=TrialState.PRUNED)
+            internals.forget_trial(self, trial_id)  # the next ask() gets the Tune trial a new Optuna trial
+            self.refused += 1
+        raise ValueError(f"{MAX_REFUSALS} suggestions in a row exceed max_params={self.max_params}: the space has too few smaller networks")
+
+    def _count(self, config: dict) -> int:
+        """Parameters of the network the suggestion describes (built on the CPU, not trained)."""
+        from model.net import build, count_parameters
+
+        return count_parameters(build(Config.from_flat({**self.base, **config})))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._report(trial_id, result)
@@ -81,6 +126,7 @@ class HonestOptunaSearch(OptunaSearch):
         if step > self._last_step.get(trial_id, 0):
             internals.optuna_trial(self, trial_id).report(result[self.metric], step)
             self._last_step[trial_id] = step
+            self.spend.add_epoch(result.get("seconds", 0.0))
 
     def save(self, checkpoint_path: str) -> None:
         """Tune's snapshot of the searcher: its attributes, and the journal's bytes as they are now."""

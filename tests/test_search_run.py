@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import pickle
 import shlex
 import shutil
 import signal
@@ -24,7 +23,7 @@ import pytest
 from optuna.trial import TrialState
 
 from results.schema import EPOCHS, TRIALS, read_table
-from search import run
+from search import run, study
 from search.lock import LOCK_FILE
 from search.report import FAILED, INTERRUPTED
 
@@ -76,12 +75,9 @@ def report(experiment: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return trials, epochs
 
 
-def optuna_trials(experiment: Path) -> list:
-    """The searcher's Optuna study as Tune saved it (OptunaSearch pickles its attributes)."""
-    (path,) = glob.glob(str(experiment / "searcher-state-*.pkl"))
-    with open(path, "rb") as f:
-        state = pickle.load(f)
-    return state["_ot_study"].get_trials(deepcopy=False)
+def optuna_trials(experiment: Path) -> dict:
+    """The search's Optuna study, read from its journal as any Optuna user would: Tune id -> trial."""
+    return {t.user_attrs["trial_id"]: t for t in study.load(experiment).trials}
 
 
 def one_line(text: str) -> str:
@@ -124,9 +120,10 @@ def test_smoke_search_writes_a_valid_report(smoke):
 def test_optuna_is_told_the_truth_about_stopped_trials(smoke):
     trials, epochs = report(smoke)
     assert (trials["status"] == "pruned").any(), "eta=4 must stop some trial at epoch 1"
-    by_lr = {round(t.params["lr"], 12): t for t in optuna_trials(smoke)}
+    by_id = optuna_trials(smoke)
+    assert set(by_id) == set(trials["trial_id"])
     for row in trials.itertuples():
-        ot = by_lr[round(row.lr, 12)]
+        ot = by_id[row.trial_id]
         curve = epochs[epochs["trial_id"] == row.trial_id].sort_values("epoch")
         # Every epoch reached Optuna, the last one included (stock Ray drops the stopping result).
         assert sorted(ot.intermediate_values) == curve["epoch"].tolist()
@@ -380,3 +377,15 @@ def test_gpus_on_a_machine_without_them_are_refused_before_anything_is_written(t
     assert run.main(["space=augmentation", "gpus_per_trial=0.25"]) == 2
     assert "has 0 GPUs" in one_line(capsys.readouterr().err)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_max_params_and_a_cpu_hour_budget_bound_a_search(tmp_path):
+    # 6 trials asked for; the budget (0.36 CPU-seconds) is spent by the first epoch, which ends the search.
+    done = search("space=architecture", "subset=600", "val_size=300", "concurrency=2", "trials=6", "max_epochs=2",
+                  "grace=1", "max_params=100000", "cpu_hours=0.0001", "name=bounded", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "CPU-hour budget is spent" in done.stdout and "refused, never trained" in done.stdout
+    trials, _ = report(tmp_path / "runs" / "bounded")
+    assert 1 <= len(trials) < 6 and (trials["params"].dropna() <= 100_000).all()  # NaN: stopped before an epoch
+    refused = [t for t in study.load(tmp_path / "runs" / "bounded").trials if t.user_attrs.get("refused")]
+    assert refused and all(t.user_attrs["params"] > 100_000 for t in refused)

@@ -1,0 +1,80 @@
+"""What a search is: its settings (recorded in run.json, continued by a resume) and the trial
+config they give. Shared by the command line (search.run), the engine and the recorder, so that
+none of them imports another."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import asdict, dataclass
+
+import spaces
+from model.config import preset
+from results.schema import join
+from search.storage import experiment_path
+
+METRIC, MODE = "val_acc", "max"
+RUN_FILE = "run.json"  # the search's settings, next to Tune's files: what a resume continues
+DEFAULT_STORAGE = "runs"
+MAX_FAILURES = 2  # retries per trial, each from its last checkpoint (a lost node, a flaky GPU)
+
+
+@dataclass(frozen=True)
+class Settings:
+    space: str
+    budget: str
+    trials: int
+    max_epochs: int
+    grace: int
+    eta: int
+    concurrency: int
+    cpus_per_trial: float
+    gpus_per_trial: float
+    seed: int  # Optuna's sampler
+    subset: int | None
+    val_size: int
+    name: str
+    storage: str  # as given: a local path (relative to the working directory) or a URI every node can reach
+    max_params: int | None = None  # networks with more parameters are never trained
+    gpu_hours: float | None = None  # device budget: trials' epoch seconds x GPUs (None: no limit)
+    cpu_hours: float | None = None  # the same for a CPU search
+    # Session options: how to run, not what to search; free to change on resume.
+    address: str = ""
+    data_dir: str | None = None
+    shared: bool = False  # the local storage path is a filesystem every node mounts (NFS)
+    resume: bool = False
+    verbose: bool = False
+
+    @property
+    def device_hours(self) -> tuple[float | None, float]:
+        """(the device budget in hours or None, the devices a trial holds: GPUs, or CPUs when it holds none)."""
+        if self.gpus_per_trial:
+            return self.gpu_hours, self.gpus_per_trial
+        return self.cpu_hours, self.cpus_per_trial
+
+    @property
+    def experiment(self) -> str:
+        """The experiment folder as Tune needs it: an absolute path or a URI."""
+        return experiment_path(self.storage, self.name)
+
+    @property
+    def location(self) -> str:
+        """The experiment folder as the user gave it, for messages."""
+        return join(self.storage, self.name)
+
+    def recorded(self) -> dict:
+        """What run.json keeps: the search itself, not how this session runs it."""
+        skip = {"address", "data_dir", "shared", "resume", "verbose"}
+        return {k: v for k, v in asdict(self).items() if k not in skip}
+
+    def resume_command(self) -> str:
+        """The command that continues this search from where it stands."""
+        given = {"name": self.name, "storage": None if self.storage == DEFAULT_STORAGE else self.storage,
+                 "address": self.address or None, "shared": "true" if self.shared else None, "data_dir": self.data_dir}
+        keys = [shlex.quote(f"{k}={v}") for k, v in given.items() if v is not None]
+        return " ".join(["python -m search.run", *keys, "resume=true"])
+
+
+def param_space(s: Settings) -> dict:
+    """The flat trial config: the space's preset, the schedule length, then the space's domains."""
+    space = spaces.get(s.space)
+    return {**preset(space.PRESET).to_flat(), "epochs": s.max_epochs, **space.PARAMS}
