@@ -3,7 +3,7 @@
 Writes into {experiment}/report/:
   trials.parquet  one row per trial (schema TRIALS), every trial exactly once
   epochs.parquet  one row per trial and epoch (schema EPOCHS); a resumed trial's repeats keep the last
-  best.json       the best trial by best_val_acc among completed trials (else among all with results),
+  best.json       the best trial by results.status.ranked (last epoch's validation accuracy, completed first),
                   {"trial_id", "status", "config", "metrics": {"val_acc", "val_loss", "epoch", "epochs_run"}};
                   null when no trial reported anything
 
@@ -43,7 +43,7 @@ from results.schema import (
     write_json,
     write_table,
 )
-from results.status import COMPLETED, trial_status
+from results.status import ranked, trial_status
 from search.internals import EXPERIMENT_ANALYSIS_LOGGER, trial_folder
 
 EPOCH_METRICS = tuple(name for name in EPOCHS.names if name != "trial_id")
@@ -173,23 +173,21 @@ def _trial_row(trial, history: pd.DataFrame, run: dict[str, Any]) -> dict[str, A
 
 
 def _best(trials: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, Any] | None:
-    reported = trials[trials["epochs_run"] > 0]
+    """The first of results.status.ranked among the trials that reported; its last epoch's metrics."""
+    reported = ranked(trials[trials["epochs_run"] > 0])
     if reported.empty:
         return None
-    completed = reported[reported["status"] == COMPLETED]
-    candidates = completed if not completed.empty else reported
-    winner = candidates.loc[candidates["best_val_acc"].idxmax()]
-    history = epochs[epochs["trial_id"] == winner["trial_id"]]
-    best_epoch = history.loc[history["val_acc"].idxmax()]  # the first epoch that reached the best
+    winner = reported.iloc[0]
+    last = epochs[epochs["trial_id"] == winner["trial_id"]].sort_values("epoch").iloc[-1]
     return {
         "trial_id": winner["trial_id"],
         "status": winner["status"],
         # Through Config: plain Python scalars, and a config that Config.from_flat reads back as is.
         "config": Config.from_flat({name: winner[name] for name in CONFIG_COLUMNS}).to_flat(),
         "metrics": {
-            "val_acc": float(best_epoch["val_acc"]),
-            "val_loss": float(best_epoch["val_loss"]),
-            "epoch": int(best_epoch["epoch"]),
+            "val_acc": float(last["val_acc"]),
+            "val_loss": float(last["val_loss"]),
+            "epoch": int(last["epoch"]),
             "epochs_run": int(winner["epochs_run"]),
         },
     }

@@ -20,24 +20,13 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.importance import PedAnovaImportanceEvaluator
 
 from results.schema import CONFIG_COLUMNS
-from results.status import COMPLETED, PRUNED
+from results.status import ranked
 
 MIN_TRIALS = 4  # below this, no split into "top" and "the rest" says anything
 # PED-ANOVA wants at least this many trials in its top quantile (Optuna's documentation); the
 # quantile is kept between the top 10% (large searches) and the top half (small ones).
 TOP_TRIALS = 5
 COLUMNS = ["parameter", "importance"]
-
-
-def ranked(trials: pd.DataFrame) -> pd.DataFrame:
-    """The completed and pruned trials, best first, in the order TPE ranks them."""
-    finished = trials[trials["status"].isin([COMPLETED, PRUNED])]
-    order = finished.assign(_pruned=finished["status"] == PRUNED).sort_values(
-        ["_pruned", "epochs_run", "last_val_acc", "trial_id"],
-        ascending=[True, False, False, True],
-        na_position="last",
-    )
-    return order.drop(columns="_pruned").reset_index(drop=True)
 
 
 def varying(trials: pd.DataFrame) -> list[str]:

@@ -26,10 +26,11 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from model import overrides
-from results.importance import MIN_TRIALS, ranked, varying
+from results.importance import MIN_TRIALS, varying
 from results.load import Experiment, load
 from results.numbers import loss, missing, number, percent
 from results.schema import CONFIG_COLUMNS, REPORT_FOLDER, join
+from results.status import ranked
 
 # Test accuracies in the seed report: its final CNN (BN + augmentation) and its baseline, for scale.
 REPORT_TEST_ACC = {"report: with augmentation": 0.9274, "report: baseline": 0.885}
@@ -84,7 +85,10 @@ def shown_parameters(exp: Experiment) -> list[str]:
 
 
 def _top(exp: Experiment, n: int) -> pd.DataFrame:
-    return exp.trials.sort_values(["best_val_acc", "trial_id"], ascending=[False, True], na_position="last").head(n)
+    """The first n by the search's one measure (results.status.ranked), then errored and unfinished trials."""
+    order = ranked(exp.trials)
+    rest = exp.trials[~exp.trials["trial_id"].isin(order["trial_id"])].sort_values("trial_id")
+    return pd.concat([order, rest], ignore_index=True).head(n)
 
 
 def top_trials_table(exp: Experiment, n: int = TOP) -> Fitted:
@@ -99,15 +103,15 @@ def top_trials_table(exp: Experiment, n: int = TOP) -> Fitted:
         caption = f"report: {join(exp.path, REPORT_FOLDER)}"
         if left_out:
             caption = f"{left_out} more hyperparameters: columns=all, or trial=ID for one trial; {caption}"
-        table = _table(f"{exp.name}: top {len(top)} of {len(exp.trials)} trials by best val acc", caption)
-        for header in ("trial", "status", "epochs", "best val acc", *params[:k]):
+        table = _table(f"{exp.name}: top {len(top)} of {len(exp.trials)} trials by last val acc", caption)
+        for header in ("trial", "status", "epochs", "val acc", *params[:k]):
             table.add_column(header, justify="left" if header in ("trial", "status") else "right", no_wrap=True)
         for _, trial in top.iterrows():
             table.add_row(
                 trial["trial_id"],
                 trial["status"],
                 str(trial["epochs_run"]),
-                percent(trial["best_val_acc"]),
+                percent(trial["last_val_acc"]),
                 *[number(trial[name]) for name in params[:k]],
                 style="bold" if trial["trial_id"] == best_id else None,
             )
@@ -133,7 +137,7 @@ def all_columns_table(exp: Experiment, n: int = TOP) -> Fitted:
         rows = {
             "status": shown["status"].tolist(),
             "epochs": [str(e) for e in shown["epochs_run"]],
-            "best val acc": [percent(a) for a in shown["best_val_acc"]],
+            "val acc": [percent(a) for a in shown["last_val_acc"]],
             **{name: [number(v) for v in shown[name]] for name in params},
         }
         for label, cells in rows.items():

@@ -19,7 +19,6 @@ holds a lock and a thread) is created in `setup()` and left out of the pickled s
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from time import monotonic
 
