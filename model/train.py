@@ -20,7 +20,9 @@ RUN_KEYS = {
     "subset": "train on a stratified subset of this many images",
     "val_size": "validation images held out of the 60,000 (default 6000)",
     "device": "cpu or cuda (default: cuda when available)",
+    "cuda_graph": "auto (default: on CUDA for runs of 20+ steps), on, or off: the captured training step",
 }
+GRAPH_CHOICES = {"auto": None, "on": True, "off": False}
 
 
 def usage() -> str:
@@ -37,7 +39,11 @@ def parse_run(argv: list[str]) -> tuple[Config, dict]:
         "subset": overrides.parse_int("subset", args.pop("subset"), 1) if "subset" in args else None,
         "val_size": overrides.parse_int("val_size", args.pop("val_size", "6000"), 1),
         "device": args.pop("device", None),
+        "cuda_graph": args.pop("cuda_graph", "auto"),
     }
+    if run["cuda_graph"] not in GRAPH_CHOICES:
+        raise ValueError(f"cuda_graph={run['cuda_graph']!r}: choose auto, on or off")
+    run["cuda_graph"] = GRAPH_CHOICES[run["cuda_graph"]]
     if run["device"] not in (None, "cpu", "cuda"):
         raise ValueError(f"device={run['device']!r}: choose cpu or cuda")
     if run["device"] == "cuda":
@@ -45,6 +51,11 @@ def parse_run(argv: list[str]) -> tuple[Config, dict]:
 
         if not torch.cuda.is_available():
             raise ValueError("device=cuda: PyTorch sees no CUDA GPU on this machine; use device=cpu or leave device out")
+    if run["cuda_graph"]:
+        import torch
+
+        if run["device"] == "cpu" or not torch.cuda.is_available():
+            raise ValueError("cuda_graph=on captures a CUDA graph: it needs a CUDA GPU (device=cuda)")
     cfg = Config.from_flat(args, base=cfg)
     fmnist.check_sizes(run["val_size"], run["subset"], cfg.batch_size)
     return cfg, run
@@ -87,7 +98,7 @@ def main(argv: list[str]) -> int:
             )
             live.refresh()
 
-        trainer = train(cfg, split, on_epoch=show, device=run["device"])
+        trainer = train(cfg, split, on_epoch=show, device=run["device"], cuda_graph=run["cuda_graph"])
     if not console.is_terminal:
         console.print()  # rich leaves the cursor after a non-terminal Live table
     val_loss, val_acc = trainer.evaluate(trainer.val_x, trainer.val_y)

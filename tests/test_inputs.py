@@ -56,6 +56,8 @@ BAD_TRAIN = [
     (["val_size=60000"], "val_size=60000: must lie between 0 and 59,999"),
     (["subset=59000"], "subset=59000: must lie between 1 and 54,000"),
     (["device=tpu"], "device='tpu': choose cpu or cuda"),
+    (["cuda_graph=maybe"], "cuda_graph='maybe': choose auto, on or off"),
+    (["cuda_graph=on", "device=cpu"], "cuda_graph=on captures a CUDA graph: it needs a CUDA GPU"),
     (["data_dir="], "data_dir= is empty"),
     (["preset=nope"], "unknown preset 'nope'"),
 ]
