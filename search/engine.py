@@ -31,6 +31,7 @@ from search.asha import RungKeeper, make_scheduler
 from search.lock import Lock, LockError
 from search.progress import Progress
 from search.ray_session import RayUnavailable, ray_session
+from search import records, replay
 from search.report import INTERRUPTED, print_report
 from search.storage import resolve
 from search.settings import MAX_FAILURES, METRIC, MODE, RUN_FILE, Settings, param_space
@@ -113,8 +114,9 @@ def _take_lock(s: Settings) -> Lock:
 
 
 def _resources_problem(s: Settings, resources: dict) -> str | None:
-    """On an embedded Ray the machine's resources are final; a cluster may still scale up."""
-    if s.address:
+    """On an embedded Ray the machine's resources are final; a cluster may still scale up. A replay
+    asks for replay.REPLAY_CPUS a trial, whatever cpus_per_trial and gpus_per_trial simulate."""
+    if s.address or s.replay:
         return None
     gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
     if s.gpus_per_trial > gpus:
@@ -124,7 +126,10 @@ def _resources_problem(s: Settings, resources: dict) -> str | None:
     return None
 
 
-def _trainable(s: Settings, split: Split):
+def _trainable(s: Settings, split: Split | None):
+    if s.replay:
+        record = records.load(s.replay)
+        return replay.replay_trainable(replay.Surrogate(record), s.seed, replay.time_scale_for(record, replay.EPOCH_SLEEP))
     return tune.with_resources(
         tune.with_parameters(train_trial, split=split), {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
     )
@@ -134,10 +139,14 @@ def create_tuner(s: Settings, split: Split):
     """A new Tuner for `s`; writes run.json first (unless a resume finds one but no Tuner to restore)."""
     if not is_file(join(s.experiment, RUN_FILE)):
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        write_json({**s.recorded(), "started": started}, join(s.experiment, RUN_FILE))
+        marks = {}
+        if s.replay:  # which curves answered the trials, and that their seconds are simulated
+            record = records.load(s.replay)
+            marks = replay.replay_marks(record, replay.time_scale_for(record, replay.EPOCH_SLEEP))
+        write_json({**s.recorded(), "started": started, **marks}, join(s.experiment, RUN_FILE))
     scheduler = make_scheduler(s.max_epochs, s.grace, s.eta)
     hours, devices = s.device_hours
-    space = param_space(s)
+    space = records.load(s.replay).param_space() if s.replay else param_space(s)  # a record's narrowed widths
     searcher = HonestOptunaSearch(
         max_epochs=s.max_epochs, seed=s.seed, journal=study.journal_path(s.experiment),
         base={k: v for k, v in space.items() if not isinstance(v, Domain)}, max_params=s.max_params,

@@ -43,6 +43,7 @@ from results.collect import collect
 from results.load import load
 from results.schema import join, write_json
 from search import run
+from search.settings import MAX_FAILURES, METRIC, MODE, RUN_FILE, Settings, param_space
 from search.records import RECORD_FILE, params_to_json, searched, space_params
 
 OWN_KEYS = ("configs", "repeats", "width")
@@ -53,14 +54,14 @@ KEYS = (*OWN_KEYS, *(k for k in run.KEYS if k not in NOT_FOR_A_RECORD))
 
 @dataclass(frozen=True)
 class RecordSettings:
-    run: run.Settings  # trials = configs + repeats; grace = max_epochs (no rung before the end)
+    run: Settings  # trials = configs + repeats; grace = max_epochs (no rung before the end)
     configs: int
     repeats: int
     width: float
 
     def params(self) -> dict:
         """The flat trial config: preset, schedule length, then the (narrowed) space's domains."""
-        return {**run.param_space(self.run), **space_params(self.run.space, self.width)}
+        return {**param_space(self.run), **space_params(self.run.space, self.width)}
 
 
 def parse(argv: list[str]) -> RecordSettings:
@@ -147,8 +148,8 @@ def record(rs: RecordSettings, split: fmnist.Split, data_source: str) -> int:
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                metric=run.METRIC,
-                mode=run.MODE,
+                metric=METRIC,
+                mode=MODE,
                 search_alg=RecordedConfigs(points),  # no scheduler: FIFO, every trial to max_epochs
                 num_samples=len(points),
                 max_concurrent_trials=s.concurrency,
@@ -161,11 +162,11 @@ def record(rs: RecordSettings, split: fmnist.Split, data_source: str) -> int:
                 storage_path=resolve(s.storage),  # absolute: Tune fails on a relative local path
                 callbacks=[Progress(len(points), s.max_epochs, shown=sorted(searched(rs.params())))],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                failure_config=tune.FailureConfig(max_failures=run.MAX_FAILURES),
+                failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
                 verbose=2 if s.verbose else 0,
             ),
         )
-        write_json({**s.recorded(), "started": started}, join(s.experiment, run.RUN_FILE))  # results.collect reads it
+        write_json({**s.recorded(), "started": started}, join(s.experiment, RUN_FILE))  # results.collect reads it
         clock = time.monotonic()
         tuner.fit()
         wall = time.monotonic() - clock
@@ -179,7 +180,9 @@ def record(rs: RecordSettings, split: fmnist.Split, data_source: str) -> int:
     return 0 if meta["trials"].get("completed", 0) == len(points) else 1
 
 
-def metadata(rs: RecordSettings, data_source: str, machines: list[dict], started: str, wall: float, counts: dict) -> dict:
+def metadata(
+    rs: RecordSettings, data_source: str, machines: list[dict], started: str, wall: float, counts: dict
+) -> dict:
     s = rs.run
     devices = sorted({m["device"] for m in machines})
     return {

@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -128,8 +129,10 @@ class Record:
     def param_space(self) -> dict[str, Any]:
         """A replayed search's flat trial config: what the record's trials were trained with (each
         key's most common value: repeats differ in seed), its schedule length, its space."""
-        trained = {name: self.trials[name].mode().iloc[0] for name in CONFIG_COLUMNS}
-        return {**Config.from_flat(trained).to_flat(), "epochs": self.max_epochs, **self.params()}
+        params = self.params()
+        trained = {name: np.asarray(self.trials[name].mode().iloc[0]).item()
+                   for name in CONFIG_COLUMNS if name not in params}
+        return {**trained, "epochs": self.max_epochs, **params}
 
 
 def load(paths: list[str] | tuple[str, ...] | str) -> Record:
@@ -154,7 +157,8 @@ def load(paths: list[str] | tuple[str, ...] | str) -> Record:
     for path, meta in zip(paths[1:], metas[1:]):
         differ = [k for k in COMPARABLE if meta[k] != metas[0][k]]
         if differ:
-            pairs = ", ".join("the space's domains" if k == "params" else f"{k}={meta[k]!r} vs {metas[0][k]!r}" for k in differ)
+            pairs = ", ".join("the space's domains" if k == "params" else f"{k}={meta[k]!r} vs {metas[0][k]!r}"
+                              for k in differ)
             raise ValueError(f"{path} does not fit with {paths[0]}: {pairs}")
     record = Record(
         paths=tuple(map(os.fspath, paths)),

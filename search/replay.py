@@ -13,11 +13,13 @@ reports (epoch, train/val loss and accuracy, lr, seconds, images_per_second, par
   (each averaged over its seeds), weighted by 1 / distance, epoch by epoch and key by key: between
   two neighbours A and B that is the straight line, A + t (B - A) at fraction t of the way. lr is
   the exception: the neighbours' schedules (lr / their peak lr) times this configuration's peak lr.
-  Then seed-to-seed noise, as recorded: the difference of the two seeds of one of the record's
-  repeated configurations, drawn at random, with a random sign, divided by sqrt(2) (it then has one
-  seed's variance and the recorded correlation between epochs and keys). Accuracies are clipped to
-  [0, 1], the rest to >= 0. A record without repeats gives predictions without noise. params is
-  unknown (null) for a prediction.
+  Then seed-to-seed noise on the losses and accuracies, as recorded: the difference of the two
+  seeds of one of the record's repeated configurations, drawn at random, with a random sign,
+  divided by sqrt(2) (it then has one seed's variance and the recorded correlation between epochs
+  and keys). Accuracies are clipped to [0, 1], losses to >= 0. Time (seconds, images_per_second)
+  and lr get none: how long an epoch takes is not what a weight seed changes (on a shared machine
+  the recorded differences are other people's load). A record without repeats gives predictions
+  without noise. params is unknown (null) for a prediction.
 
 The random draws come from a generator seeded by the search's seed and the configuration, so a
 configuration gets the same answer every time in a search of that seed.
@@ -51,9 +53,12 @@ from ray.tune.search.sample import Categorical, Float, Integer, LogUniform, Unif
 
 from results.schema import join, write_json
 from search.records import Record, searched
+from search.settings import METRIC, MODE, RUN_FILE
 
 CURVE_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_second")
-NEIGHBOURS = 5  # K; on the CPU record every K from 2 to 12 predicts about as badly (benchmarks/search_efficiency.py --loo)
+NOISY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")  # what a weight seed changes
+# K. On the CPU record every K from 1 to 12 predicts about as badly (search_efficiency.py --loo).
+NEIGHBOURS = 5
 REPLAY_CPUS = 0.01  # a replayed trial only sleeps: the search's concurrency is not limited by local CPUs
 EPOCH_SLEEP = 0.05  # real seconds the record's median epoch sleeps in `python -m search.run replay=...`
 
@@ -108,7 +113,8 @@ class Surrogate:
                 else:  # one-hot / sqrt(2): two different categories are 1 apart
                     parts.extend((c == value) / math.sqrt(2) for c in categories)
             elif isinstance(domain, (Float, Integer)):
-                lower, upper = domain.lower, domain.upper - (1 if isinstance(domain, Integer) else 0)  # randint excludes upper
+                # Tune's randint excludes its upper bound
+                lower, upper = domain.lower, domain.upper - (1 if isinstance(domain, Integer) else 0)
                 sampler = domain.get_sampler()
                 if isinstance(sampler, LogUniform):
                     value, lower, upper = math.log(value), math.log(lower), math.log(upper)
@@ -141,8 +147,8 @@ class Surrogate:
         curves = self.predict(config)
         if self.noise is not None:
             noise = self.noise[rng.integers(len(self.noise))] * rng.choice((-1.0, 1.0))
-            curves = {k: curves[k] + noise[i] for i, k in enumerate(CURVE_KEYS)}
-        curves = {k: np.clip(v, 0.0, 1.0 if k.endswith("_acc") else None) for k, v in curves.items()}
+            for k in NOISY_KEYS:
+                curves[k] = np.clip(curves[k] + noise[CURVE_KEYS.index(k)], 0.0, 1.0 if k.endswith("_acc") else None)
         return Answer(curves, "predicted", None)
 
 
@@ -179,8 +185,6 @@ def replay_tuner(
     name, ... and budget_of(record)); written into storage/name with the replay's marks added, so
     that results.collect writes the usual report. param_space: the record's (Record.param_space)
     unless given; {} for a searcher that hands out whole configurations."""
-    from search.run import METRIC, MODE, RUN_FILE  # here: search.run imports this module (its replay= key)
-
     write_json({**run, **replay_marks(record, time_scale)}, join(storage, run["name"], RUN_FILE))
     return tune.Tuner(
         trainable,
@@ -198,6 +202,7 @@ def replay_tuner(
         run_config=tune.RunConfig(
             name=run["name"],
             storage_path=storage,
+            stop={"training_iteration": record.max_epochs},
             callbacks=[*callbacks, JsonLoggerCallback()],  # result.json, which results.collect reads
             verbose=0,
         ),
@@ -206,7 +211,7 @@ def replay_tuner(
 
 def replay_marks(record: Record, time_scale: float) -> dict:
     """What run.json adds for a replayed search: which curves answered it, and that seconds are simulated."""
-    return {"replay": list(record.paths), "replay_device": record.device, "time_scale": time_scale}
+    return {"replay": ",".join(record.paths), "replay_device": record.device, "time_scale": time_scale}
 
 
 def budget_of(record: Record) -> dict:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import sys
 import typing
-from dataclasses import asdict, fields, replace
+from dataclasses import MISSING, asdict, fields, replace
 
 import pyarrow.fs as pafs
 
@@ -28,10 +28,10 @@ from model import data as fmnist
 from model import overrides
 from model.config import MAX_EPOCHS, MAX_SEED, preset
 from results.schema import file_type, is_file, join, locate, read_json
-from search import budgets
+from search import budgets, records, replay
 from search.lock import LOCK_FILE, LockHeld, held_message, holder
 from search.ray_session import check_address
-from search.settings import DEFAULT_STORAGE, MAX_FAILURES, METRIC, MODE, RUN_FILE, Settings, param_space
+from search.settings import DEFAULT_STORAGE, MAX_FAILURES, RUN_FILE, Settings
 from search.storage import check_writable, is_uri
 
 MAX_COUNT = 1_000_000  # trials, concurrency, eta: a sane cap, far beyond any real search
@@ -47,7 +47,7 @@ OPTIONAL = ("subset", "max_params", "gpu_hours", "cpu_hours")  # keys that take 
 
 
 SESSION_KEYS = ("name", "storage", "address", "data_dir", "shared", "resume", "verbose")
-SEARCH_KEYS = ("space", "budget", *(f.name for f in fields(budgets.Budget)), "seed")
+SEARCH_KEYS = ("space", "budget", *(f.name for f in fields(budgets.Budget)), "seed", "replay")
 KEYS = (*SEARCH_KEYS, *SESSION_KEYS)
 KEY_HELP = {
     "space": "the space to search: " + ", ".join(spaces.SPACES) + " (python -m search.run list)",
@@ -65,6 +65,7 @@ KEY_HELP = {
     "gpu_hours": "stop when the trials have used this many GPU-hours (epoch seconds x gpus_per_trial; default none)",
     "cpu_hours": "the same for a CPU search (epoch seconds x cpus_per_trial)",
     "seed": f"Optuna's sampler seed, 0..{MAX_SEED} (default 0)",
+    "replay": "record folders (python -m search.record), comma-separated: replay their curves instead of training",
     "name": "the experiment's folder name (default SPACE-BUDGET)",
     "storage": f"where experiments live: a folder (default {DEFAULT_STORAGE}) or a URI (s3://...)",
     "address": "empty: a local Ray; auto or host:port: join a running cluster",
@@ -115,16 +116,21 @@ def _fresh(args: dict[str, str], storage: str, session: dict) -> Settings:
     values = {key: parse_search_value(key, text) for key, text in args.items() if key in SEARCH_KEYS}
     budget_name = values.get("budget", "smoke")
     budget = asdict(budgets.get(budget_name))
+    if "replay" in values:  # the record's schedule length, data and per-trial resources
+        budget.update(replay.budget_of(records.load(values["replay"])))
     budget.update({key: value for key, value in values.items() if key in budget})
     name = _name(args["name"]) if "name" in args else f"{values['space']}-{budget_name}"
     return Settings(space=values["space"], budget=budget_name, seed=values.get("seed", 0), name=name, storage=storage,
-                    **budget, **session)
+                    replay=values.get("replay", ""), **budget, **session)
 
 
 def parse_search_value(key: str, text: str):
     """One search key's value, parsed as a new search parses it."""
     if key in ("space", "budget"):
         (spaces.get if key == "space" else budgets.get)(text)
+        return text
+    if key == "replay":
+        records.load(text)  # ValueError naming what is wrong with the record
         return text
     if key in OPTIONAL and text.lower() in ("all", "none"):
         return None
@@ -161,7 +167,7 @@ def _recorded(storage: str, name: str, session: dict) -> Settings:
     values = {}
     for field in (f for f in fields(Settings) if f.name not in SESSION_KEYS):
         key = field.name
-        if key not in record and key in OPTIONAL:  # a search recorded before the key existed
+        if key not in record and field.default is not MISSING:  # a key added since this run.json was written
             continue
         if key not in record:
             raise ValueError(f"{file} lacks {key}: not a run.json written by search.run")
@@ -233,6 +239,8 @@ def check_values(s: Settings) -> None:
     start = preset(space.PRESET)
     replace(start, epochs=s.max_epochs)  # Config's own checks of the schedule length
     fmnist.check_sizes(s.val_size, s.subset, largest_batch(space.PARAMS.get("batch_size", start.batch_size)))
+    if s.replay:
+        replay.check_search(records.load(s.replay), s.space, max_epochs=s.max_epochs, subset=s.subset, val_size=s.val_size)
 
 
 def largest_batch(value) -> int:
@@ -283,7 +291,7 @@ def main(argv: list[str]) -> int:
 
             if finished(settings.location, settings.trials):  # nothing left to run: the report again, no Ray
                 return print_report(settings.location, settings.trials, settings.resume_command(), MAX_FAILURES)
-        split = fmnist.load_split(settings.data_dir, settings.val_size, settings.subset)
+        split = None if settings.replay else fmnist.load_split(settings.data_dir, settings.val_size, settings.subset)
     except ValueError as e:
         return overrides.reject(e)
     if not settings.address:  # an embedded Ray; joining a cluster can still fail, with one line

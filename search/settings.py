@@ -37,6 +37,7 @@ class Settings:
     max_params: int | None = None  # networks with more parameters are never trained
     gpu_hours: float | None = None  # device budget: trials' epoch seconds x GPUs (None: no limit)
     cpu_hours: float | None = None  # the same for a CPU search
+    replay: str = ""  # record folders (search.records), comma-separated: answer trials from them; "": train
     # Session options: how to run, not what to search; free to change on resume.
     address: str = ""
     data_dir: str | None = None

@@ -1,0 +1,242 @@
+"""Recording learning curves (search.record) and replaying searches on them (search.replay,
+benchmarks/search_efficiency.py): a tiny real record, real Ray Tune, Optuna and Parquet."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from ray import tune
+
+from model.config import Config, preset
+from results.collect import collect
+from results.load import load
+from results.schema import EPOCHS, TRIALS, write_json, write_table
+from search import records
+from search.asha import make_scheduler
+from search.record import RecordedConfigs
+from search.replay import CURVE_KEYS, Surrogate, budget_of, replay_trainable, replay_tuner
+from search.searcher import HonestOptunaSearch
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+# The CPU record's space and width on 600 images, 2 epochs: tiny networks (at most filters 8,16, dense 32).
+TINY = ["space=full", "width=0.0625", "configs=6", "repeats=2", "max_epochs=2", "subset=600", "val_size=300",
+        "concurrency=2"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, fmnist_dir) -> Path:
+    storage = tmp_path_factory.mktemp("records")
+    done = subprocess.run(
+        [sys.executable, "-m", "search.record", *TINY, f"storage={storage}", "name=tiny", f"data_dir={fmnist_dir}"],
+        env=ENV, capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return storage / "tiny"
+
+
+def test_a_record_says_what_made_it(tiny):
+    meta = json.loads((tiny / "record.json").read_text())
+    described = (meta["space"], meta["width"], meta["max_epochs"], meta["subset"], meta["val_size"])
+    assert described == ("full", 0.0625, 2, 600, 300)
+    assert meta["device"] == "cpu" and meta["machines"][0]["hostname"] and meta["machines"][0]["cpu"]
+    assert meta["trials"] == {"completed": 8} and meta["params"]["filters"]["choice"][0] == "2,4"  # 32,64 / 16
+    record = records.load(str(tiny))
+    assert len(record.trials) == 8 and (record.epochs.groupby("trial_id").size() == 2).all()
+    # The first two configurations again with the next weight seed: 6 distinct configurations.
+    surrogate = Surrogate(record)
+    assert len(surrogate.points) == 6 and surrogate.noise.shape == (2, len(CURVE_KEYS), 2)
+    assert sorted(record.trials["seed"]) == [0] * 6 + [1] * 2
+
+
+def test_record_refuses_bad_input_in_one_line():
+    for args, said in ((["configs=3", "trials=5"], "give configs=N"), (["configs=3", "grace=1"], "stops nothing early"),
+                       (["configs=0"], "at least 1"), (["configs=2", "repeats=3"], "repeats=3 exceeds configs=2")):
+        done = subprocess.run([sys.executable, "-m", "search.record", "space=full", *args],
+                              env=ENV, capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert done.returncode == 2 and said in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+# --- the surrogate, on a made-up record of two configurations -----------------------------------
+AUGMENTATION = {  # spaces/augmentation.py as it was when these tests were written: a record keeps its space
+    "strength": tune.uniform(0.0, 1.0), "rotation": tune.uniform(0.0, 30.0), "shift": tune.uniform(0.0, 0.2),
+    "shear": tune.uniform(0.0, 20.0), "zoom": tune.uniform(0.0, 0.2), "flip": tune.uniform(0.0, 1.0),
+    "erasing": tune.uniform(0.0, 0.5), "lr": tune.loguniform(1e-4, 3e-3),
+}
+A = {"strength": 0.2, "rotation": 10.0, "shift": 0.05, "shear": 4.0, "zoom": 0.02, "flip": 0.1, "erasing": 0.1,
+     "lr": 1e-4}
+B = {"strength": 0.8, "rotation": 20.0, "shift": 0.15, "shear": 16.0, "zoom": 0.18, "flip": 0.9, "erasing": 0.4,
+     "lr": 1e-3}
+
+
+def _curve(level: float, lr: float, seconds: float) -> dict[str, list[float]]:
+    return {"train_loss": [2 - level, 1.5 - level], "train_acc": [level - 0.1, level],
+            "val_loss": [1.2 - level, 1 - level],
+            "val_acc": [level - 0.05, level], "lr": [lr, lr / 2], "seconds": [seconds, seconds + 1],
+            "images_per_second": [1000 / seconds, 1000 / (seconds + 1)]}
+
+
+def _made_up_record(folder: Path, runs: list[tuple[dict, int, dict]]) -> Path:
+    """A record of the augmentation space: (config values, weight seed, curve) per trial."""
+    trials, epochs = [], []
+    for i, (values, seed, curve) in enumerate(runs):
+        config = Config.from_flat({**preset("seed").to_flat(), **values, "epochs": 2, "seed": seed}).to_flat()
+        trial_id = f"t{i}"
+        trials.append({"trial_id": trial_id, "status": "completed", "epochs_run": 2,
+                       "best_val_acc": max(curve["val_acc"]),
+                       "last_val_acc": curve["val_acc"][-1], "best_val_loss": min(curve["val_loss"]),
+                       "last_val_loss": curve["val_loss"][-1], "params": 786_890, "seconds": sum(curve["seconds"]),
+                       "images_per_second": 500.0, "node": "made-up", "cpus_per_trial": 1.0, "gpus_per_trial": 0.0,
+                       **config})
+        epochs.append(pd.DataFrame({"trial_id": trial_id, "epoch": [1, 2], **curve, "node": "made-up"}))
+    frame = pd.DataFrame(trials)
+    write_table(frame[[c for c in TRIALS.names]], folder / "report" / "trials.parquet", TRIALS)
+    write_table(pd.concat(epochs)[EPOCHS.names], folder / "report" / "epochs.parquet", EPOCHS)
+    write_json({"space": "augmentation", "width": 1.0, "params": records.params_to_json(AUGMENTATION), "max_epochs": 2,
+                "subset": 600, "val_size": 300, "device": "cpu", "cpus_per_trial": 1, "gpus_per_trial": 0},
+               folder / "record.json")
+    return folder
+
+
+def _between(t: float) -> dict:
+    """The point a fraction t of the way from A to B in the surrogate's scaled space (lr is log-uniform)."""
+    point = {k: A[k] + t * (B[k] - A[k]) for k in A}
+    point["lr"] = math.exp(math.log(A["lr"]) + t * (math.log(B["lr"]) - math.log(A["lr"])))
+    return point
+
+
+def test_surrogate_interpolates_between_two_recorded_neighbours(tmp_path):
+    curve_a, curve_b = _curve(0.6, A["lr"], 2.0), _curve(0.8, B["lr"], 4.0)
+    surrogate = Surrogate(records.load(str(_made_up_record(tmp_path, [(A, 0, curve_a), (B, 0, curve_b)]))))
+    for t in (0.25, 0.5, 0.9):
+        guess = surrogate.predict(_between(t))
+        for key in CURVE_KEYS:  # weights 1/distance: (1 - t) for A, t for B, the straight line
+            expected = np.array(curve_a[key]) + t * (np.array(curve_b[key]) - np.array(curve_a[key]))
+            if key == "lr":  # the neighbours' schedules (lr / peak lr) times this configuration's peak lr
+                expected = _between(t)["lr"] * np.array([1.0, 0.5])
+            assert np.allclose(guess[key], expected), (t, key, guess[key], expected)
+        answer = surrogate.answer(_between(t), seed=0)  # no repeated configuration: no noise
+        assert answer.source == "predicted" and answer.params is None
+        assert all(np.allclose(answer.curves[k], guess[k]) for k in CURVE_KEYS)
+    recorded = surrogate.answer(dict(B), seed=0)
+    assert recorded.source == "recorded" and recorded.params == 786_890
+    assert all(list(recorded.curves[k]) == curve_b[k] for k in CURVE_KEYS)
+
+
+def test_predictions_carry_recorded_seed_to_seed_noise(tmp_path):
+    a0, a1, b = _curve(0.6, A["lr"], 2.0), _curve(0.64, A["lr"], 2.5), _curve(0.8, B["lr"], 4.0)
+    surrogate = Surrogate(records.load(str(_made_up_record(tmp_path, [(A, 0, a0), (A, 1, a1), (B, 0, b)]))))
+    noise = {k: (np.array(a0[k]) - np.array(a1[k])) / math.sqrt(2) for k in CURVE_KEYS}
+    signs = set()
+    for seed in range(12):
+        answer, guess = surrogate.answer(_between(0.5), seed), surrogate.predict(_between(0.5))
+        sign = np.sign((answer.curves["val_acc"] - guess["val_acc"])[0] / noise["val_acc"][0])
+        signs.add(sign)
+        for key in CURVE_KEYS:  # losses and accuracies get the noise, time and lr none
+            expected = sign * noise[key] if key in ("train_loss", "train_acc", "val_loss", "val_acc") else 0
+            assert np.allclose(answer.curves[key] - guess[key], expected), key
+        assert np.array_equal(surrogate.answer(_between(0.5), seed).curves["val_acc"], answer.curves["val_acc"])
+    assert signs == {-1.0, 1.0}
+    # A recorded configuration with two seeds: one of its recorded curves, as recorded.
+    answers = {tuple(surrogate.answer(dict(A), seed).curves["val_acc"]) for seed in range(12)}
+    assert answers == {tuple(a0["val_acc"]), tuple(a1["val_acc"])}
+
+
+# --- replayed searches on the tiny record, through Ray Tune -----------------------------------
+def _search(record, surrogate, storage: Path, name: str, search_alg, scheduler, seed: int, trials: int,
+            param_space: dict | None = None) -> Path:
+    run = {"space": "full", "budget": "replay", "trials": trials, **budget_of(record), "grace": 1, "eta": 2,
+           "concurrency": 1, "seed": seed, "name": name}
+    tuner = replay_tuner(replay_trainable(surrogate, seed, 0.01), record, run, time_scale=0.01, search_alg=search_alg,
+                         scheduler=scheduler, storage=str(storage), callbacks=[], param_space=param_space)
+    tuner.fit()
+    collect(storage / name)
+    return storage / name
+
+
+@pytest.fixture(scope="module")
+def replayed(tiny, tmp_path_factory) -> dict[str, Path]:
+    """Four replayed searches in one Ray session: the record's own configurations, and TPE + ASHA
+    with seed 3 twice and seed 4 once (one trial at a time: then the order of results is fixed)."""
+    from search.ray_session import ray_session
+
+    record = records.load(str(tiny))
+    surrogate = Surrogate(record)
+    storage = tmp_path_factory.mktemp("replays")
+    searches = {}
+    with ray_session():
+        recorded = [{k: row[k] for k in record.param_space()} for row in record.trials.to_dict("records")]
+        searches["recorded"] = _search(record, surrogate, storage, "recorded", RecordedConfigs(recorded), None, 0,
+                                       len(recorded), param_space={})
+        for name, seed in (("tpe-3", 3), ("tpe-3-again", 3), ("tpe-4", 4)):
+            fixed = {k: v for k, v in record.param_space().items() if k not in records.searched(record.params())}
+            searcher = HonestOptunaSearch(max_epochs=2, seed=seed, base=fixed)
+            searches[name] = _search(record, surrogate, storage, name, searcher, make_scheduler(2, 1, 2), seed,
+                                     trials=12)
+    return searches
+
+
+def _curves(experiment: Path, record: Path) -> dict[tuple, list[tuple]]:
+    """{searched values: [its epochs' reported values, ...]} of an experiment's report."""
+    exp = load(experiment)
+    keys = sorted(records.searched(records.load(str(record)).params()))
+    out = {}
+    for row in exp.trials.to_dict("records"):
+        history = exp.epochs[exp.epochs["trial_id"] == row["trial_id"]].sort_values("epoch")
+        out.setdefault(tuple(row[k] for k in keys), []).append(tuple(map(tuple, history[list(CURVE_KEYS)].to_numpy())))
+    return out
+
+
+def test_a_recorded_configuration_replays_its_recorded_curve_exactly(tiny, replayed):
+    recorded, replayed_curves = _curves(tiny, tiny), _curves(replayed["recorded"], tiny)
+    assert set(replayed_curves) == set(recorded) and len(recorded) == 6
+    for config, curves in replayed_curves.items():
+        for curve in curves:
+            assert curve in recorded[config]  # bit for bit, one of its seeds when it has two
+    exp = load(replayed["recorded"])
+    assert set(exp.trials["node"]) == {"replay:recorded"} and set(exp.trials["status"]) == {"completed"}
+    assert exp.run["replay"] == str(tiny) and exp.run["replay_device"] == "cpu"
+
+
+def test_a_replayed_search_is_deterministic_for_a_given_seed(tiny, replayed):
+    first, again, other = (_curves(replayed[name], tiny) for name in ("tpe-3", "tpe-3-again", "tpe-4"))
+    assert first == again and len(first) == 12  # the same configurations, each with the same epochs
+    assert set(first) != set(other)  # another seed, another search
+    outcomes = [dict(zip(load(replayed[name]).trials["lr"], load(replayed[name]).trials["status"]))
+                for name in ("tpe-3", "tpe-3-again")]
+    assert outcomes[0] == outcomes[1] and "pruned" in outcomes[0].values()  # ASHA stopped the same trials
+    assert (load(replayed["tpe-3"]).trials["node"] == "replay:predicted").any()
+
+
+def test_simulated_time_adds_up(tiny, replayed):
+    record = records.load(str(tiny))
+    surrogate = Surrogate(record)
+    exp = load(replayed["tpe-3"])
+    assert math.isclose(exp.trials["seconds"].sum(), exp.epochs["seconds"].sum())
+    for row in exp.trials.to_dict("records"):
+        answer = surrogate.answer(row, seed=3)
+        history = exp.epochs[exp.epochs["trial_id"] == row["trial_id"]]
+        assert np.allclose(history["seconds"], answer.curves["seconds"][: row["epochs_run"]])
+        assert math.isclose(row["seconds"], answer.curves["seconds"][: row["epochs_run"]].sum())
+
+
+def test_the_comparison_runs_end_to_end(tiny, tmp_path):
+    # Its speed is the benchmark's to report, not a timed test's.
+    png = tmp_path / "curves.png"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/search_efficiency.py", f"--record={tiny}", "--seeds=2", "--trials=4",
+         "--concurrency=2", "--parallel=5", "--epoch-sleep=0.01", f"--png={png}"],
+        env=ENV, capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for label in ("TPE + ASHA (ours)", "stock OptunaSearch + ASHA", "random + ASHA", "random + FIFO", "TPE + FIFO"):
+        assert f"| {label} |" in done.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
