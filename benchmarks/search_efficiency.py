@@ -38,6 +38,9 @@ import numpy as np
 import optuna
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# A search thread that outlives this driver's Ray (Ctrl-C, SIGTERM) must fail, not let Ray's
+# auto-init join whatever other Ray instance runs on this machine.
+os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
 # As search.engine.quiet (which would import torch into every driver): no Tune tables.
 os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
 # 1,600 short trials: Tune's per-result work is the cost. No experiment snapshots but the last (a
@@ -223,8 +226,10 @@ def plot(searches: list[Search], strategies: list[Strategy], target: float, path
         curves = []
         for x in (x for x in searches if x.strategy == s.key):
             seconds, best = x.anytime()
-            at = np.searchsorted(seconds, grid, side="right") - 1  # the last result at or before each grid time
-            curves.append(np.where((at >= 0) & (grid <= seconds[-1]), best[np.maximum(at, 0)], np.nan))
+            # The best so far at each grid time: NaN before the first result; a search that has ended
+            # keeps its final best (it found nothing more), so every seed counts to the right edge.
+            at = np.searchsorted(seconds, grid, side="right") - 1
+            curves.append(np.where(at >= 0, best[np.maximum(at, 0)], np.nan))
         curves = np.array(curves)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # grid times before a seed's first result are NaN
@@ -232,9 +237,11 @@ def plot(searches: list[Search], strategies: list[Strategy], target: float, path
             low, high = np.nanpercentile(curves, 25, axis=0), np.nanpercentile(curves, 75, axis=0)
         line, = ax.plot(grid / scale, median, label=s.label)
         ax.fill_between(grid / scale, low, high, color=line.get_color(), alpha=0.15)
+        used = np.median([x.anytime()[0][-1] for x in searches if x.strategy == s.key])
+        ax.plot([used / scale], [np.nanmedian(curves[:, -1])], "o", color=line.get_color())  # where the searches end
     ax.axhline(target, color="grey", linestyle="--", linewidth=0.8, label="random + FIFO's final best (median)")
     ax.set_xscale("log")
-    ax.set_xlabel(f"simulated device-{unit} (sum of recorded epoch seconds)")
+    ax.set_xlabel(f"simulated device-{unit} (sum of recorded epoch seconds); dot: median device-{unit} used")
     ax.set_ylabel("best validation accuracy so far")
     ax.set_title(title, fontsize=9)
     finals = [max(x.anytime()[1]) for x in searches]
