@@ -240,3 +240,25 @@ def test_the_comparison_runs_end_to_end(tiny, tmp_path):
     for label in ("TPE + ASHA (ours)", "stock OptunaSearch + ASHA", "random + ASHA", "random + FIFO", "TPE + FIFO"):
         assert f"| {label} |" in done.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_search_run_replays_a_record(tiny, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "search.run", "space=full", f"replay={tiny}", "trials=6", "concurrency=2", "grace=1",
+         "eta=2", f"storage={tmp_path}", "name=replayed"],
+        env=ENV, capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    exp = load(tmp_path / "replayed")
+    # The record's schedule length and data, without being given; marked as a replay of a CPU record.
+    assert (exp.run["max_epochs"], exp.run["subset"], exp.run["val_size"]) == (2, 600, 300)
+    assert exp.run["replay"] == str(tiny) and exp.run["replay_device"] == "cpu"
+    assert len(exp.trials) == 6 and set(exp.trials["node"]) <= {"replay:recorded", "replay:predicted"}
+    assert math.isclose(exp.trials["seconds"].sum(), exp.epochs["seconds"].sum())
+    # A space other than the record's is refused before anything is written.
+    refused = subprocess.run(
+        [sys.executable, "-m", "search.run", "space=augmentation", f"replay={tiny}", f"storage={tmp_path}",
+         "name=refused"], env=ENV, capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert refused.returncode == 2 and "the record holds space=full" in refused.stderr
+    assert not (tmp_path / "refused").exists()
