@@ -160,6 +160,9 @@ def record(rs: RecordSettings, split: fmnist.Split, data_source: str) -> int:
             run_config=tune.RunConfig(
                 name=s.name,
                 storage_path=resolve(s.storage),  # absolute: Tune fails on a relative local path
+                # Ended by Tune at max_epochs rather than by the trainable returning: Tune then reuses
+                # the trial's actor for the next configuration (it did not for returned ones).
+                stop={"training_iteration": s.max_epochs},
                 callbacks=[Progress(len(points), s.max_epochs, shown=sorted(searched(rs.params())))],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
