@@ -63,7 +63,7 @@ def run_search(s: Settings, split: Split) -> int:
     lock: Lock | None = None
     try:
         with ray_session(s.address, verbose=s.verbose) as resources:
-            problem = _resources_problem(s, resources)
+            problem = resources_problem(s, resources)
             if problem:
                 return reject(ValueError(problem))
             lock = _take_lock(s)
@@ -113,7 +113,7 @@ def _take_lock(s: Settings) -> Lock:
     return lock
 
 
-def _resources_problem(s: Settings, resources: dict) -> str | None:
+def resources_problem(s: Settings, resources: dict) -> str | None:
     """On an embedded Ray the machine's resources are final; a cluster may still scale up. A replay
     asks for replay.REPLAY_CPUS a trial, whatever cpus_per_trial and gpus_per_trial simulate."""
     if s.address or s.replay:
@@ -126,7 +126,7 @@ def _resources_problem(s: Settings, resources: dict) -> str | None:
     return None
 
 
-def _trainable(s: Settings, split: Split | None):
+def trainable(s: Settings, split: Split | None):
     if s.replay:
         record = records.load(s.replay)
         return replay.replay_trainable(replay.Surrogate(record), s.seed, replay.time_scale_for(record, replay.EPOCH_SLEEP))
@@ -153,7 +153,7 @@ def create_tuner(s: Settings, split: Split):
         spend=DeviceSpend(hours * 3600 if hours else math.inf, devices), first_rung=s.grace,
     )
     return tune.Tuner(
-        _trainable(s, split),
+        trainable(s, split),
         param_space=space,
         tune_config=tune.TuneConfig(
             metric=METRIC,
@@ -189,7 +189,7 @@ def trial_name(trial) -> str:
 
 def _restore(s: Settings, split: Split):
     _point_new_trials_here(s.experiment)
-    tuner = tune.Tuner.restore(s.experiment, _trainable(s, split), resume_unfinished=True, resume_errored=False)
+    tuner = tune.Tuner.restore(s.experiment, trainable(s, split), resume_unfinished=True, resume_errored=False)
     # The Tuner was pickled with the folder of the search's first run, which may have moved since
     # (another storage=): rungs.json and the study's journal go where the experiment is now.
     for callback in internals.tuner_callbacks(tuner):

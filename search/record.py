@@ -127,11 +127,10 @@ class RecordedConfigs(Searcher):
 
 
 def record(rs: RecordSettings, split: fmnist.Split, data_source: str) -> int:
-    from search.engine import quiet, trial_name  # engine imports the trainer: torch
+    from search.engine import quiet, resources_problem, trainable, trial_name  # engine imports the trainer: torch
     from search.progress import Progress
     from search.ray_session import ray_session
     from search.storage import resolve
-    from search.trainable import train_trial
 
     s = rs.run
     points = draw(rs)
@@ -139,14 +138,11 @@ def record(rs: RecordSettings, split: fmnist.Split, data_source: str) -> int:
         quiet()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with ray_session(s.address, verbose=s.verbose) as resources:
-        if not s.address and s.gpus_per_trial > resources.get("GPU", 0):
-            return overrides.reject(ValueError(f"gpus_per_trial={s.gpus_per_trial} but this machine has "
-                                               f"{resources.get('GPU', 0):g} GPUs; use gpus_per_trial=0 or address="))
-        trainable = tune.with_resources(
-            tune.with_parameters(train_trial, split=split), {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
-        )
+        problem = resources_problem(s, resources)
+        if problem:
+            return overrides.reject(ValueError(problem))
         tuner = tune.Tuner(
-            trainable,
+            trainable(s, split),
             tune_config=tune.TuneConfig(
                 metric=METRIC,
                 mode=MODE,

@@ -80,11 +80,11 @@ class HonestOptunaSearch(OptunaSearch):
             if not isinstance(config, dict):
                 return config
             trial = internals.optuna_trial(self, trial_id)
-            params = self._count(config)
-            trial.set_user_attr(PARAMS_ATTR, params)
-            if self.max_params is None:
+            if self.max_params is None:  # nothing to check: no network is built here
                 trial.set_user_attr(study.TRIAL_ID, trial_id)
                 return config
+            params = self._count(config)
+            trial.set_user_attr(PARAMS_ATTR, params)
             trial.set_constraint(PARAMS_ATTR, params - self.max_params)  # TPE: feasible at <= 0
             if params <= self.max_params:
                 trial.set_user_attr(study.TRIAL_ID, trial_id)
