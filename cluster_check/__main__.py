@@ -32,8 +32,12 @@ def problems(config: dict) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    usage = f"usage: python -m cluster_check [CLUSTER_YAML] (default {DEFAULT})"
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(f"{usage}\n\n{__doc__.strip()}")
+        return 0
     if len(argv) > 1 or any(arg.startswith("-") for arg in argv):
-        print(f"usage: python -m cluster_check [CLUSTER_YAML] (default {DEFAULT})", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
     path = Path(argv[0] if argv else DEFAULT)
     try:

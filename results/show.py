@@ -39,6 +39,7 @@ REPORT_TRAIN_IMAGES, REPORT_EPOCHS = 60_000, 30
 FILE_WIDTH = 1_000  # columns when printing to a file: wider than any table, so none is squeezed
 TOP = 5  # trials in the top-trials tables
 IMPORTANT = 10  # hyperparameters in the importance table
+USAGE = "usage: python -m results.show EXPERIMENT_FOLDER [...] [trial=ID] [columns=all]"
 KEYS = {"trial": "show this trial in full", "columns": "all: every varying hyperparameter of the top trials"}
 
 
@@ -406,12 +407,12 @@ def show(experiments: list[Experiment], console: Console, trial: str | None = No
 
 
 def main(argv: list[str]) -> int:
+    if overrides.wants_help(argv):
+        print(__doc__.strip())
+        return 0
     paths = [arg for arg in argv if "=" not in arg]
     if not paths or any(path.startswith("-") for path in paths):
-        print(
-            "usage: python -m results.show EXPERIMENT_FOLDER [...] [trial=ID] [columns=all] (a folder: runs/NAME, or a URI)",
-            file=sys.stderr,
-        )
+        print(f"{USAGE} (a folder: runs/NAME, or a URI; --help for more)", file=sys.stderr)
         return 2
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the importance study's creation is no news
     try:

@@ -247,6 +247,9 @@ def _machine() -> dict:
 
 
 def main(argv: list[str]) -> int:
+    if overrides.wants_help(argv):
+        print(__doc__.strip())
+        return 0
     try:
         rs = parse(argv)
         source = fmnist.find(rs.run.data_dir)
