@@ -29,7 +29,7 @@ from results.schema import is_file, join, locate, write_json
 from search import internals, study
 from search.asha import RungKeeper, make_scheduler
 from search.lock import Lock, LockError
-from search.progress import Progress
+from search.progress import Progress, stop_frames
 from search.ray_session import RayUnavailable, ray_session
 from search import records, replay
 from search.report import INTERRUPTED, print_report
@@ -68,7 +68,10 @@ def run_search(s: Settings, split: Split) -> int:
                 return reject(ValueError(problem))
             lock = _take_lock(s)
             tuner = _restore(s, split) if s.resume and is_file(join(s.experiment, TUNER_FILE)) else create_tuner(s, split)
-            tuner.fit()  # Ctrl-C: Tune stops the trials, saves the experiment and returns what finished
+            try:
+                tuner.fit()  # Ctrl-C: Tune stops the trials, saves the experiment and returns what finished
+            finally:
+                stop_frames()  # a second Ctrl-C skips the live view's end
         collect(s.experiment)
         return print_report(s.location, _expected_trials(s, internals.tuner_searcher(tuner)), s.resume_command(), MAX_FAILURES)
     except (RayUnavailable, LockError) as e:

@@ -33,6 +33,15 @@ from results.status import ERROR, FINISHED, UNFINISHED, trial_status
 
 HEARTBEAT = 60.0  # seconds between plain lines while nothing finishes
 REFRESH = 1.0  # frames per second on a terminal: the clock ticks
+# Frames on the terminal now. A second Ctrl-C skips on_experiment_end: the search stops them with
+# stop_frames(), or rich's thread would go on drawing over its last words with the cursor hidden.
+_FRAMES: list[Live] = []
+
+
+def stop_frames() -> None:
+    """Stops every live frame still drawn (leaving its last state on screen) and shows the cursor."""
+    while _FRAMES:
+        _FRAMES.pop().stop()
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,7 @@ class Progress(Callback):
         if self._console.is_terminal:
             self._live = Live(console=self._console, get_renderable=self.frame, refresh_per_second=REFRESH)
             self._live.start()
+            _FRAMES.append(self._live)
         else:
             asha = f"ASHA grace {self.grace}, eta {self.eta}" if self.grace else "no early stopping"
             self._line(f"starting {self.total} trials of up to {self.max_epochs} epochs ({asha}); "
@@ -135,6 +145,8 @@ class Progress(Callback):
         self._update(trials)
         self._estimate = (self._seconds_left(), monotonic())
         if self._live is not None:
+            if self._live in _FRAMES:
+                _FRAMES.remove(self._live)
             self._live.stop()  # draws the last frame once more, where it stands, and leaves it
             self._live = None
         else:
@@ -225,8 +237,12 @@ class Progress(Callback):
         return "; ".join(part for part in (self.counts_text(), ", ".join(running), best, self.clock_text()) if part)
 
     def ending(self) -> str:
-        unfinished = self.total - sum(r.state in FINISHED for r in self._rows)
-        head = "finished" if not unfinished else f"stopped with {unfinished} trials {UNFINISHED}"
+        if any(r.state == UNFINISHED for r in self._rows):  # Ctrl-C: those and the ones never started
+            head = f"stopped with {self.total - sum(r.state in FINISHED for r in self._rows)} trials {UNFINISHED}"
+        elif len(self._rows) < self.total:  # the searcher started no more (a device-hour budget spent)
+            head = f"finished after {len(self._rows)} of {self.total} trials"
+        else:
+            head = "finished"
         return "; ".join(part for part in (head, self.counts_text(), self.best_text()) if part)
 
     def frame(self) -> RenderableType:

@@ -118,6 +118,31 @@ def test_ctrl_c_leaves_interrupted_trials_unfinished_in_one_last_line(clock, std
     assert sum("stopped with" in line for line in lines) == 1 and not any("pruned at" in line for line in lines)
 
 
+def test_a_search_whose_budget_ended_it_early_says_finished_not_unfinished(clock, stderr):
+    progress = Progress(total=4, max_epochs=1, shown=["lr"])
+    progress.setup()
+    trials = [_trial("a", "RUNNING"), _trial("b", "RUNNING")]
+    progress.on_step_begin(0, trials)
+    for trial in trials:
+        _result(progress, trials, trial, 1, 0.5)
+        trial.status = "TERMINATED"
+        progress.on_trial_complete(0, trials, trial)
+    progress.on_experiment_end(trials)  # the searcher started no more: the device-hours were spent
+    last = stderr.lines()[-1]
+    assert "finished after 2 of 4 trials; 0 running, 2 completed" in last and "unfinished" not in last
+
+
+def test_a_second_ctrl_c_still_takes_the_frame_down_and_shows_the_cursor(clock, monkeypatch):
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich: stderr counts as a terminal
+    progress = Progress(total=1, max_epochs=1, shown=[])
+    progress.setup()
+    live = progress._live
+    assert live.is_started  # and on_experiment_end never comes: KeyboardInterrupt left tuner.fit()
+    search.progress.stop_frames()
+    assert not live.is_started
+    search.progress.stop_frames()  # idempotent
+
+
 def test_a_resumed_search_counts_trials_restored_finished(clock, stderr):
     progress = Progress(total=3, max_epochs=3, shown=["lr"])
     progress.setup()
