@@ -291,12 +291,12 @@ def main(argv: list[str]) -> int:
 
             if finished(settings.location, settings.trials):  # nothing left to run: the report again, no Ray
                 return print_report(settings.location, settings.trials, settings.resume_command(), MAX_FAILURES)
-        if not settings.address:  # an embedded Ray; joining a cluster can still fail, with one line
-            # The live view starts with Tune, 5-20 s from now: say what happens until then.
-            print(f"search {settings.location}: loading the data, starting Ray and the first trials", file=sys.stderr, flush=True)
         split = None if settings.replay else fmnist.load_split(settings.data_dir, settings.val_size, settings.subset)
     except ValueError as e:
         return overrides.reject(e)
+    if not settings.address:  # an embedded Ray; joining a cluster can still fail, with one line
+        # The live view starts with Tune, 5-20 s from now: say what happens until then.
+        print(f"search {settings.location}: starting Ray and the first trials", file=sys.stderr, flush=True)
     from search.engine import run_search
 
     return run_search(settings, split)
