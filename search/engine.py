@@ -9,7 +9,6 @@ and lets the second through as KeyboardInterrupt).
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import math
 import os
@@ -17,7 +16,6 @@ import sys
 from datetime import datetime, timezone
 
 import optuna
-import pyarrow.fs as pafs
 from ray import tune
 from ray.tune.search.sample import Domain
 from ray.tune.stopper import CombinedStopper, MaximumIterationStopper
@@ -196,7 +194,7 @@ def trial_name(trial) -> str:
 
 
 def _restore(s: Settings, split: Split):
-    _point_new_trials_here(s.experiment)
+    internals.point_search_generator(*locate(s.experiment))  # Tune restores it pointing at the old folder
     tuner = tune.Tuner.restore(s.experiment, trainable(s, split), resume_unfinished=True, resume_errored=False)
     # The Tuner was pickled with the folder of the search's first run, which may have moved since
     # (another storage=): rungs.json and the study's journal go where the experiment is now.
@@ -205,31 +203,3 @@ def _restore(s: Settings, split: Split):
             callback.experiment = s.experiment
     internals.tuner_searcher(tuner).journal = study.journal_path(s.experiment)
     return tuner
-
-
-def _point_new_trials_here(experiment: str) -> None:
-    """Make the trials a restored search creates go where the experiment is now.
-
-    Tune moves the trials it restores into a moved experiment's new folder, but not its search
-    generator, which it restores with the storage it was saved with: every trial created after the
-    restore would write into the old folder, or, with that folder gone, fail with "Unable to set up
-    cluster storage". So the generator's saved states (search_gen_state-*.json: a cloudpickled dict
-    whose "experiment" holds that StorageContext) are pointed at the new folder first, the three
-    fields Tune's own restore updates for its trials (TuneController._restore_trials)."""
-    import ray.cloudpickle as cloudpickle
-
-    fs, folder = locate(experiment)
-    parent, name = folder.rsplit("/", 1)
-    for info in fs.get_file_info(pafs.FileSelector(folder)):
-        if not fnmatch.fnmatch(info.base_name, "search_gen_state-*.json"):
-            continue
-        with fs.open_input_stream(info.path) as stream:
-            state = cloudpickle.loads(stream.readall())
-        storage = state["experiment"].storage  # also the one in its spec: the same object
-        if (storage.storage_fs_path, storage.experiment_dir_name) == (parent, name):
-            continue
-        storage.storage_filesystem, storage.storage_fs_path, storage.experiment_dir_name = fs, parent, name
-        temp = f"{folder}/.{info.base_name}.{os.getpid()}.tmp"
-        with fs.open_output_stream(temp) as out:
-            out.write(cloudpickle.dumps(state))
-        fs.move(temp, info.path)  # a rename: a crash leaves the old state or the new, never half

@@ -9,11 +9,14 @@ Optuna bounded (>=5,<6) in pyproject.toml; revisit this module whenever either c
 from __future__ import annotations
 
 import copy
+import fnmatch
+import os
 from typing import Any
 
 import optuna
 import pyarrow.fs as pafs
 from optuna.storages.journal import JournalFileBackend
+import ray.cloudpickle as cloudpickle
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.tune import Callback, Tuner
 from ray.tune.experiment import Trial
@@ -67,6 +70,35 @@ def tuner_searcher(tuner: Tuner) -> Searcher:
 def tuner_callbacks(tuner: Tuner) -> list[Callback]:
     """The callbacks a (restored) Tuner was built with, as given to RunConfig."""
     return tuner._local_tuner.get_run_config().callbacks or []
+
+
+# --- Tune restores a moved experiment's search generator with the folder it was saved in. ------------
+
+
+def point_search_generator(fs: pafs.FileSystem, folder: str) -> None:
+    """Make the trials a restored search creates go to `folder`, where the experiment is now.
+
+    Tune moves the trials it restores into a moved experiment's new folder, but not its search
+    generator, which it restores with the storage it was saved with: every trial created after the
+    restore would write into the old folder, or, with that folder gone, fail with "Unable to set up
+    cluster storage". So the generator's saved states (search_gen_state-*.json: a cloudpickled dict
+    whose "experiment" holds that StorageContext) are pointed at the new folder first, the three
+    fields Tune's own restore updates for its trials (TuneController._restore_trials). Exercised by
+    tests/test_search_run.py's moved-experiment resume."""
+    parent, name = folder.rsplit("/", 1)
+    for info in fs.get_file_info(pafs.FileSelector(folder)):
+        if not fnmatch.fnmatch(info.base_name, "search_gen_state-*.json"):
+            continue
+        with fs.open_input_stream(info.path) as stream:
+            state = cloudpickle.loads(stream.readall())
+        storage = state["experiment"].storage  # also the one in its spec: the same object
+        if (storage.storage_fs_path, storage.experiment_dir_name) == (parent, name):
+            continue
+        storage.storage_filesystem, storage.storage_fs_path, storage.experiment_dir_name = fs, parent, name
+        temp = f"{folder}/.{info.base_name}.{os.getpid()}.tmp"
+        with fs.open_output_stream(temp) as out:
+            out.write(cloudpickle.dumps(state))
+        fs.move(temp, info.path)  # a rename: a crash leaves the old state or the new, never half
 
 
 # --- Ray's ASHAScheduler does not expose its rungs (ray-project/ray#30838: they are not saved). -----
