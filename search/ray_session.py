@@ -72,7 +72,7 @@ def ray_session(address: str = "", num_cpus: int | None = None, verbose: bool = 
     try:
         if address:
             _probe(address)
-            with _deadline(address):
+            with _deadline(address, verbose):
                 try:
                     ray.init(address=address, **kwargs)
                 except ConnectionError as e:  # address=auto with no cluster on this machine, ...
@@ -101,16 +101,25 @@ def _probe(address: str) -> None:
 
 
 @contextmanager
-def _deadline(address: str) -> Iterator[None]:
+def _deadline(address: str, verbose: bool) -> Iterator[None]:
     """Exit the process (code 2, one line) if joining takes longer than JOIN_TIMEOUT_S.
 
     Ray's connection loop runs in C++ and does not return to Python while it retries, so neither
     an exception nor a signal handler can end it: only leaving the process can. Nothing has been
-    written by then (the experiment's lock and files come after Ray is up)."""
+    written by then (the experiment's lock and files come after Ray is up). Unless `verbose`, what
+    Ray's C++ side writes to stderr meanwhile (a warning a second while something that is not a
+    Ray head answers) is held back: the one line says what went wrong."""
+    stderr = 2  # the process's own: Ray's C++ writes there, whatever sys.stderr is
+    sys.stderr.flush()
+    saved = os.dup(stderr)
+    held = tempfile.TemporaryFile()
+    if not verbose:
+        os.dup2(held.fileno(), stderr)
 
     def give_up() -> None:
-        print(f"error: address={address}: no Ray cluster answered within {JOIN_TIMEOUT_S} s; is it a Ray "
-              "head's address (ray status on the head shows it)?", file=sys.stderr, flush=True)
+        message = (f"error: address={address}: no Ray cluster answered within {JOIN_TIMEOUT_S} s; is it a "
+                   "Ray head's address (ray status on the head shows it)?\n")
+        os.write(saved, message.encode())
         os._exit(2)
 
     timer = threading.Timer(JOIN_TIMEOUT_S, give_up)
@@ -120,6 +129,10 @@ def _deadline(address: str) -> Iterator[None]:
         yield
     finally:
         timer.cancel()
+        sys.stderr.flush()
+        os.dup2(saved, stderr)
+        os.close(saved)
+        held.close()
 
 
 @contextmanager

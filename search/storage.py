@@ -9,6 +9,7 @@ and what the printed commands repeat.
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pyarrow.fs as pafs
 
@@ -31,7 +32,7 @@ def experiment_path(storage: str, name: str) -> str:
 
 def check_writable(location: str, key: str | None = None) -> None:
     """ValueError (one line) unless `location` (the value of `key`, if it is one) is, or can be
-    created as, a folder this process may write to. Writes nothing. For URIs: that it parses, is
+    created as, a folder this process may write to. Leaves nothing behind. For URIs: that it parses, is
     reachable and is not a file (an object store says whether it may be written only when it is)."""
     named = f"{key}={location}" if key else location
     if not location.strip():
@@ -53,3 +54,7 @@ def check_writable(location: str, key: str | None = None) -> None:
         raise ValueError(f"{named} {where}, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{named}: {existing} is not writable by this user")
+    try:  # root passes os.access everywhere, /proc and /sys included: a folder made and removed at once
+        os.rmdir(tempfile.mkdtemp(prefix=".writable-", dir=existing))
+    except OSError as e:
+        raise ValueError(f"{named}: cannot make a folder in {existing} ({e.strerror or e})") from None

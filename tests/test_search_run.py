@@ -13,8 +13,10 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -304,6 +306,7 @@ BAD = [
     (["space=augmentation", "storage={file}"], "is a file, not a folder"),
     (["space=augmentation", "storage={unwritable}"], "is not writable by this user"),
     (["space=augmentation", "storage="], "storage= is empty"),
+    (["space=augmentation", "storage=/proc/runs"], "storage=/proc/runs: cannot make a folder in /proc"),  # root passes os.access there
     (["space=augmentation", "storage=nope://bucket/runs"], "nope://bucket/runs: not a usable URI"),
     (["space=augmentation", "name=."], "name='.': use letters, digits"),
     (["space=augmentation", "name=.."], "name='..': use letters, digits"),
@@ -334,6 +337,25 @@ def test_bad_input_is_one_line_exit_2_and_nothing_on_disk(tmp_path, monkeypatch,
     assert message in one_line(capsys.readouterr().err)
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
     assert time.monotonic() - started < 30
+
+
+def test_an_address_that_answers_but_is_no_ray_head_is_one_line_within_30_s(tmp_path):
+    """Something accepts the connection (here: a socket that answers every request with a 404) but
+    no Ray head: Ray's C++ retries for minutes and warns every second; the search gives up alone."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_404s() -> None:
+        while True:
+            connection, _ = listener.accept()
+            connection.sendall(b"HTTP/1.1 404 Not Found\r\n\r\n")
+
+    threading.Thread(target=answer_404s, daemon=True).start()
+    started = time.monotonic()
+    done = search("space=augmentation", f"address=127.0.0.1:{port}", "shared=true", "name=x", cwd=tmp_path, timeout=60)
+    assert done.returncode == 2 and time.monotonic() - started < 30
+    assert f"address=127.0.0.1:{port}: no Ray cluster answered within" in one_line(done.stderr)
+    assert done.stdout == "" and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", '{"space": "augmentation"}'])
