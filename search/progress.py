@@ -237,13 +237,15 @@ class Progress(Callback):
         return "; ".join(part for part in (self.counts_text(), ", ".join(running), best, self.clock_text()) if part)
 
     def ending(self) -> str:
-        if any(r.state == UNFINISHED for r in self._rows):  # Ctrl-C: those and the ones never started
-            head = f"stopped with {self.total - sum(r.state in FINISHED for r in self._rows)} trials {UNFINISHED}"
-        elif len(self._rows) < self.total:  # the searcher started no more (a device-hour budget spent)
+        not_started = max(self.total - len(self._rows), 0)
+        if any(r.state == UNFINISHED for r in self._rows):  # Ctrl-C
+            head = "stopped"
+        elif not_started:  # the searcher started no more (a device-hour budget spent)
             head = f"finished after {len(self._rows)} of {self.total} trials"
         else:
             head = "finished"
-        return "; ".join(part for part in (head, self.counts_text(), self.best_text()) if part)
+        counts = self.counts_text() + (f" ({not_started} not started)" if head == "stopped" and not_started else "")
+        return "; ".join(part for part in (head, counts, self.best_text()) if part)
 
     def frame(self) -> RenderableType:
         """The terminal's frame, built from the latest rows (called by rich's refresh thread)."""

@@ -31,7 +31,7 @@ from results.schema import file_type, is_file, join, locate, read_json
 from search import budgets, records, replay
 from search.lock import LOCK_FILE, LockHeld, held_message, holder
 from search.ray_session import check_address
-from search.settings import DEFAULT_STORAGE, MAX_FAILURES, RUN_FILE, Settings
+from search.settings import DEFAULT_STORAGE, MAX_FAILURES, RUN_FILE, Settings, param_space
 from search.storage import check_writable, is_uri
 
 MAX_COUNT = 1_000_000  # trials, concurrency, eta: a sane cap, far beyond any real search
@@ -241,6 +241,10 @@ def check_values(s: Settings) -> None:
     fmnist.check_sizes(s.val_size, s.subset, largest_batch(space.PARAMS.get("batch_size", start.batch_size)))
     if s.replay:
         replay.check_search(records.load(s.replay), s.space, max_epochs=s.max_epochs, subset=s.subset, val_size=s.val_size)
+    if s.max_params is not None:
+        from search.searcher import check_max_params  # here: Optuna takes a while to import
+
+        check_max_params(records.load(s.replay).param_space() if s.replay else param_space(s), s.max_params, s.seed)
 
 
 def largest_batch(value) -> int:

@@ -29,11 +29,13 @@ import os
 import pickle
 import uuid
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search.sample import Domain
 
 from model.config import Config
 from results.status import ran_to_the_end
@@ -83,7 +85,7 @@ class HonestOptunaSearch(OptunaSearch):
             if self.max_params is None:  # nothing to check: no network is built here
                 trial.set_user_attr(study.TRIAL_ID, trial_id)
                 return config
-            params = self._count(config)
+            params = parameters({**self.base, **config})
             trial.set_user_attr(PARAMS_ATTR, params)
             trial.set_constraint(PARAMS_ATTR, params - self.max_params)  # TPE: feasible at <= 0
             if params <= self.max_params:
@@ -95,11 +97,6 @@ class HonestOptunaSearch(OptunaSearch):
             self.refused += 1
         raise ValueError(f"{MAX_REFUSALS} suggestions in a row exceed max_params={self.max_params}: the space has too few smaller networks")
 
-    def _count(self, config: dict) -> int:
-        """Parameters of the network the suggestion describes (built on the CPU, not trained)."""
-        from model.net import build, count_parameters
-
-        return count_parameters(build(Config.from_flat({**self.base, **config})))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._report(trial_id, result)
@@ -168,3 +165,31 @@ def _replace(path: str, content: bytes) -> None:
     finally:
         if os.path.exists(temp):
             os.remove(temp)
+
+
+def parameters(config: dict) -> int:
+    """Trainable parameters of the network a flat Config dict describes (built on PyTorch's meta
+    device: shapes only, no memory, about a millisecond)."""
+    import torch
+
+    from model.net import build, count_parameters
+
+    with torch.device("meta"):
+        return count_parameters(build(Config.from_flat(config)))
+
+
+def check_max_params(space: dict, max_params: int, seed: int) -> None:
+    """ValueError (one line) unless one of MAX_REFUSALS configurations drawn at random from `space`
+    (a Tune param space) has at most `max_params` parameters: the searcher would give up after as
+    many refusals in a row, once Ray had started and the experiment was written."""
+    rng = np.random.default_rng(seed)
+    base = {k: v for k, v in space.items() if not isinstance(v, Domain)}
+    domains = {k: v for k, v in space.items() if isinstance(v, Domain)}
+    smallest = None
+    for _ in range(MAX_REFUSALS):
+        params = parameters({**base, **{k: d.sample(random_state=rng) for k, d in domains.items()}})
+        if params <= max_params:
+            return
+        smallest = params if smallest is None else min(smallest, params)
+    raise ValueError(f"max_params={max_params:,}: none of {MAX_REFUSALS:,} networks drawn from this space has so few "
+                     f"parameters (the smallest has {smallest:,}); give a larger max_params, or none")

@@ -303,6 +303,7 @@ BAD = [
     (["space=augmentation", "val_size=60000"], "val_size=60000: must lie between 1 and 59,999"),
     (["space=augmentation", "subset=40"], "batch_size=64 exceeds the 40 training images"),
     (["space=full", "subset=300"], "batch_size=512 exceeds the 300 training images"),
+    (["space=architecture", "max_params=1"], "max_params=1: none of 1,000 networks drawn from this space has so few"),
     (["space=augmentation", "storage={file}"], "is a file, not a folder"),
     (["space=augmentation", "storage={unwritable}"], "is not writable by this user"),
     (["space=augmentation", "storage="], "storage= is empty"),
