@@ -4,7 +4,8 @@
 until the report is printed, and turns the ways a search ends into exit codes: search.report's
 0 / 1 / 130, 2 when the experiment is taken or the cluster cannot be joined, and 130 with the
 resume command for a Ctrl-C at any moment, a second one included (Tune stops cleanly on the first
-and lets the second through as KeyboardInterrupt).
+and lets the second through as KeyboardInterrupt); 1 with one line and the resume command when the
+storage fails under the search (a full disk: an OSError).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from search.lock import Lock, LockError
 from search.progress import Progress, stop_frames
 from search.ray_session import RayUnavailable, ray_session
 from search import records, replay
-from search.report import INTERRUPTED, print_report
+from search.report import FAILED, INTERRUPTED, print_report
 from search.storage import resolve
 from search.settings import MAX_FAILURES, METRIC, MODE, RUN_FILE, Settings, param_space
 from search.searcher import HonestOptunaSearch
@@ -75,6 +76,9 @@ def run_search(s: Settings, split: Split) -> int:
         return print_report(s.location, _expected_trials(s, internals.tuner_searcher(tuner)), s.resume_command(), MAX_FAILURES)
     except (RayUnavailable, LockError) as e:
         return reject(e)
+    except OSError as e:  # the storage failed under the search (a full disk, a lost mount): what was saved stays
+        print(f"error: {' '.join(str(e).split())}; once that is fixed, resume with  {s.resume_command()}", file=sys.stderr)
+        return FAILED
     except KeyboardInterrupt:  # a second Ctrl-C, or one before or after Tune's loop
         if is_file(join(s.experiment, RUN_FILE)):
             print(f"interrupted: resume with  {s.resume_command()}")

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 
 from results.schema import EPOCHS, TRIALS, read_table
 from search import run, study
-from search.lock import LOCK_FILE
+from search.lock import LOCK_FILE, holder
 from search.report import FAILED, INTERRUPTED
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
@@ -357,6 +357,28 @@ def test_an_address_that_answers_but_is_no_ray_head_is_one_line_within_30_s(tmp_
     assert done.returncode == 2 and time.monotonic() - started < 30
     assert f"address=127.0.0.1:{port}: no Ray cluster answered within" in one_line(done.stderr)
     assert done.stdout == "" and not (tmp_path / "runs").exists()
+
+
+def test_storage_failing_under_a_search_is_one_line_with_the_resume_command(tmp_path, monkeypatch, capsys):
+    from contextlib import contextmanager
+
+    from search import engine
+
+    @contextmanager
+    def up(*args, **kwargs):  # Ray is up, with the resources the search asks for
+        yield {"CPU": 2.0}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(engine, "ray_session", up)
+    monkeypatch.setattr(engine, "create_tuner", full_disk)
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*SMALL, "name=full"]) == FAILED
+    assert refusal(capsys.readouterr().err) == (
+        "error: [Errno 28] No space left on device; once that is fixed, resume with  python -m search.run name=full resume=true"
+    )
+    assert holder(str(tmp_path / "runs" / "full")) is None  # the lock went with the search
 
 
 @pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", '{"space": "augmentation"}'])
