@@ -51,8 +51,7 @@ class Row:
     trial_id: str
     state: str  # running, pending, or one of results.status.FINISHED
     epoch: int  # epochs reported
-    value: float | None  # the metric at that epoch
-    best: float | None  # the best value of the metric over the trial's epochs
+    value: float | None  # the metric at that epoch: what ranks the trial (results.status.ranked)
 
 
 def expected_epochs(epoch: int, max_epochs: int, grace: int | None, eta: int | None) -> float:
@@ -161,8 +160,8 @@ class Progress(Callback):
         if self._live is None:
             row = next(r for r in self._rows if r.trial_id == trial.trial_id)
             value = f" ({self.metric} {self._value(row.value)})" if row.value is not None else ""
-            best = max((r for r in self._rows if r.best is not None), key=lambda r: r.best, default=None)
-            best_text = f"best {self._value(best.best)} ({best.trial_id})" if best else None
+            best = self._best()
+            best_text = f"best {self._value(best.value)} ({best.trial_id})" if best else None
             parts = (f"trial {trial.trial_id} {outcome} at epoch {row.epoch} of {self.max_epochs}{value}",
                      self.counts_text(), best_text, f"~{clock(self.seconds_left())} left")
             self._line("; ".join(part for part in parts if part))
@@ -177,9 +176,8 @@ class Progress(Callback):
             self._configs[trial.trial_id] = trial.config
             epoch = self._epoch(trial)
             value = self._newest.get(trial.trial_id, (0, (trial.last_result or {}).get(self.metric)))[1]
-            seen = [v for v in ((trial.metric_analysis.get(self.metric) or {}).get("max"), value) if v is not None]
             state = self._outcomes.get(trial.trial_id) or self._open_state(trial)
-            rows.append(Row(trial.trial_id, state, epoch, value, max(seen) if seen else None))
+            rows.append(Row(trial.trial_id, state, epoch, value))
         self._rows = tuple(rows)
 
     def _open_state(self, trial: Trial) -> str:
@@ -219,14 +217,18 @@ class Progress(Callback):
         shown = ["running", *(s for s in ("pending",) if s in states), *FINISHED, *(s for s in (UNFINISHED,) if s in states)]
         return ", ".join(f"{states.count(s)} {s}" for s in shown) + f" of {self.total} trials"
 
+    def _best(self) -> Row | None:
+        """The trial with the highest metric at its latest epoch: the one notion of best, as the
+        tables rank trials by their last epoch (a running trial by its newest)."""
+        return max((r for r in self._rows if r.value is not None), key=lambda r: r.value, default=None)
+
     def best_text(self) -> str | None:
-        scored = [r for r in self._rows if r.best is not None]
-        if not scored:
+        best = self._best()
+        if best is None:
             return None
-        best = max(scored, key=lambda r: r.best)
         config = self._configs.get(best.trial_id, {})
         shown = " ".join(f"{k}={number(config.get(k))}" for k in self.shown)
-        return f"best {self.metric} {self._value(best.best)} (trial {best.trial_id}): {shown}"
+        return f"best {self.metric} {self._value(best.value)} (trial {best.trial_id}): {shown}"
 
     def clock_text(self) -> str:
         return f"{clock(monotonic() - self._started)} elapsed, ~{clock(self.seconds_left())} left"

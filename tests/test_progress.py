@@ -101,6 +101,22 @@ def test_counts_come_from_tunes_events_and_the_best_trial_is_shown(clock, stderr
     assert "0:01:00 elapsed" in text and "left" in text
 
 
+def test_the_best_trial_is_ranked_by_its_last_epoch_as_the_tables_rank_it(clock, stderr):
+    progress = Progress(total=2, max_epochs=2, shown=["lr"])
+    progress.setup()
+    peaked, steady = _trial("peaked", "RUNNING"), _trial("steady", "RUNNING")
+    trials = [peaked, steady]
+    progress.on_step_begin(0, trials)
+    _result(progress, trials, peaked, 1, 0.90)
+    _result(progress, trials, peaked, 2, 0.70)  # ends below its peak
+    _result(progress, trials, steady, 2, 0.80)
+    for trial in trials:
+        trial.status = "TERMINATED"
+        progress.on_trial_complete(0, trials, trial)
+    progress.on_experiment_end(trials)
+    assert "best val_acc 80.00% (trial steady)" in stderr.lines()[-1]
+
+
 def test_ctrl_c_leaves_interrupted_trials_unfinished_in_one_last_line(clock, stderr):
     progress = Progress(total=4, max_epochs=3, shown=["lr"])
     progress.setup()
