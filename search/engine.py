@@ -19,7 +19,6 @@ from datetime import datetime, timezone
 import optuna
 from ray import tune
 from ray.tune.search.sample import Domain
-from ray.tune.stopper import CombinedStopper, MaximumIterationStopper
 
 import spaces
 from model.data import Split
@@ -179,11 +178,7 @@ def create_tuner(s: Settings, split: Split):
                 RungKeeper(scheduler, s.experiment),
                 Progress(s.trials, s.max_epochs, shown=sorted(spaces.get(s.space).PARAMS), grace=s.grace, eta=s.eta),
             ],
-            # Trials end by a stopper at max_epochs rather than by the trainable returning: Tune then
-            # hands the trial's process to the next configuration (it did not reuse returned ones),
-            # which saves a process start, the imports and, on a GPU, a CUDA context per trial.
-            # SpendStopper stops everything once the device budget is spent.
-            stop=CombinedStopper(MaximumIterationStopper(s.max_epochs), SpendStopper(searcher)),
+            stop=SpendStopper(searcher),  # stops everything once the device budget is spent
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             verbose=2 if s.verbose else 0,

@@ -34,7 +34,6 @@ import ray
 from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.sample import Domain
-from ray.tune.stopper import MaximumIterationStopper
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from model import data as fmnist
@@ -157,7 +156,9 @@ def record(rs: RecordSettings, split: fmnist.Split, data_source: str) -> int:
             run_config=tune.RunConfig(
                 name=s.name,
                 storage_path=resolve(s.storage),  # absolute: Tune fails on a relative local path
-                stop=MaximumIterationStopper(s.max_epochs),  # as search.engine's: the actors are reused
+                # Ended by Tune at max_epochs rather than by the trainable returning: Tune then reuses
+                # the trial's actor for the next configuration (it did not for returned ones).
+                stop={"training_iteration": s.max_epochs},
                 callbacks=[Progress(len(points), s.max_epochs, shown=sorted(searched(rs.params())))],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
