@@ -113,11 +113,7 @@ class Progress(Callback):
                        f"a line per finished trial and every {HEARTBEAT:.0f} s")
 
     def on_step_begin(self, iteration: int, trials: list[Trial], **info) -> None:
-        if not self._looked:  # trials that end before this session's first look were restored finished
-            self._looked = True
-            for trial in trials:
-                if trial.status in (Trial.TERMINATED, Trial.ERROR):
-                    self._outcomes[trial.trial_id] = trial_status(trial.status, self._epoch(trial), self.max_epochs)
+        self._first_look(trials)
         self._update(trials)
 
     def on_step_end(self, iteration: int, trials: list[Trial], **info) -> None:
@@ -140,6 +136,7 @@ class Progress(Callback):
         self._end(trials, trial, ERROR)
 
     def on_experiment_end(self, trials: list[Trial], **info) -> None:
+        self._first_look(trials)  # a restored search with nothing left to run may end without a step
         self._ended = True
         self._update(trials)
         self._estimate = (self._seconds_left(), monotonic())
@@ -165,6 +162,15 @@ class Progress(Callback):
             parts = (f"trial {trial.trial_id} {outcome} at epoch {row.epoch} of {self.max_epochs}{value}",
                      self.counts_text(), best_text, f"~{clock(self.seconds_left())} left")
             self._line("; ".join(part for part in parts if part))
+
+    def _first_look(self, trials: list[Trial]) -> None:
+        """Trials already ended at this session's first look were restored finished."""
+        if self._looked:
+            return
+        self._looked = True
+        for trial in trials:
+            if trial.status in (Trial.TERMINATED, Trial.ERROR):
+                self._outcomes[trial.trial_id] = trial_status(trial.status, self._epoch(trial), self.max_epochs)
 
     def _epoch(self, trial: Trial) -> int:
         last = (trial.last_result or {}).get("training_iteration", 0)

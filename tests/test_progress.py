@@ -167,6 +167,13 @@ def test_a_resumed_search_counts_trials_restored_finished(clock, stderr):
     assert "finished; 0 running, 1 completed, 1 pruned, 1 error of 3 trials" in stderr.lines()[-1]
 
 
+def test_a_restored_search_with_nothing_to_run_ends_finished_without_a_step(clock, stderr):
+    progress = Progress(total=2, max_epochs=3, shown=["lr"])
+    progress.setup()
+    progress.on_experiment_end([_trial("old", "TERMINATED", 3, 0.7), _trial("older", "TERMINATED", 1, 0.5)])
+    assert "finished; 0 running, 1 completed, 1 pruned, 0 error of 2 trials" in stderr.lines()[-1]
+
+
 def test_off_a_terminal_plain_lines_at_once_per_trial_and_every_minute(clock, stderr):
     progress = Progress(total=2, max_epochs=2, shown=["lr"], grace=1, eta=2)
     progress.setup()

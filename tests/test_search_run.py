@@ -62,8 +62,12 @@ sys.meta_path.insert(0, BreakTraining())
 
 
 def search(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "search.run", *args], cwd=cwd, env=env or ENV, capture_output=True,
-                          text=True, timeout=timeout)
+    try:
+        return subprocess.run([sys.executable, "-m", "search.run", *args], cwd=cwd, env=env or ENV,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:  # say where it stood: the live view's lines and any traceback
+        tail = (e.stderr or b"").decode(errors="replace")[-3000:] if isinstance(e.stderr, bytes) else (e.stderr or "")[-3000:]
+        pytest.fail(f"search.run {' '.join(args)} still running after {timeout} s; its stderr so far:\n{tail}")
 
 
 def start(*args: str, cwd: Path) -> subprocess.Popen:
