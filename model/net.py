@@ -127,3 +127,10 @@ def to_input(images_u8: torch.Tensor) -> torch.Tensor:
 
 def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+def parameters_of(cfg: Config) -> int:
+    """Trainable parameters of the network for `cfg`, built on PyTorch's meta device: shapes only,
+    no memory, about a millisecond."""
+    with torch.device("meta"):
+        return count_parameters(build(cfg))

@@ -246,13 +246,13 @@ class Progress(Callback):
 
     def ending(self) -> str:
         not_started = max(self.total - len(self._rows), 0)
+        counts = self.counts_text()
         if any(r.state == UNFINISHED for r in self._rows):  # Ctrl-C
-            head = "stopped"
+            head, counts = "stopped", counts + (f" ({not_started} not started)" if not_started else "")
         elif not_started:  # the searcher started no more (a device-hour budget spent)
             head = f"finished after {len(self._rows)} of {self.total} trials"
         else:
             head = "finished"
-        counts = self.counts_text() + (f" ({not_started} not started)" if head == "stopped" and not_started else "")
         return "; ".join(part for part in (head, counts, self.best_text()) if part)
 
     def frame(self) -> RenderableType:

@@ -33,7 +33,6 @@ import numpy as np
 import ray
 from ray import tune
 from ray.tune.search import Searcher
-from ray.tune.search.sample import Domain
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from model import data as fmnist
@@ -43,7 +42,7 @@ from results.collect import collect
 from results.load import load
 from results.schema import join, write_json
 from search import run
-from search.settings import MAX_FAILURES, METRIC, MODE, RUN_FILE, Settings, param_space
+from search.settings import MAX_FAILURES, METRIC, MODE, RUN_FILE, Settings, draw_config, param_space
 from search.records import RECORD_FILE, params_to_json, searched, space_params
 
 OWN_KEYS = ("configs", "repeats", "width")
@@ -93,8 +92,7 @@ def draw(rs: RecordSettings) -> list[dict]:
     params = rs.params()
     points = []
     for _ in range(rs.configs):
-        values = {k: v.sample(random_state=rng) if isinstance(v, Domain) else v for k, v in params.items()}
-        points.append(Config.from_flat(values).to_flat())  # plain Python values, as Parquet and JSON keep them
+        points.append(Config.from_flat(draw_config(params, rng)).to_flat())  # plain Python values, as Parquet and JSON keep them
     paired = [p for point in points[: rs.repeats] for p in (point, {**point, "seed": point["seed"] + 1})]
     return paired + points[rs.repeats :]
 

@@ -239,12 +239,13 @@ def check_values(s: Settings) -> None:
     start = preset(space.PRESET)
     replace(start, epochs=s.max_epochs)  # Config's own checks of the schedule length
     fmnist.check_sizes(s.val_size, s.subset, largest_batch(space.PARAMS.get("batch_size", start.batch_size)))
-    if s.replay:
-        replay.check_search(records.load(s.replay), s.space, max_epochs=s.max_epochs, subset=s.subset, val_size=s.val_size)
+    record = records.load(s.replay) if s.replay else None
+    if record is not None:
+        replay.check_search(record, s.space, max_epochs=s.max_epochs, subset=s.subset, val_size=s.val_size)
     if s.max_params is not None:
         from search.searcher import check_max_params  # here: Optuna takes a while to import
 
-        check_max_params(records.load(s.replay).param_space() if s.replay else param_space(s), s.max_params, s.seed)
+        check_max_params(record.param_space() if record is not None else param_space(s), s.max_params, s.seed)
 
 
 def largest_batch(value) -> int:

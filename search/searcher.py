@@ -35,11 +35,12 @@ from optuna.trial import TrialState
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
-from ray.tune.search.sample import Domain
 
 from model.config import Config
+from model.net import parameters_of
 from results.status import ran_to_the_end
 from search import internals, study
+from search.settings import draw_config
 from search.spend import DeviceSpend, unlimited
 
 PARAMS_ATTR, REFUSED_ATTR = "params", "refused"  # user attributes of an Optuna trial
@@ -85,7 +86,7 @@ class HonestOptunaSearch(OptunaSearch):
             if self.max_params is None:  # nothing to check: no network is built here
                 trial.set_user_attr(study.TRIAL_ID, trial_id)
                 return config
-            params = parameters({**self.base, **config})
+            params = parameters_of(Config.from_flat({**self.base, **config}))
             trial.set_user_attr(PARAMS_ATTR, params)
             trial.set_constraint(PARAMS_ATTR, params - self.max_params)  # TPE: feasible at <= 0
             if params <= self.max_params:
@@ -96,7 +97,6 @@ class HonestOptunaSearch(OptunaSearch):
             internals.forget_trial(self, trial_id)  # the next ask() gets the Tune trial a new Optuna trial
             self.refused += 1
         raise ValueError(f"{MAX_REFUSALS} suggestions in a row exceed max_params={self.max_params}: the space has too few smaller networks")
-
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._report(trial_id, result)
@@ -167,27 +167,14 @@ def _replace(path: str, content: bytes) -> None:
             os.remove(temp)
 
 
-def parameters(config: dict) -> int:
-    """Trainable parameters of the network a flat Config dict describes (built on PyTorch's meta
-    device: shapes only, no memory, about a millisecond)."""
-    import torch
-
-    from model.net import build, count_parameters
-
-    with torch.device("meta"):
-        return count_parameters(build(Config.from_flat(config)))
-
-
 def check_max_params(space: dict, max_params: int, seed: int) -> None:
     """ValueError (one line) unless one of MAX_REFUSALS configurations drawn at random from `space`
     (a Tune param space) has at most `max_params` parameters: the searcher would give up after as
     many refusals in a row, once Ray had started and the experiment was written."""
     rng = np.random.default_rng(seed)
-    base = {k: v for k, v in space.items() if not isinstance(v, Domain)}
-    domains = {k: v for k, v in space.items() if isinstance(v, Domain)}
     smallest = None
     for _ in range(MAX_REFUSALS):
-        params = parameters({**base, **{k: d.sample(random_state=rng) for k, d in domains.items()}})
+        params = parameters_of(Config.from_flat(draw_config(space, rng)))
         if params <= max_params:
             return
         smallest = params if smallest is None else min(smallest, params)

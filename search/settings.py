@@ -79,3 +79,11 @@ def param_space(s: Settings) -> dict:
     """The flat trial config: the space's preset, the schedule length, then the space's domains."""
     space = spaces.get(s.space)
     return {**preset(space.PRESET).to_flat(), "epochs": s.max_epochs, **space.PARAMS}
+
+
+def draw_config(space: dict, rng) -> dict:
+    """One flat configuration of a Tune param space: each domain sampled with `rng` (a NumPy
+    Generator), the fixed values as they are."""
+    from ray.tune.search.sample import Domain  # here: search.run's first line should not wait for Ray Tune
+
+    return {k: v.sample(random_state=rng) if isinstance(v, Domain) else v for k, v in space.items()}
