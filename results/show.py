@@ -199,13 +199,18 @@ def summary_table(exp: Experiment) -> Table:
     return table
 
 
+def matches_report(train_images: int | None, epochs: set[int]) -> bool:
+    """Whether a retrain used the report's data and recipe length, so its figures can sit beside the report's."""
+    return train_images == REPORT_TRAIN_IMAGES and epochs == {REPORT_EPOCHS}
+
+
 def comparable(exp: Experiment) -> bool:
-    """Whether the retrain used the report's recipe length and data, so its figures can sit beside the report's."""
-    return (
-        exp.winner is not None
-        and exp.winner.get("train_images") == REPORT_TRAIN_IMAGES
-        and set(exp.retrain["epochs"]) == {REPORT_EPOCHS}
-    )
+    return exp.winner is not None and matches_report(exp.winner.get("train_images"), set(exp.retrain["epochs"]))
+
+
+def not_comparable_text() -> str:
+    return (f"not comparable with the report's figures ({report_accuracies()}), which trained on "
+            f"{REPORT_TRAIN_IMAGES:,} images for {REPORT_EPOCHS} epochs")
 
 
 def retrained_text(exp: Experiment) -> str:
@@ -230,10 +235,7 @@ def retrain_table(exp: Experiment) -> Group:
         for model, accuracy in REPORT_TEST_ACC.items():
             table.add_row(model, percent(accuracy))
     else:
-        parts.append(
-            f"not comparable with the report's figures ({report_accuracies()}), which trained on "
-            f"{REPORT_TRAIN_IMAGES:,} images for {REPORT_EPOCHS} epochs"
-        )
+        parts.append(not_comparable_text())
     return Group(*parts)
 
 

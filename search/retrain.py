@@ -44,7 +44,7 @@ from model.config import MAX_EPOCHS, MAX_SEED, PRESETS, Config, field_types, pre
 from model.data import CLASSES, Split
 from results.schema import WINNER_FOLDER, file_type, join, locate
 from results.numbers import number
-from results.show import report_accuracies
+from results.show import matches_report, not_comparable_text, report_accuracies
 from search.storage import check_writable
 
 RETRAIN_KEYS = {
@@ -397,7 +397,8 @@ def main(argv: list[str]) -> int:
 
     acc = np.array([o["test_acc"] for o in outs]) * 100
     spread = f" ± {acc.std(ddof=1):.2f}% (mean ± sd)" if len(acc) > 1 else " (one seed: no sd)"
-    print(f"test accuracy over {_count(len(acc), 'seed')}: {acc.mean():.2f}%{spread}; {report_accuracies()}")
+    report = report_accuracies() if matches_report(outs[0]["train_images"], {plan.cfg.epochs}) else not_comparable_text()
+    print(f"test accuracy over {_count(len(acc), 'seed')}: {acc.mean():.2f}%{spread}; {report}")
     print(
         f"ONNX Runtime vs PyTorch, seed {outs[0]['seed']} on {check['images']:,} test images: argmax agreement "
         f"{check['agree']:,}/{check['images']:,}, max |logit diff| {check['max_abs_diff']:.2e}"

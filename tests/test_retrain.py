@@ -272,6 +272,7 @@ def test_retrain_writes_the_winner_folder(retrained) -> None:
     names = {p.name for p in (run / "winner").iterdir()}
     assert names == {f"{t}.parquet" for t in WINNER_TABLES} | set(FIGURES) | {"model.pt", "model.onnx"}
     assert "test accuracy over 2 seeds" in stdout and "92.74%" in stdout
+    assert "not comparable with the report's figures" in stdout  # a subset for 1 epoch, not the report's recipe
     assert "argmax agreement 10,000/10,000" in stdout
 
     tables = {name: read_table(run / "winner" / f"{name}.parquet", schema) for name, schema in WINNER_TABLES.items()}
