@@ -187,7 +187,10 @@ def test_collect_counts_a_torn_last_line_and_refuses_a_damaged_file(tuned, tmp_p
 
     copy = tmp_path / "copy"
     shutil.copytree(tuned[0], copy)
-    result_file = next(copy.glob("*/result.json"))
+    # The completed trial's file, by its config: not the first in directory order, which may be an
+    # errored trial's empty file.
+    params = next(path for path in copy.glob("*/params.json") if json.loads(path.read_text())["dense"] == 64)
+    result_file = params.parent / "result.json"
     trial_id = json.loads(result_file.read_text().splitlines()[0])["trial_id"]
     rows = result_file.read_text()
     result_file.write_text(rows + '{"epoch": 9, "val_a')
