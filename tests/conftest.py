@@ -7,6 +7,10 @@ CI is set (as CI services set it): a CI run that skipped them would pass without
 from __future__ import annotations
 
 import os
+import select
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,3 +47,37 @@ def train_set(fmnist_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def test_set(fmnist_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.load("test", data_dir=fmnist_dir)
+
+
+# Another process that takes an experiment's lock, says so, and holds it for two minutes.
+_HOLD = ("import sys, time; from search.lock import Lock; held = Lock(sys.argv[1], 'a test'); held.acquire(); "
+         "print('held', flush=True); time.sleep(120)")
+HOLD_READY_S = 60  # the holder imports search.lock (pyarrow) first: seconds, even on a busy machine
+
+
+@pytest.fixture
+def lock_holder() -> Iterator[Callable[[Path], subprocess.Popen]]:
+    """lock_holder(experiment) starts a process holding that experiment's lock and returns once it
+    holds it; the process is killed after the test. A holder that neither says "held" nor exits
+    within HOLD_READY_S fails the test instead of hanging it."""
+    started: list[subprocess.Popen] = []
+
+    def hold(experiment: Path) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(experiment)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        started.append(proc)
+        # select before readline: a bare readline() would wait for ever on a holder that hangs.
+        ready, _, _ = select.select([proc.stdout], [], [], HOLD_READY_S)
+        line = proc.stdout.readline() if ready else ""
+        if line.strip() != "held":
+            proc.kill()
+            pytest.fail(f"the lock holder did not say 'held' (waited up to {HOLD_READY_S} s): {line!r} "
+                        f"{proc.communicate()[1][-2000:]}")
+        return proc
+
+    try:
+        yield hold
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()

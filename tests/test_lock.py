@@ -16,21 +16,11 @@ import pytest
 from search import lock
 from search.lock import LOCK_FILE, Lock, LockHeld
 
-HOLD = ("import sys, time; from search.lock import Lock; held = Lock(sys.argv[1], 'a test'); held.acquire(); "
-        "print('held', flush=True); time.sleep(120)")
-
-
 @pytest.fixture
-def holder(tmp_path):
+def holder(tmp_path, lock_holder):
     """Another process holding the lock of tmp_path/runs/x; yields (experiment, process)."""
     experiment = tmp_path / "runs" / "x"
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(experiment)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "held"
-        yield experiment, proc
-    finally:
-        proc.kill()
-        proc.wait()
+    return experiment, lock_holder(experiment)
 
 
 def test_a_held_lock_is_refused_saying_who_holds_it(holder):

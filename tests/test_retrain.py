@@ -5,6 +5,7 @@ rejected with exit code 2, one line on stderr and nothing created."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -223,6 +224,16 @@ def test_ray_session_shuts_down_and_removes_its_files_after_an_exception(monkeyp
         os.rmdir(parent)
 
 
+def _descends_from(pid: int, ancestor: int) -> bool:
+    """Whether process `pid` is `ancestor` or below it, by the parent ids in /proc (OSError once one ends)."""
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        pid = int(stat[stat.rindex(")") + 2:].split()[1])  # the field after the state; the name may hold spaces
+    return False
+
+
 def test_a_seed_whose_worker_dies_is_retried(fmnist_dir) -> None:
     argv = ["unused", "config=seed", "seeds=1", "epochs=1", "subset=600", f"data_dir={fmnist_dir}", *SMALL]
     plan = retrain.parse_args(argv)  # nothing is written to the run folder: train_seeds returns the results
@@ -234,9 +245,11 @@ def test_a_seed_whose_worker_dies_is_retried(fmnist_dir) -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+                pid = int(cmdline.split("/")[2])
                 try:
-                    if open(cmdline, "rb").read().startswith(b"ray::retrain_seed"):
-                        pid = int(cmdline.split("/")[2])
+                    # Only this test's Ray: its workers descend from this process (driver -> raylet
+                    # -> worker); another Ray on the machine may run the same task name.
+                    if open(cmdline, "rb").read().startswith(b"ray::retrain_seed") and _descends_from(pid, os.getpid()):
                         os.kill(pid, signal.SIGKILL)
                         killed.append(pid)
                         return
@@ -244,12 +257,24 @@ def test_a_seed_whose_worker_dies_is_retried(fmnist_dir) -> None:
                     continue
             time.sleep(0.05)
 
+    # A process of that name outside this test's Ray (as another Ray's worker on the machine would
+    # be), started first so that /proc lists it first: it must survive. bash exits at once, so the
+    # decoy is nobody's child here.
+    decoy = subprocess.run(["bash", "-c", "exec -a ray::retrain_seed sleep 300 >/dev/null 2>&1 & echo $!"],
+                           capture_output=True, text=True, check=True)
+    decoy_pid = int(decoy.stdout)
     killer = threading.Thread(target=kill_the_first_attempt)
-    with ray_session(num_cpus=1):
-        killer.start()
-        (out,) = retrain.train_seeds(plan, split, test, log=lambda line: None)
-        killer.join()
-    assert killed, "never saw the seed's task running"
+    try:
+        with ray_session(num_cpus=1):
+            killer.start()
+            (out,) = retrain.train_seeds(plan, split, test, log=lambda line: None)
+            killer.join()
+        decoy_cmdline = Path(f"/proc/{decoy_pid}/cmdline")
+        assert decoy_cmdline.exists() and decoy_cmdline.read_bytes().startswith(b"ray::retrain_seed"), "the decoy was killed"
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # killed by mistake: the assertion above says so
+            os.kill(decoy_pid, signal.SIGKILL)
+    assert killed and killed[0] != decoy_pid, "never saw the seed's task running"
     assert out["seed"] == 0 and len(out["epochs"]) == 1 and out["device"] == "cpu"
 
 

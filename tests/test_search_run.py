@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 from results.schema import EPOCHS, TRIALS, read_table
 from search import run, study
 from search.lock import LOCK_FILE, holder
+from search.ray_session import JOIN_TIMEOUT_S
 from search.report import FAILED, INTERRUPTED
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
@@ -337,16 +338,18 @@ def test_bad_input_is_one_line_exit_2_and_nothing_on_disk(tmp_path, monkeypatch,
     argv = [next((a.replace(k, str(make())) for k, make in fill.items() if k in a), a) for a in args]
     before = sorted(str(p) for p in tmp_path.rglob("*"))
     monkeypatch.chdir(tmp_path)
-    started = time.monotonic()
     assert run.main(argv) == 2
     assert message in one_line(capsys.readouterr().err)
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
-    assert time.monotonic() - started < 30
 
 
-def test_an_address_that_answers_but_is_no_ray_head_is_one_line_within_30_s(tmp_path):
+def test_an_address_that_answers_but_is_no_ray_head_is_one_line_at_the_join_deadline(tmp_path):
     """Something accepts the connection (here: a socket that answers every request with a 404) but
-    no Ray head: Ray's C++ retries for minutes and warns every second; the search gives up alone."""
+    no Ray head: Ray's C++ retries for minutes and warns every second; the search gives up alone.
+
+    Only the join deadline (JOIN_TIMEOUT_S) writes this line, so the line itself shows that the
+    deadline ended the wait; no wall-clock margin over it, which a busy machine would eat. Without
+    the deadline the test fails, on the subprocess timeout or on Ray's own line."""
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
 
@@ -356,10 +359,9 @@ def test_an_address_that_answers_but_is_no_ray_head_is_one_line_within_30_s(tmp_
             connection.sendall(b"HTTP/1.1 404 Not Found\r\n\r\n")
 
     threading.Thread(target=answer_404s, daemon=True).start()
-    started = time.monotonic()
-    done = search("space=augmentation", f"address=127.0.0.1:{port}", "shared=true", "name=x", cwd=tmp_path, timeout=60)
-    assert done.returncode == 2 and time.monotonic() - started < 30
-    assert f"address=127.0.0.1:{port}: no Ray cluster answered within" in one_line(done.stderr)
+    done = search("space=augmentation", f"address=127.0.0.1:{port}", "shared=true", "name=x", cwd=tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert f"address=127.0.0.1:{port}: no Ray cluster answered within {JOIN_TIMEOUT_S} s" in one_line(done.stderr)
     assert done.stdout == "" and not (tmp_path / "runs").exists()
 
 
@@ -395,25 +397,16 @@ def test_a_damaged_run_json_is_named_when_resuming(tmp_path, monkeypatch, capsys
     assert sorted(p.name for p in (tmp_path / "runs" / "x").iterdir()) == ["run.json"]
 
 
-def test_an_experiment_in_use_is_refused_saying_who_holds_it(smoke, workdir, monkeypatch, capsys):
+def test_an_experiment_in_use_is_refused_saying_who_holds_it(smoke, workdir, monkeypatch, capsys, lock_holder):
     from search.lock import Lock
 
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from search.lock import Lock; lock = Lock(sys.argv[1], 'a test');"
-         " lock.acquire(); print('held', flush=True); time.sleep(60)", str(smoke)],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        monkeypatch.chdir(workdir)
-        assert run.main(["name=smoke", "resume=true"]) == 2
-        assert f"runs/smoke is in use by a test (pid {holder.pid} on " in one_line(capsys.readouterr().err)
-        lock = Lock(str(smoke), "search.run")
-        with pytest.raises(ValueError, match=f"in use by a test \\(pid {holder.pid} "):
-            lock.acquire()
-    finally:
-        holder.kill()
-        holder.wait()
+    holder = lock_holder(smoke)
+    monkeypatch.chdir(workdir)
+    assert run.main(["name=smoke", "resume=true"]) == 2
+    assert f"runs/smoke is in use by a test (pid {holder.pid} on " in one_line(capsys.readouterr().err)
+    lock = Lock(str(smoke), "search.run")
+    with pytest.raises(ValueError, match=f"in use by a test \\(pid {holder.pid} "):
+        lock.acquire()
 
 
 def test_help_prints_usage_and_every_key(capsys):
