@@ -2,14 +2,15 @@
 
 `ray.cluster_utils.Cluster` starts a head with no CPUs (so no trial runs there) and two worker
 nodes with 2 logical GPUs each; with gpus_per_trial=0.5 each node fits four trials. The search
-runs as a subprocess, as a user runs it. Once every trial has reported an epoch (so has a
-checkpoint), the test removes a node that still has a trial one epoch in, from the main thread as
-Ray requires: that node's trials fail, are retried
-(FailureConfig(max_failures=2)) and continue from their checkpoints on the surviving node.
+runs as a subprocess, as a user runs it. Every trial is held at the start of its second epoch (a
+sitecustomize on the cluster's PYTHONPATH wraps Trainer.run_epoch) until the test opens a gate:
+once all eight are held, each with its first epoch reported (so with a checkpoint), the test
+removes one node, from the main thread as Ray requires, and then opens the gate. That node's four
+trials fail, are retried (FailureConfig(max_failures=2)) and continue from their checkpoints on the
+surviving node. Holding them makes the moment certain: no polling race for a trial "one epoch in".
 
 The order in which a trial's epochs ran on which node comes from Tune's result.json files, as
-written: the report's epochs.parquet keeps one row per epoch (the last written).
-"""
+written: the report's epochs.parquet keeps one row per epoch (the last written)."""
 
 from __future__ import annotations
 
@@ -32,22 +33,65 @@ REPO = Path(__file__).resolve().parents[1]
 TRIALS_N, MAX_EPOCHS, GRACE = 8, 3, 2  # grace 2: every trial runs at least 2 epochs, so one hit after epoch 1 must go on
 GPUS_PER_NODE, GPUS_PER_TRIAL = 2, 0.5
 PER_NODE = int(GPUS_PER_NODE / GPUS_PER_TRIAL)  # 4 trials fit on a node
+# Deadlines for a hang only (the whole test takes about a minute here): never a margin to meet.
+HOLD_WAIT_S, SEARCH_WAIT_S = 300, 300
+
+
+# Put on the cluster's PYTHONPATH: every trial that starts its second epoch writes held-<pid> into
+# the folder $HOLD_GATE and waits there until the test writes the file "open" into it (a trial
+# restored after the gate is open goes straight on).
+HOLD_SECOND_EPOCH = '''
+import importlib.abc, importlib.util, os, sys, time
+
+class HoldSecondEpoch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "model.trainer":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run_module = spec.loader.exec_module
+
+        def exec_module(module):
+            run_module(module)
+            run_epoch = module.Trainer.run_epoch
+            gate = os.environ["HOLD_GATE"]
+
+            def held(self):
+                if self.epoch == 1 and not os.path.exists(os.path.join(gate, "open")):
+                    open(os.path.join(gate, f"held-{os.getpid()}"), "w").close()
+                    while not os.path.exists(os.path.join(gate, "open")):
+                        time.sleep(0.1)
+                return run_epoch(self)
+
+            module.Trainer.run_epoch = held
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, HoldSecondEpoch())
+'''
 
 
 @pytest.fixture
-def cluster(monkeypatch):
-    """Head (num_cpus=0) + two worker nodes; shut down whatever happens. Yields (cluster, worker nodes)."""
+def cluster(monkeypatch, tmp_path):
+    """Head (num_cpus=0) + two worker nodes whose trials hold at their second epoch; shut down
+    whatever happens. Yields (cluster, worker nodes, the gate folder)."""
+    inject, gate = tmp_path / "inject", tmp_path / "gate"
+    inject.mkdir()
+    gate.mkdir()
+    (inject / "sitecustomize.py").write_text(HOLD_SECOND_EPOCH)
     # Before the cluster starts: its raylets and workers inherit this environment, so every node
-    # can import `search` and no node turns token authentication on by itself.
+    # can import `search`, holds trials at the gate, and no node turns token authentication on by itself.
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    monkeypatch.setenv("HOLD_GATE", str(gate))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), str(inject), *filter(None, [os.environ.get("PYTHONPATH")])]))
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     try:
         workers = [cluster.add_node(num_cpus=2, num_gpus=GPUS_PER_NODE) for _ in range(2)]
         cluster.wait_for_nodes()
-        yield cluster, workers
+        yield cluster, workers, gate
     finally:
         cluster.shutdown()
 
@@ -68,7 +112,7 @@ def epoch_rows(experiment: Path) -> dict[str, list[dict]]:
 
 
 def test_a_lost_node_s_trials_resume_from_their_checkpoints_on_the_other(cluster, fmnist_dir, tmp_path):
-    cluster, workers = cluster
+    cluster, workers, gate = cluster
     short = {node.node_id[:8]: node for node in workers}  # the trainable reports host:first-8-of-node-id
     name = "multinode"
     experiment = tmp_path / name
@@ -78,37 +122,37 @@ def test_a_lost_node_s_trials_resume_from_their_checkpoints_on_the_other(cluster
         f"concurrency={TRIALS_N}", f"max_epochs={MAX_EPOCHS}", f"grace={GRACE}", "eta=2",
         f"gpus_per_trial={GPUS_PER_TRIAL}", "cpus_per_trial=0.5", "subset=256", "val_size=200",
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # PYTHONPATH and RAY_AUTH_MODE: set by the fixture
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # PYTHONPATH, HOLD_GATE and RAY_AUTH_MODE: set by the fixture
     started = time.monotonic()
     with open(tmp_path / "stdout.txt", "w") as out, open(tmp_path / "stderr.txt", "w") as err:
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=err, start_new_session=True)
-    packed = False  # seen: every GPU of both nodes taken at once, i.e. four trials on each
-    removed = None
-    rows_at_removal: dict[str, list[dict]] = {}
     try:
-        while proc.poll() is None:
-            assert time.monotonic() - started < 150, "the search took longer than 150 s"
-            available = cluster.global_state.available_resources_per_node()
-            if all(node.node_id in available and available[node.node_id].get("GPU", 0) == 0 for node in workers):
-                packed = True
-            if removed is None:
-                rows = epoch_rows(experiment)
-                # Once every trial has a checkpoint: a node with a trial one epoch in ((grace=2) more to run).
-                hit = [r[-1]["node"] for r in rows.values() if r and r[-1]["epoch"] < GRACE]
-                if len(rows) == TRIALS_N and all(rows.values()) and hit:
-                    removed = short[hit[0]]
-                    rows_at_removal = rows
-                    cluster.remove_node(removed)
+        # Every trial held at its second epoch, its first one in result.json (so its checkpoint is
+        # known to Tune): a state that lasts until the gate opens, so waiting for it races nothing.
+        deadline = time.monotonic() + HOLD_WAIT_S
+        while True:
+            held = len(list(gate.glob("held-*")))
+            at_removal = epoch_rows(experiment)
+            if held == TRIALS_N and len(at_removal) == TRIALS_N and all(at_removal.values()):
+                break
+            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
+            assert time.monotonic() < deadline, f"after {HOLD_WAIT_S} s: {held} trials held, epochs {at_removal}"
             time.sleep(0.2)
+        # Eight trials at once, four on each node: every GPU slot of both nodes taken.
+        first_nodes = [rows[0]["node"] for rows in at_removal.values()]
+        assert sorted(first_nodes.count(n) for n in short) == [PER_NODE, PER_NODE], first_nodes
+        gone = first_nodes[0]
+        on_gone = {trial_id for trial_id, rows in at_removal.items() if rows[0]["node"] == gone}
+        cluster.remove_node(short[gone])
+        (gate / "open").touch()
+        proc.wait(timeout=SEARCH_WAIT_S)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     stderr = (tmp_path / "stderr.txt").read_text()
     assert proc.returncode == 0, stderr[-3000:]
-    assert removed is not None, "no epoch was reported before the search ended"
-    survivor = next(n for n in workers if n is not removed).node_id[:8]
-    gone = removed.node_id[:8]
+    survivor = next(n for n in short if n != gone)
 
     # The report: every trial exactly once, none in error, every epoch once and in order.
     trials = read_table(experiment / "report" / "trials.parquet", TRIALS)
@@ -122,21 +166,17 @@ def test_a_lost_node_s_trials_resume_from_their_checkpoints_on_the_other(cluster
     assert {node.rsplit(":", 1)[1] for node in trials["node"]} <= {gone, survivor}
     assert {node.rsplit(":", 1)[1] for node in epochs["node"]} == {gone, survivor}
 
-    # Both nodes ran trials, four each at first: eight slots, eight trials, all started together.
+    # Each of the lost node's trials went on from its epoch-1 checkpoint on the survivor: not
+    # restarted at epoch 1, never back on the lost node; the survivor's own trials never moved.
     rows = epoch_rows(experiment)
     assert set(rows) == set(trials["trial_id"])
-    first_nodes = [r[0]["node"] for r in rows.values()]
-    assert sorted(first_nodes.count(n) for n in (gone, survivor)) == [PER_NODE, PER_NODE], first_nodes
-    assert packed, f"never saw both nodes running {PER_NODE} trials at once"
-
-    # The lost node's trials went on from their checkpoints on the survivor: not restarted at epoch 1.
-    moved = {t: r for t, r in rows.items() if {row["node"] for row in r} == {gone, survivor}}
-    assert moved, f"no trial ran on both nodes; at removal: {rows_at_removal}"
-    for trial_id, trial_rows in moved.items():
-        on_gone = [row["epoch"] for row in trial_rows if row["node"] == gone]
-        on_survivor = [row["epoch"] for row in trial_rows if row["node"] == survivor]
-        assert trial_rows[: len(on_gone)] == [r for r in trial_rows if r["node"] == gone], "back to the lost node"
-        assert on_gone[0] == 1 and 1 < on_survivor[0] <= on_gone[-1] + 1, (trial_id, trial_rows)
-        # Tune recorded the failure that moved it (and retried it: max_failures=2, status not error).
-        assert (experiment / f"trial_{trial_id}" / "error.txt").exists(), trial_id
-    print(f"search + cluster: {time.monotonic() - started:.0f} s; moved trials: {sorted(moved)}")
+    for trial_id, trial_rows in rows.items():
+        nodes = [row["node"] for row in trial_rows]
+        if trial_id in on_gone:
+            assert nodes[0] == gone and set(nodes[1:]) == {survivor}, (trial_id, trial_rows)
+            assert [row["epoch"] for row in trial_rows][:2] == [1, 2], (trial_id, trial_rows)
+            # Tune recorded the failure that moved it (and retried it: max_failures=2, status not error).
+            assert (experiment / f"trial_{trial_id}" / "error.txt").exists(), trial_id
+        else:
+            assert set(nodes) == {survivor}, (trial_id, trial_rows)
+    print(f"search + cluster: {time.monotonic() - started:.0f} s; moved trials: {sorted(on_gone)}")
