@@ -11,6 +11,7 @@ Reads the report tables only; needs no Ray.
 from __future__ import annotations
 
 import re
+import shlex
 
 import optuna
 from rich.markup import escape
@@ -60,7 +61,7 @@ def print_report(location: str, trials: int, resume_command: str, retries: int) 
     done = sum(counts.get(status, 0) for status in FINISHED)
     summary = ", ".join(f"{n} {status}" for status, n in counts.items())
     console.print(
-        f"{done} of {trials} trials finished ({summary}); read the tables with  python -m results.show {location}",
+        f"{done} of {trials} trials finished ({summary}); read the tables with  python -m results.show {shlex.quote(location)}",
         markup=False, highlight=False,
     )
     errored = exp.trials.loc[exp.trials["status"] == ERROR, "trial_id"].tolist()

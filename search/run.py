@@ -32,7 +32,7 @@ from search import budgets, records, replay
 from search.lock import LOCK_FILE, LockHeld, held_message, holder
 from search.ray_session import check_address
 from search.settings import DEFAULT_STORAGE, MAX_FAILURES, RUN_FILE, Settings, param_space
-from search.storage import check_writable, is_uri
+from search.storage import check_writable, expand_home, is_uri
 
 MAX_COUNT = 1_000_000  # trials, concurrency, eta: a sane cap, far beyond any real search
 # (minimum, maximum) of each numeric search key; None: no bound.
@@ -86,7 +86,9 @@ def parse(argv: list[str]) -> Settings:
     lock) without writing anything; ValueError (one line, the accepted values) otherwise."""
     args = overrides.parse(argv, KEYS)
     session = _session(args)
-    storage = overrides.parse_text("storage", args["storage"]) if "storage" in args else DEFAULT_STORAGE
+    storage = DEFAULT_STORAGE
+    if "storage" in args:
+        storage = expand_home(overrides.parse_text("storage", args["storage"]), "storage")
     given = {key: args[key] for key in SEARCH_KEYS if key in args}
     check_writable(storage, "storage")
     if session["resume"]:

@@ -314,6 +314,7 @@ BAD = [
     (["space=augmentation", "storage="], "storage= is empty"),
     (["space=augmentation", "storage=/proc/runs"], "storage=/proc/runs: cannot make a folder in /proc"),  # root passes os.access there
     (["space=augmentation", "storage=nope://bucket/runs"], "nope://bucket/runs: not a usable URI"),
+    (["space=augmentation", "storage=~nosuchuser9/runs"], "storage=~nosuchuser9/runs: ~nosuchuser9 is no user's home folder"),
     (["space=augmentation", "name=."], "name='.': use letters, digits"),
     (["space=augmentation", "name=.."], "name='..': use letters, digits"),
     (["space=augmentation", "name="], "name= is empty"),
@@ -341,6 +342,18 @@ def test_bad_input_is_one_line_exit_2_and_nothing_on_disk(tmp_path, monkeypatch,
     assert run.main(argv) == 2
     assert message in one_line(capsys.readouterr().err)
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_a_storage_under_home_is_expanded_as_a_shell_would(tmp_path, monkeypatch):
+    # storage='~/x' (quoted, as in a script or a config file) is the home folder's x, as the printed
+    # commands, pasted into a shell, would take it; no folder named ~ in the working directory.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    settings = run.parse(["space=augmentation", "storage=~/x", "name=t"])
+    assert settings.storage == str(tmp_path / "home" / "x")
+    assert settings.experiment == str(tmp_path / "home" / "x" / "t")
+    assert f"storage={tmp_path}/home/x" in shlex.split(settings.resume_command())
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_address_that_answers_but_is_no_ray_head_is_one_line_at_the_join_deadline(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -287,3 +288,13 @@ def test_the_top_trials_table_adapts_to_the_width_it_is_printed_at(full):
     assert columns[0] == columns[1][: len(columns[0])]  # the same order: the most important first
     best = json.loads((full / "report" / "best.json").read_text())["trial_id"]
     assert best in narrow
+
+
+def test_the_show_command_a_search_prints_survives_a_shell(tmp_path, capsys, monkeypatch):
+    from search.report import print_report
+
+    monkeypatch.delenv("COLUMNS", raising=False)  # as in a log file: no line is wrapped
+    location = str(write_search(tmp_path / "my runs" / "full-standard"))
+    print_report(location, N_TRIALS, "python -m search.run name=full-standard resume=true", retries=2)
+    line = next(line for line in capsys.readouterr().out.splitlines() if "read the tables with" in line)
+    assert shlex.split(line.split("read the tables with", 1)[1]) == ["python", "-m", "results.show", location]
