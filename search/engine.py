@@ -131,17 +131,20 @@ def resources_problem(s: Settings, resources: dict) -> str | None:
     return None
 
 
-def trainable(s: Settings, split: Split | None):
+def trainable(s: Settings, split: Split | None, make_trainer=None):
+    """make_trainer: what builds a trial's trainer (search.trainable.train_trial's default: the real one)."""
     if s.replay:
         record = records.load(s.replay)
         return replay.replay_trainable(replay.Surrogate(record), s.seed, replay.time_scale_for(record, replay.EPOCH_SLEEP))
+    extra = {"make_trainer": make_trainer} if make_trainer else {}
     return tune.with_resources(
-        tune.with_parameters(train_trial, split=split), {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
+        tune.with_parameters(train_trial, split=split, **extra), {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
     )
 
 
-def create_tuner(s: Settings, split: Split):
-    """A new Tuner for `s`; writes run.json first (unless a resume finds one but no Tuner to restore)."""
+def create_tuner(s: Settings, split: Split, make_trainer=None):
+    """A new Tuner for `s`; writes run.json first (unless a resume finds one but no Tuner to restore).
+    make_trainer: see trainable()."""
     if not is_file(join(s.experiment, RUN_FILE)):
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         marks = {}
@@ -158,7 +161,7 @@ def create_tuner(s: Settings, split: Split):
         spend=DeviceSpend(hours * 3600 if hours else math.inf, devices), first_rung=s.grace,
     )
     return tune.Tuner(
-        trainable(s, split),
+        trainable(s, split, make_trainer),
         param_space=space,
         tune_config=tune.TuneConfig(
             metric=METRIC,

@@ -11,11 +11,13 @@ from __future__ import annotations
 import copy
 import fnmatch
 import os
+from collections.abc import Callable, Container
 from typing import Any
 
 import optuna
 import pyarrow.fs as pafs
 from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
 import ray.cloudpickle as cloudpickle
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.tune import Callback, Tuner
@@ -57,6 +59,43 @@ def point_journal(study: optuna.Study, path: str) -> None:
     """Make a study unpickled from a snapshot read and write the journal file at `path`: its
     JournalStorage keeps the path it was pickled with (an experiment folder may have moved since)."""
     study._storage._backend = JournalFileBackend(path)
+
+
+# --- Optuna's TPESampler reads a study's trials through the private Study._get_trials. -------------
+
+
+def study_seen_running(study: optuna.Study, running: Callable[[FrozenTrial], bool]) -> optuna.Study:
+    """`study` as a sampler should see it: each finished trial for which `running(trial)` is true reads
+    as RUNNING (a copy: the storage is untouched); everything else passes through to `study`.
+
+    TPESampler reads trials only through Study._get_trials (its start-up count, its good/bad split),
+    and with constant_liar=True puts a RUNNING trial among the bad ones without counting it towards
+    n_startup_trials or the size of the good set. search.searcher.TPEWithRefusals hands it this view."""
+    return _RunningView(study, running)
+
+
+class _RunningView:
+    def __init__(self, study: optuna.Study, running: Callable[[FrozenTrial], bool]) -> None:
+        self._study, self._running = study, running
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
+                    use_cache: bool = False) -> list[FrozenTrial]:
+        seen = []
+        for trial in self._study._get_trials(deepcopy=deepcopy, states=None, use_cache=use_cache):
+            if trial.state.is_finished() and self._running(trial):
+                trial = copy.copy(trial)
+                trial.state = TrialState.RUNNING
+            if states is None or trial.state in states:
+                seen.append(trial)
+        return seen
+
+
+# TPESampler's good/bad split, (study, trials, n_below) -> (good, bad), called each time TPE models the
+# results (not in its random start-up): tests/test_searcher.py watches which trials land in the good set.
+TPE_SPLIT = "optuna.samplers._tpe.sampler._split_trials"
 
 
 # --- Ray's Tuner: a restored Tuner's searcher and callbacks are only reachable privately. ----------
@@ -117,6 +156,14 @@ def asha_rungs(scheduler: ASHAScheduler) -> list[tuple[float, dict[str, float]]]
 def trial_folder(trial: Trial) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path inside it) of a trial's folder: result.json, params.json, checkpoints."""
     return trial.storage.storage_filesystem, trial.storage.trial_fs_path
+
+
+def tune_controller_class() -> type:
+    """Tune's driver loop (ray.tune.execution.tune_controller.TuneController): benchmarks/orchestration.py
+    times its experiment snapshots (checkpoint, save_to_dir)."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    return TuneController
 
 
 # ExperimentAnalysis logs through this module logger (a warning per trial without a result file).

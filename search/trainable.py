@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,10 +24,12 @@ from search.devices import assigned_device
 STATE_FILE = "state.pt"
 
 
-def train_trial(config: dict, split: Split) -> None:
-    """`config` is a flat Config dict; `split` arrives through the object store (tune.with_parameters)."""
+def train_trial(config: dict, split: Split, make_trainer: Callable[..., Trainer] = Trainer) -> None:
+    """`config` is a flat Config dict; `split` arrives through the object store (tune.with_parameters).
+    `make_trainer(cfg, split, device=...)` builds what trains: benchmarks/orchestration.py hands in
+    one that sleeps, to measure everything around the training through this very loop."""
     cfg = Config.from_flat(config)
-    trainer = Trainer(cfg, split, device=assigned_device())  # the GPU Ray assigned this trial, else the CPU
+    trainer = make_trainer(cfg, split, device=assigned_device())  # the GPU Ray assigned this trial, else the CPU
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:

@@ -1,0 +1,325 @@
+"""What orchestration costs a search, without a GPU: the real engine beside bare Ray Tune, on trials that sleep.
+
+Both runs get the same trials: each sleeps `--epoch-seconds` per epoch instead of training. The
+engine's run is `search.run`'s own (search.engine.create_tuner: the same Tuner, TPE, FairASHA,
+callbacks, checkpoints and reports) with a trainer that sleeps and saves a state of `--state-mb`
+through search.trainable.train_trial's loop, as a real trial does. Bare Ray Tune then runs, in
+the same process and on the same slots, one trial per engine trial for exactly as many epochs as
+that trial ran, reporting the metric and nothing else: no searcher, scheduler, callbacks or
+checkpoints. What separates the two is what the engine adds.
+
+Every trial logs, on its worker, when it started and when each epoch's sleep began and ended;
+the driver times Tuner.fit() and, for the engine, each of its parts. Printed per run:
+
+  efficiency   slept seconds / (slots x Tuner.fit wall): 1.0 means no slot ever sat idle
+  start        from fit() until every slot has begun its first trial (actors start once each)
+  epoch gap    median, from one epoch's sleep to the next within a trial: checkpoint and report
+  trial gap    median, from a trial's last sleep to the next trial's start on the same actor
+  tail         from the last sleep's end until fit() returns
+and, for the engine, the driver's seconds in the searcher (suggest, results, snapshots), the
+scheduler, each callback and Tune's experiment snapshots; and the worker's seconds in checkpoints.
+
+    python benchmarks/orchestration.py [--trials 64] [--slots 8] [--epoch-seconds 1] [--state-mb 3]
+                                       [--max-epochs 4] [--grace 1] [--eta 2] [--space full]
+
+Defaults: 64 trials of about 2 epochs (ASHA with rungs at 1 and 2 epochs of 4), 8 slots. Run it on
+a quiet machine: the slots share its cores with the driver and Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import zlib
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import wraps
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+# --- the trials: they sleep and say when ---------------------------------------------------------
+
+
+def log_event(folder: str, **event) -> None:
+    """One line per event in a file per worker process: wall-clock seconds (every process is on this machine)."""
+    with open(Path(folder, f"{os.getpid()}.jsonl"), "a") as f:
+        f.write(json.dumps({"pid": os.getpid(), "t": time.time(), **event}) + "\n")
+
+
+def made_up_accuracy(config: dict, epoch: int) -> float:
+    """A deterministic curve whose level is a hash of the config: TPE and ASHA see differences."""
+    level = 0.5 + 0.4 * (zlib.crc32(json.dumps(config, sort_keys=True, default=str).encode()) % 10_000) / 10_000
+    return level * (1 - 0.5 ** epoch)
+
+
+@dataclass(frozen=True)
+class SleepingTrainers:
+    """make_trainer for search.trainable.train_trial: builds a SleepingTrainer."""
+
+    epoch_seconds: float
+    state_bytes: int
+    events: str  # the folder of the event logs
+
+    def __call__(self, cfg, split, device=None):
+        return SleepingTrainer(cfg, self)
+
+
+class SleepingTrainer:
+    """Stands in for model.trainer.Trainer: same interface as train_trial uses it, sleeps per epoch."""
+
+    def __init__(self, cfg, how: SleepingTrainers) -> None:
+        import numpy as np
+        import torch
+
+        self.cfg, self.how, self.epoch, self.params = cfg, how, 0, 100_000
+        self.config = cfg.to_flat()
+        # Incompressible, as trained weights are: torch.save writes it as it is.
+        self.blob = torch.from_numpy(np.random.default_rng(cfg.seed).integers(0, 255, how.state_bytes, dtype=np.uint8))
+        log_event(how.events, kind="start", config=zlib.crc32(json.dumps(self.config, sort_keys=True, default=str).encode()))
+
+    def run_epoch(self):
+        from model.trainer import EpochMetrics
+
+        start = time.time()
+        time.sleep(self.how.epoch_seconds)
+        end = time.time()
+        log_event(self.how.events, kind="epoch", start=start, end=end)
+        self.epoch += 1
+        acc = made_up_accuracy(self.config, self.epoch)
+        return EpochMetrics(epoch=self.epoch, train_loss=1 - acc, train_acc=acc, val_loss=1 - acc, val_acc=acc,
+                            lr=self.cfg.lr, seconds=end - start, images_per_second=0.0)
+
+    def state_dict(self) -> dict:
+        return {"config": self.config, "epoch": self.epoch, "blob": self.blob}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.blob = state["epoch"], state["blob"]
+
+
+def bare_trial(config: dict) -> None:
+    """Bare Tune's trial: sleeps as many epochs as its engine twin ran, reports the metric, nothing else."""
+    from ray import tune
+
+    log_event(config["events"], kind="start", config=config["i"])
+    for epoch in range(1, config["epochs"] + 1):
+        start = time.time()
+        time.sleep(config["epoch_seconds"])
+        end = time.time()
+        log_event(config["events"], kind="epoch", start=start, end=end)
+        tune.report({"val_acc": 0.5 * (1 - 0.5 ** epoch)})
+
+
+# --- the driver's clock ---------------------------------------------------------------------------
+
+
+class Stopwatch:
+    """Seconds spent in chosen methods, by label; `timed` wraps a class's methods while it is open."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    @contextmanager
+    def timed(self, cls: type, names: list[str], label: str):
+        originals = {name: cls.__dict__[name] for name in names if name in cls.__dict__}
+
+        def wrap(name, fn):
+            @wraps(fn)
+            def timed_fn(*args, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    self.seconds[f"{label}.{name}"] += time.perf_counter() - start
+                    self.calls[f"{label}.{name}"] += 1
+            return timed_fn
+
+        for name, fn in originals.items():
+            setattr(cls, name, wrap(name, fn))
+        try:
+            yield
+        finally:
+            for name, fn in originals.items():
+                setattr(cls, name, fn)
+
+
+@contextmanager
+def engine_clock(watch: Stopwatch):
+    """The engine's parts, timed where the driver calls them (class attributes: nothing pickled changes)."""
+    from contextlib import ExitStack
+
+    from search.asha import FairASHA, RungKeeper
+    from search.internals import tune_controller_class
+    from search.progress import Progress
+    from search.searcher import HonestOptunaSearch
+
+    events = ["setup", "on_step_begin", "on_step_end", "on_trial_start", "on_trial_result", "on_trial_complete",
+              "on_trial_error", "on_checkpoint", "on_experiment_end", "get_state"]
+    with ExitStack() as stack:
+        stack.enter_context(watch.timed(HonestOptunaSearch, ["suggest", "on_trial_result", "on_trial_complete", "save",
+                                                             "set_search_properties"], "searcher"))
+        stack.enter_context(watch.timed(FairASHA, ["on_trial_add", "on_trial_result", "on_trial_complete"], "scheduler"))
+        stack.enter_context(watch.timed(RungKeeper, events, "callback RungKeeper"))
+        stack.enter_context(watch.timed(Progress, events, "callback Progress"))
+        stack.enter_context(watch.timed(tune_controller_class(), ["checkpoint", "save_to_dir"], "tune snapshot"))
+        yield
+
+
+# --- the two runs ---------------------------------------------------------------------------------
+
+
+def run_engine(args, storage: str, events: str) -> tuple[float, float, dict]:
+    """(fit start, fit end, the stopwatch's seconds by part) of search.engine's Tuner over sleeping trials."""
+    from model import data as fmnist
+    from search import engine
+    from search.run import parse
+
+    cpus = os.cpu_count() or 1
+    settings = parse([
+        f"space={args.space}", f"trials={args.trials}", f"max_epochs={args.max_epochs}", f"grace={args.grace}",
+        f"eta={args.eta}", f"concurrency={args.slots}", f"cpus_per_trial={cpus / args.slots:g}", "gpus_per_trial=0",
+        "val_size=1000", "subset=3000", f"storage={storage}", "name=engine",
+    ])
+    images, labels = fmnist.load("train")
+    split = fmnist.split(images, labels, settings.val_size, settings.subset, seed=fmnist.SPLIT_SEED)
+    make = SleepingTrainers(args.epoch_seconds, int(args.state_mb * 2**20), events)
+    engine.quiet()
+    watch = Stopwatch()
+    from search.ray_session import ray_session
+
+    with ray_session(num_cpus=cpus):
+        tuner = engine.create_tuner(settings, split, make_trainer=make)
+        with engine_clock(watch):
+            start = time.time()
+            tuner.fit()
+            end = time.time()
+    return start, end, dict(watch.seconds)
+
+
+def run_bare(args, storage: str, events: str, epochs: list[int]) -> tuple[float, float]:
+    """(fit start, fit end) of bare Ray Tune over one sleeping trial per entry of `epochs`."""
+    from ray import tune
+
+    from search.ray_session import ray_session
+
+    cpus = os.cpu_count() or 1
+    with ray_session(num_cpus=cpus):
+        tuner = tune.Tuner(
+            tune.with_resources(bare_trial, {"cpu": cpus / args.slots}),
+            param_space={"i": tune.grid_search(list(range(len(epochs)))), "events": events,
+                         "epoch_seconds": args.epoch_seconds, "epochs": tune.sample_from(lambda spec: epochs[spec.config.i])},
+            tune_config=tune.TuneConfig(max_concurrent_trials=args.slots, reuse_actors=True),
+            run_config=tune.RunConfig(name="bare", storage_path=storage, verbose=0),
+        )
+        start = time.time()
+        tuner.fit()
+        end = time.time()
+    return start, end
+
+
+# --- what the logs say ------------------------------------------------------------------------------
+
+
+@dataclass
+class Trial:
+    pid: int
+    start: float
+    sleeps: list[tuple[float, float]]
+
+
+def read_trials(events: str) -> list[Trial]:
+    trials: list[Trial] = []
+    for path in sorted(Path(events).glob("*.jsonl")):
+        current: Trial | None = None
+        for line in path.read_text().splitlines():
+            event = json.loads(line)
+            if event["kind"] == "start":
+                current = Trial(event["pid"], event["t"], [])
+                trials.append(current)
+            elif current is not None:
+                current.sleeps.append((event["start"], event["end"]))
+    return sorted(trials, key=lambda t: t.start)
+
+
+def summary(trials: list[Trial], start: float, end: float, slots: int) -> dict:
+    wall = end - start
+    slept = sum(e - s for t in trials for s, e in t.sleeps)
+    firsts = sorted({t.pid: t.start for t in reversed(trials)}.values())  # each actor's first trial
+    epoch_gaps = [b[0] - a[1] for t in trials for a, b in zip(t.sleeps, t.sleeps[1:])]
+    by_pid: dict[int, list[Trial]] = defaultdict(list)
+    for t in trials:
+        by_pid[t.pid].append(t)
+    trial_gaps = [b.start - a.sleeps[-1][1] for ts in by_pid.values() for a, b in zip(ts, ts[1:]) if a.sleeps]
+    last = max((e for t in trials for _, e in t.sleeps), default=end)
+    return {
+        "trials": len(trials), "epochs": sum(len(t.sleeps) for t in trials), "actors": len(by_pid),
+        "wall": wall, "slept": slept, "efficiency": slept / (slots * wall),
+        "start": (firsts[slots - 1] if len(firsts) >= slots else firsts[-1]) - start,
+        "epoch_gap": statistics.median(epoch_gaps) if epoch_gaps else float("nan"),
+        "trial_gap": statistics.median(trial_gaps) if trial_gaps else float("nan"),
+        "tail": end - last,
+    }
+
+
+def epochs_per_trial(trials: list[Trial]) -> list[int]:
+    """Epochs each engine trial slept, in start order (a resumed epoch would count twice: none here)."""
+    return [len(t.sleeps) for t in trials]
+
+
+ROWS = (("efficiency", "{:.3f}"), ("wall", "{:.1f} s"), ("slept", "{:.1f} s"), ("start", "{:.2f} s"),
+        ("epoch_gap", "{:.3f} s"), ("trial_gap", "{:.3f} s"), ("tail", "{:.2f} s"), ("trials", "{}"),
+        ("epochs", "{}"), ("actors", "{}"))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=64)
+    ap.add_argument("--slots", type=int, default=8, help="trials at once (each gets cores / slots CPUs)")
+    ap.add_argument("--epoch-seconds", type=float, default=1.0)
+    ap.add_argument("--state-mb", type=float, default=3.0, help="checkpointed state per trial, MiB")
+    ap.add_argument("--max-epochs", type=int, default=4)
+    ap.add_argument("--grace", type=int, default=1)
+    ap.add_argument("--eta", type=int, default=2)
+    ap.add_argument("--space", default="full")
+    ap.add_argument("--json", default=None, help="also write the figures to this file")
+    args = ap.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="orchestration-") as tmp:
+        engine_events, bare_events = Path(tmp, "engine-events"), Path(tmp, "bare-events")
+        engine_events.mkdir()
+        bare_events.mkdir()
+        start, end, parts = run_engine(args, str(Path(tmp, "runs")), str(engine_events))
+        engine_trials = read_trials(str(engine_events))
+        engine = summary(engine_trials, start, end, args.slots)
+        start, end = run_bare(args, str(Path(tmp, "runs")), str(bare_events), epochs_per_trial(engine_trials))
+        bare = summary(read_trials(str(bare_events)), start, end, args.slots)
+
+    print(f"{args.trials} trials sleeping {args.epoch_seconds:g} s an epoch (ASHA {args.grace}/{args.eta} up to "
+          f"{args.max_epochs}), {args.slots} slots, {os.cpu_count()} CPUs, a {args.state_mb:g} MiB state")
+    print(f"  {'':<11} {'engine':>10} {'bare Tune':>10}")
+    for key, fmt in ROWS:
+        print(f"  {key:<11} {fmt.format(engine[key]):>10} {fmt.format(bare[key]):>10}")
+    print(f"engine / bare efficiency = {engine['efficiency'] / bare['efficiency']:.2f}; "
+          f"start {engine['start'] - bare['start']:+.2f} s; trial gap {engine['trial_gap'] - bare['trial_gap']:+.3f} s")
+    print("where the engine's driver spends its time (seconds, calls):")
+    for label, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):
+        print(f"  {label:<40} {seconds:7.2f}")
+    figures = {"engine": engine, "bare": bare, "driver_seconds": parts,
+               "ratio": engine["efficiency"] / bare["efficiency"]}
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
+if __name__ == "__main__":
+    main()
