@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from cluster_check import check
+from model import overrides
 
 DEFAULT = "cluster.yaml"
 
@@ -58,4 +59,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    overrides.command(main)

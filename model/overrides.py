@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import NoReturn
 
 HELP_FLAGS = ("-h", "--help")
 
@@ -77,3 +79,43 @@ def reject(error: ValueError) -> int:
     """Report bad input as one line on stderr; returns exit code 2 for `sys.exit`."""
     print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
     return 2
+
+
+class _ReaderMayLeave:
+    """sys.stdout, except that once its reader has gone (`| head -1` has read its line), what is
+    printed later is dropped: the command goes on and exits as it would have, without a
+    BrokenPipeError traceback (Python) or exit code 1 (rich). Everything else is stdout's own."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self) -> None:
+        # The descriptor itself, so that the buffered text and Python's flush at exit go nowhere, quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+        self._stream.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def command(main: Callable[[list[str]], int]) -> NoReturn:
+    """Exit with main(sys.argv[1:])'s code, whether or not the reader of stdout read it all."""
+    sys.stdout = _ReaderMayLeave(sys.stdout)
+    code = main(sys.argv[1:])
+    sys.stdout.flush()  # here, not at exit: a reader gone by now is dropped quietly too
+    sys.exit(code)

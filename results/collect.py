@@ -30,6 +30,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 from ray.tune import ExperimentAnalysis
 
+from model import overrides
 from model.config import Config
 from results.load import load, read_run
 from results.schema import (
@@ -210,4 +211,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    overrides.command(main)

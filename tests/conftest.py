@@ -28,6 +28,24 @@ def _data_dir() -> Path | None:
     return None
 
 
+def _run_for_a_reader_gone(*args: str) -> subprocess.CompletedProcess:
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run([sys.executable, "-m", *args], stdout=write, stderr=subprocess.PIPE, text=True,
+                              timeout=120, cwd=Path(__file__).resolve().parents[1])
+    finally:
+        os.close(write)
+
+
+@pytest.fixture
+def reader_gone() -> Callable[..., subprocess.CompletedProcess]:
+    """reader_gone(*ARGS): `python -m ARGS` whose stdout is a pipe nobody reads any more (as
+    `| head -1` leaves it once it has its line); the reader is gone before the command writes, so
+    every write meets it."""
+    return _run_for_a_reader_gone
+
+
 @pytest.fixture(scope="session")
 def fmnist_dir() -> Path:
     folder = _data_dir()

@@ -126,3 +126,14 @@ def test_one_validation_split_for_a_val_size_whatever_the_command(fmnist_dir):
     for split in (zero, searched, whole):
         assert np.array_equal(split.val_images, seven.val_images) and np.array_equal(split.val_labels, seven.val_labels)
     assert np.array_equal(zero.train_images, searched.train_images)
+
+
+@pytest.mark.parametrize("args", [["search.run", "--help"], ["search.run", "list"], ["model.train", "--help"]])
+def test_a_reader_that_stops_reading_is_no_error(reader_gone, args):
+    done = reader_gone(*args)  # `| head -1`
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_a_reader_that_stops_reading_leaves_the_exit_code_alone(reader_gone):
+    done = reader_gone("search.run", "space=nope")
+    assert done.returncode == 2 and done.stderr.startswith("error: unknown space 'nope'")

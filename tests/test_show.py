@@ -298,3 +298,8 @@ def test_the_show_command_a_search_prints_survives_a_shell(tmp_path, capsys, mon
     print_report(location, N_TRIALS, "python -m search.run name=full-standard resume=true", retries=2)
     line = next(line for line in capsys.readouterr().out.splitlines() if "read the tables with" in line)
     assert shlex.split(line.split("read the tables with", 1)[1]) == ["python", "-m", "results.show", location]
+
+
+def test_show_read_by_a_reader_that_stops_reading_exits_0_quietly(full, reader_gone):
+    done = reader_gone("results.show", str(full))  # `| head -1`
+    assert (done.returncode, done.stderr) == (0, "")
