@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+import shlex
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -89,8 +90,12 @@ def load(experiment: str | os.PathLike) -> Experiment:
         report = join(path, REPORT_FOLDER)
         if not is_file(join(report, "best.json")):  # results.collect writes best.json last
             raise ValueError(f"{path} has no report; run python -m results.collect {path}")
-        best = read_json(join(report, "best.json"))
-        report_tables = {name: read_table(join(report, f"{name}.parquet"), schema) for name, schema in REPORT_TABLES.items()}
+        rebuild = f"python -m results.collect {shlex.quote(path)} rebuilds the report from Tune's files"
+        try:
+            best = read_json(join(report, "best.json"))
+            report_tables = {name: read_table(join(report, f"{name}.parquet"), schema) for name, schema in REPORT_TABLES.items()}
+        except ValueError as error:  # damaged, or written by another version: collect writes it anew
+            raise ValueError(f"{error}; {rebuild}") from None
     winner_tables = {}
     for name, schema in WINNER_TABLES.items():
         file = join(winner, f"{name}.parquet")

@@ -152,9 +152,13 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema)
 
 
 def read_table(path: str | os.PathLike, schema: pa.Schema) -> pd.DataFrame:
-    """The Parquet file at `path` as a DataFrame; ValueError when its columns or types differ from `schema`."""
+    """The Parquet file at `path` as a DataFrame; ValueError when it is damaged or its columns or
+    types differ from `schema`."""
     fs, inner = locate(path)
-    table = pq.read_table(inner, filesystem=fs)
+    try:
+        table = pq.read_table(inner, filesystem=fs)
+    except pa.ArrowInvalid:  # truncated, overwritten, not Parquet at all: pyarrow's text names footers and magic bytes
+        raise ValueError(f"{os.fspath(path)} is damaged: not a readable Parquet file") from None
     problems = _column_problems(table.schema.names, schema) + [
         f"column {field.name} is {table.schema.field(field.name).type}, expected {field.type}"
         for field in schema

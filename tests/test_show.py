@@ -303,3 +303,13 @@ def test_the_show_command_a_search_prints_survives_a_shell(tmp_path, capsys, mon
 def test_show_read_by_a_reader_that_stops_reading_exits_0_quietly(full, reader_gone):
     done = reader_gone("results.show", str(full))  # `| head -1`
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_a_damaged_report_table_is_one_line_saying_what_rebuilds_it(tmp_path, show):
+    folder = write_search(tmp_path / "damaged", n=4)
+    table = folder / "report" / "trials.parquet"
+    table.write_bytes(table.read_bytes()[:100])  # cut short, as a full disk leaves a file copied elsewhere
+    shown = show(str(folder))
+    assert shown.returncode == 2 and shown.stdout == ""
+    assert shown.stderr.strip() == (f"error: {table} is damaged: not a readable Parquet file; "
+                                    f"python -m results.collect {folder} rebuilds the report from Tune's files")
