@@ -15,12 +15,14 @@ epochs reported and trials told after it, which the restored Tune does not know 
 the snapshot carries the journal as it was, and a restore puts it back: study and Tune agree.
 
 Constraints and money. With `max_params`, a suggested network above it is never handed to Tune:
-it is told to Optuna as PRUNED with user attributes refused=True and its parameter count, and TPE,
-given the parameter count as a constraint (Trial.set_constraint), learns to avoid the region; another
-configuration is asked for instead, so a refusal is not a trial. With a device budget (`spend`,
-search.spend) it starts no trial the rest cannot pay for to the first rung, and counts each epoch's
-device-seconds once (a resumed trial repeats epochs); search.spend.SpendStopper ends the search
-once the budget is spent.
+it is told to Optuna as PRUNED with user attributes refused=True and its parameter count (the excess
+also as a violated constraint, Trial.set_constraint), and another configuration is asked for
+instead. TPE (TPEWithRefusals) takes a refusal for a bad example and nothing more: it counts towards
+neither the random start-up nor the good set, so a refusal is not a trial, yet TPE learns to avoid
+the region. The same mechanism, Optuna's constant liar, spreads the suggestions made while other
+trials run. With a device budget (`spend`, search.spend) it starts no trial the rest cannot pay for
+to the first rung, and counts each epoch's device-seconds once (a resumed trial repeats epochs);
+search.spend.SpendStopper ends the search once the budget is spent.
 """
 
 from __future__ import annotations
@@ -47,6 +49,40 @@ PARAMS_ATTR, REFUSED_ATTR = "params", "refused"  # user attributes of an Optuna 
 MAX_REFUSALS = 1000  # suggestions in a row above max_params before the search gives up on the space
 
 
+class TPEWithRefusals(optuna.samplers.TPESampler):
+    """Optuna's multivariate TPE, for which a refused suggestion is a bad example and nothing more.
+
+    Optuna counts every COMPLETE and PRUNED trial towards n_startup_trials and towards the size of
+    its good set, and fills a good set that feasible trials cannot fill with the least-infeasible
+    ones. Told as PRUNED with a violated constraint, ten refusals would end the random start-up
+    before any network had trained, and the good set would be made of refusals.
+
+    Here TPE sees a refused trial the way its constant liar sees a trial still running
+    (internals.study_seen_running): always among the bad, never counted. So the first
+    n_startup_trials accepted trials are drawn at random, the good set is made of accepted trials
+    and sized by their number alone, and the refusals weigh on the bad set's density, so that TPE's
+    proposals move away from networks too large. Hiding refusals from TPE altogether (sample-and-reject
+    alone) is not enough: TPE then proposes the same too-large network again after each refusal (on
+    a made-up space it gave up after 1000 refusals in a row). constant_liar is set here rather than
+    left to Optuna's default (True since Optuna 5.0): without it TPE never reads running trials, so
+    refusals would vanish from it too, and trials suggested side by side would crowd together.
+    With no refusals this is Optuna's TPESampler as configured here, trial for trial."""
+
+    def __init__(self, *, seed: int, n_startup_trials: int) -> None:
+        super().__init__(seed=seed, multivariate=True, n_startup_trials=n_startup_trials, constant_liar=True)
+
+    def sample_relative(self, study, trial, search_space):
+        return super().sample_relative(internals.study_seen_running(study, _refused), trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return super().sample_independent(
+            internals.study_seen_running(study, _refused), trial, param_name, param_distribution)
+
+
+def _refused(trial: optuna.trial.FrozenTrial) -> bool:
+    return bool(trial.user_attrs.get(REFUSED_ATTR))
+
+
 class HonestOptunaSearch(OptunaSearch):
     journal: str | None = None  # the study's journal file; None: in memory, inside Tune's snapshots only
 
@@ -58,8 +94,9 @@ class HonestOptunaSearch(OptunaSearch):
         """metric and mode: give them here or in TuneConfig, not both (Tune refuses two sources).
         base: the fixed values of the trial config (what a suggestion is applied to, to count a
         network's parameters); first_rung: the epochs a new trial must be able to pay for;
-        startup_trials: random suggestions before TPE models the results (Optuna's default, 10)."""
-        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup_trials)
+        startup_trials: trials drawn at random before TPE models the results (Optuna's default, 10;
+        refused suggestions do not count)."""
+        sampler = TPEWithRefusals(seed=seed, n_startup_trials=startup_trials)
         super().__init__(metric=metric, mode=mode, sampler=sampler, study_name=study.STUDY_NAME)
         self.max_epochs = max_epochs
         self.journal = os.path.abspath(journal) if journal is not None else None

@@ -108,3 +108,39 @@ def test_a_tuners_searcher_and_callbacks_are_where_internals_looks(tmp_path):
                   run_config=tune.RunConfig(storage_path=str(tmp_path), name="exp", callbacks=[callback]))
     assert internals.tuner_searcher(tuner) is searcher
     assert internals.tuner_callbacks(tuner) == [callback]
+
+
+def test_tpe_reads_trials_through_the_view_and_never_ranks_a_running_one_good(monkeypatch):
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState
+
+    module, name = internals.TPE_SPLIT.rsplit(".", 1)
+    split, splits = getattr(__import__(module, fromlist=[name]), name), []
+
+    def watched(study, trials, n_below):
+        good, bad = split(study, trials, n_below)
+        splits.append(([t.number for t in good], {t.number: t.state for t in trials}))
+        return good, bad
+
+    monkeypatch.setattr(internals.TPE_SPLIT, watched)
+    sampler = optuna.samplers.TPESampler(seed=0, n_startup_trials=2, constant_liar=True)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    hidden = study.ask({"x": FloatDistribution(0, 1)})
+    hidden.set_user_attr("hidden", True)
+    study.tell(hidden, state=TrialState.PRUNED)
+    study.tell(study.ask({"x": FloatDistribution(0, 1)}), 0.5)
+    view = internals.study_seen_running(study, lambda t: bool(t.user_attrs.get("hidden")))
+    assert [t.number for t in view._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))] == [1]
+    assert [(t.number, t.state) for t in view._get_trials(states=(TrialState.RUNNING,))] == [(0, TrialState.RUNNING)]
+    assert study.trials[0].state == TrialState.PRUNED and view.direction == study.direction  # the study itself is untouched
+
+    study.ask()
+    asking, x = study.trials[-1], FloatDistribution(0, 1)
+    sampler.sample_independent(view, asking, "x", x)
+    assert splits == []  # one trial finished, as the view shows it: TPE's random start-up
+    sampler.sample_independent(study, asking, "x", x)
+    assert len(splits) == 1  # two finished, as the study shows it: TPE models them
+    study.tell(study.ask({"x": FloatDistribution(0, 1)}), 0.7)
+    sampler.sample_independent(view, asking, "x", x)
+    good, states = splits[-1]
+    assert states[0] == TrialState.RUNNING and good == [3]  # the hidden trial: bad, never good
