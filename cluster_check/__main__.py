@@ -9,6 +9,7 @@ Exit 0: both pass. Exit 1: the problems, one line each. Exit 2: no such file, or
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -24,10 +25,17 @@ def problems(config: dict) -> list[str]:
     """Ray's refusal (if any), then every rule broken as written or as Ray completes the config."""
     from search.internals import validate_cluster_config  # here: importing Ray takes seconds
 
+    # Ray's autoscaler logs at INFO what defaults it fills in ("setting max workers for head node
+    # type to 0"), on every run: not news to the user. Its warnings still show.
+    autoscaler = logging.getLogger("ray.autoscaler")
+    level = autoscaler.level
+    autoscaler.setLevel(logging.WARNING)
     try:
         prepared = validate_cluster_config(config)
     except Exception as error:  # Ray raises jsonschema's, ValueError, KeyError...: all mean "refused"
         return [f"Ray's own validation refuses it: {' '.join(str(error).split())[:500]}"]
+    finally:
+        autoscaler.setLevel(level)
     found = check(config) + check(prepared)
     return list(dict.fromkeys(found))  # a rule broken both ways is said once
 

@@ -78,6 +78,7 @@ def test_the_user_command_passes_the_real_file():
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"{CLUSTER_YAML}: passes Ray's offline validation and the project's rules\n"
+    assert done.stderr == ""  # none of Ray's INFO lines (its autoscaler filling in defaults)
 
 
 def test_the_user_command_names_what_breaks_an_edited_file(tmp_path, capsys):
