@@ -42,7 +42,13 @@ def importance(trials: pd.DataFrame) -> pd.DataFrame:
     if len(top) < MIN_TRIALS or not params:
         return pd.DataFrame({"parameter": pd.Series(dtype=str), "importance": pd.Series(dtype=float)})
     encoded = {name: _encode(top[name]) for name in params}
-    study = optuna.create_study(direction="minimize")
+    # A study in memory is a means here, not news: Optuna announces every one it creates at INFO.
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(direction="minimize")
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     for rank in range(len(top)):
         study.add_trial(
             optuna.trial.create_trial(

@@ -18,7 +18,6 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import optuna
 import pandas as pd
 from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderableType
@@ -416,7 +415,6 @@ def main(argv: list[str]) -> int:
     if not paths or any(path.startswith("-") for path in paths):
         print(f"{USAGE} (a folder: runs/NAME, or a URI; --help for more)", file=sys.stderr)
         return 2
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the importance study's creation is no news
     try:
         args = overrides.parse([arg for arg in argv if "=" in arg], KEYS)
         if args.get("columns", "all") != "all":

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import shlex
 
-import optuna
 from rich.markup import escape
 
 from results.load import load
@@ -53,7 +52,6 @@ def trial_folder(location: str, trial_id: str) -> str:
 
 def print_report(location: str, trials: int, resume_command: str, retries: int) -> int:
     """Print the end of the search whose report is at `location` (as the user gave it); the exit code."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # results.show ranks the parameters through an Optuna study
     exp = load(location)
     console = wide_console()
     console.print(top_trials_table(exp, n=TOP))

@@ -213,6 +213,7 @@ def test_importance_needs_neither_ray_nor_a_search_space(full):
     done = subprocess.run([sys.executable, "-c", code, str(full)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["lr", "[]"]
+    assert done.stderr == ""  # a fresh process, Optuna at its default INFO: no "A new study created in memory"
 
 
 def test_too_few_finished_trials_have_no_importance(tmp_path):
