@@ -210,8 +210,11 @@ class Trainer:
 
 
 def score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of logits against labels on the same device."""
-    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+    """(mean cross-entropy, accuracy) of logits against labels on the same device. The accuracy is
+    hits / images in Python's float64: a float32 mean would make 736 of 1,000 0.7360000014305115,
+    which no `val_acc = 0.736` finds."""
+    hits = int((logits.argmax(1) == labels).sum().item())
+    return F.cross_entropy(logits, labels).item(), hits / len(labels)
 
 
 def on_device(array: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 from ray.tune import ExperimentAnalysis
@@ -49,6 +50,7 @@ from search.internals import EXPERIMENT_ANALYSIS_LOGGER, trial_folder
 
 EPOCH_METRICS = tuple(name for name in EPOCHS.names if name != "trial_id")
 REPORTED_KEYS = (*EPOCH_METRICS, "params")  # what search.run's trainable reports every epoch
+ACCURACIES = ("train_acc", "val_acc")
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,19 @@ def _history(trial) -> tuple[pd.DataFrame, bool]:
     missing = [key for key in REPORTED_KEYS if key not in frame.columns]
     if missing:
         raise ValueError(f"{result_file} lacks {', '.join(missing)}; trials must report the metrics of search.run's trainable")
-    return latest_epochs(frame), torn
+    history = latest_epochs(frame)
+    for name in ACCURACIES:
+        history[name] = history[name].map(decimal_of_float32)
+    return history, torn
+
+
+def decimal_of_float32(value: float) -> float:
+    """An accuracy that a float32 mean made (trainers before hits / images: 0.7360000014305115 for 736
+    of 1,000) as the decimal it stands for (0.736), so that a query for 0.736 finds it; any value
+    that is not exactly a float32 (hits / images in float64 is not, unless it is a short binary
+    fraction such as 0.75, which reads the same either way) as it is."""
+    single = np.float32(value)
+    return float(str(single)) if float(single) == value else value
 
 
 def parse_result_lines(text: str, where: str) -> tuple[list[dict[str, Any]], bool]:

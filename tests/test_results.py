@@ -7,6 +7,7 @@ search.run's trainable, one report per epoch, so the whole module takes seconds,
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 
 from model.config import Config
 from results import load
-from results.collect import collect, latest_epochs, parse_result_lines
+from results.collect import collect, decimal_of_float32, latest_epochs, parse_result_lines
 from results.status import trial_status
 from results.schema import EPOCHS, RETRAIN, TRIALS, WINNER_TABLES, read_table, write_table
 
@@ -167,6 +168,14 @@ def test_rows_of_a_rolled_back_attempt_are_dropped():
     # Attempt one reached epoch 3; the restore went back to epoch 1 and ASHA stopped it at 2.
     rows = pd.DataFrame({"epoch": [1, 2, 3, 2], "val_acc": [0.1, 0.2, 0.3, 0.25]})
     assert latest_epochs(rows).to_dict("list") == {"epoch": [1, 2], "val_acc": [0.1, 0.25]}
+
+
+def test_accuracies_a_float32_mean_made_are_collected_as_their_decimals():
+    assert decimal_of_float32(0.7360000014305115) == 0.736  # float32's 0.736, from trainers before hits / images
+    assert decimal_of_float32(0.5799999833106995) == 0.58
+    assert decimal_of_float32(1 / 3) == 1 / 3  # hits / images in float64: kept as it is
+    assert decimal_of_float32(0.75) == 0.75
+    assert math.isnan(decimal_of_float32(float("nan")))
 
 
 def test_only_a_torn_last_line_of_a_result_file_is_dropped():

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from model import PRESETS, Config, Trainer, data
-from model.trainer import train
+from model.trainer import score, train
 from model.net import to_input as model_input
 
 REPO = Path(__file__).resolve().parents[1]
@@ -252,3 +252,12 @@ def test_cli_table_fits_80_columns_without_cutting_a_number():
     header = next(line for line in lines if "train loss" in line)
     assert header.split() == ["epoch", "train", "loss", "train", "acc", "val", "loss", "val", "acc", "lr", "s", "img/s"]
     assert any(line.split()[:1] == ["1"] and line.rstrip().endswith(tuple("0123456789")) for line in lines)
+
+
+def test_accuracy_is_hits_over_images_exactly():
+    labels = torch.zeros(1000, dtype=torch.long)
+    logits = torch.zeros(1000, 10)
+    logits[:736, 0] = 1.0  # 736 of 1,000 right
+    logits[736:, 1] = 1.0
+    _, accuracy = score(logits, labels)
+    assert accuracy == 0.736  # not float32's 0.7360000014305115
