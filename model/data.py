@@ -189,8 +189,13 @@ def check_sizes(val_size: int, subset: int | None, batch_size: int) -> int:
     if not 0 <= val_size < total:
         raise ValueError(f"val_size={val_size}: must lie between 0 and {total - 1:,} (of {total:,} training images)")
     left = total - val_size
-    if subset is not None and not 1 <= subset <= left:
-        raise ValueError(f"subset={subset}: must lie between 1 and {left:,} (the training images val_size={val_size} leaves)")
+    if subset is not None and subset < 1:
+        raise ValueError(f"subset={subset}: must be at least 1 (or all)")
+    if subset is not None and subset > left:
+        # Either key may be the one to change (a budget's subset stays when only val_size is given): name both.
+        other = f", or val_size={total - subset} or less" if subset < total else ""
+        raise ValueError(f"subset={subset} with val_size={val_size}: the {total:,} training images less {val_size:,} for "
+                         f"validation leave {left:,}; give subset={left} or less{other}")
     images = left if subset is None else subset
     if batch_size > images:
         raise ValueError(

@@ -27,13 +27,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from ray import tune
 from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform, Uniform
 
 import spaces
 from model.config import Config
-from results.schema import CONFIG_COLUMNS, EPOCHS, REPORT_FOLDER, TRIALS, is_file, join, locate, read_json
+from results.schema import CONFIG_COLUMNS, EPOCHS, REPORT_FOLDER, TRIALS, file_type, is_file, join, locate, read_json
 
 RECORD_FILE = "record.json"
 WIDTH_KEYS = ("filters", "dense")  # the Config fields that are channel counts
@@ -173,6 +174,8 @@ def load(paths: list[str] | tuple[str, ...] | str) -> Record:
 
 def read_meta(path: str) -> dict:
     file = join(path, RECORD_FILE)
+    if file_type(path) == pafs.FileType.NotFound:  # a mistyped path: "not a record" would send one looking inside it
+        raise ValueError(f"{path} does not exist; give a record folder (make one with python -m search.record)")
     if not is_file(file):
         raise ValueError(f"{path} is not a record: it has no {RECORD_FILE} (make one with python -m search.record)")
     return read_json(file)

@@ -132,7 +132,10 @@ def parse_search_value(key: str, text: str):
         (spaces.get if key == "space" else budgets.get)(text)
         return text
     if key == "replay":
-        records.load(text)  # ValueError naming what is wrong with the record
+        try:
+            records.load(text)
+        except ValueError as e:  # what is wrong with the record, said of the key that named it
+            raise ValueError(f"replay={text}: {e}") from None
         return text
     if key in OPTIONAL and text.lower() in ("all", "none"):
         return None

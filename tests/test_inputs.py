@@ -54,7 +54,7 @@ BAD_TRAIN = [
     (["lr=nan"], "lr=nan: must be a finite number"),
     (["subset=10"], "batch_size=64 exceeds the 10 training images"),
     (["val_size=60000"], "val_size=60000: must lie between 0 and 59,999"),
-    (["subset=59000"], "subset=59000: must lie between 1 and 54,000"),
+    (["subset=59000"], "subset=59000 with val_size=6000: the 60,000 training images less 6,000 for validation leave 54,000"),
     (["device=tpu"], "device='tpu': choose cpu or cuda"),
     (["cuda_graph=maybe"], "cuda_graph='maybe': choose auto, on or off"),
     (["cuda_graph=on", "device=cpu"], "cuda_graph=on captures a CUDA graph: it needs a CUDA GPU"),

@@ -306,6 +306,8 @@ BAD = [
     (["space=augmentation", "seed=-1"], "seed=-1: must lie between 0 and"),
     (["space=augmentation", "max_epochs=100000"], "max_epochs=100000: must lie between 1 and 10,000"),
     (["space=augmentation", "val_size=60000"], "val_size=60000: must lie between 1 and 59,999"),
+    (["space=augmentation", "val_size=59999"], "subset=3000 with val_size=59999: the 60,000 training images less 59,999 "
+                                               "for validation leave 1; give subset=1 or less, or val_size=57000 or less"),
     (["space=augmentation", "subset=40"], "batch_size=64 exceeds the 40 training images"),
     (["space=full", "subset=300"], "batch_size=512 exceeds the 300 training images"),
     (["space=architecture", "max_params=1"], "max_params=1: none of 1,000 networks drawn from this space has so few"),
@@ -321,6 +323,8 @@ BAD = [
     (["space=augmentation", "name=a/b"], "name='a/b': use letters, digits"),
     (["space=augmentation", "data_dir={data}"], "train-images-idx3-ubyte.gz: cannot be read"),
     (["space=augmentation", "data_dir=/nonexistent"], "no such folder"),
+    (["space=augmentation", "replay=/nonexistent"], "replay=/nonexistent: /nonexistent does not exist; give a record folder"),
+    (["space=augmentation", "replay={file}"], "is not a record: it has no record.json"),
     (["space=augmentation", "address=auto"], "multi-node Tune needs storage every node can reach"),
     (["space=augmentation", "address=not an address"], "address='not an address'"),
     (["space=augmentation", "address=127.0.0.1:1", "shared=true"], "address=127.0.0.1:1: nothing answers there"),
