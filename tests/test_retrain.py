@@ -188,6 +188,15 @@ def test_the_best_trial_or_a_named_one_is_retrained(tmp_path, scheme) -> None:
         retrain.parse_args([run, "trial=t_nope"])
 
 
+def test_a_search_whose_every_trial_failed_says_so_not_yet(tmp_path) -> None:
+    _fake_experiment(tmp_path)
+    trials = read_table(tmp_path / "report" / "trials.parquet", TRIALS)
+    write_table(trials.assign(status="error", epochs_run=0), tmp_path / "report" / "trials.parquet", TRIALS)
+    (tmp_path / "report" / "best.json").write_text("null")  # as results.collect writes it when no trial reported
+    with pytest.raises(ValueError, match=r"no trial of the search reported a result \(trials: 2 error\), so there is no best"):
+        retrain.parse_args([str(tmp_path)])
+
+
 def test_winner_files_reach_an_object_store_one_object_each(tmp_path) -> None:
     staging = tmp_path / "staging"
     staging.mkdir()
