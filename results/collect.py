@@ -34,6 +34,7 @@ from ray.tune import ExperimentAnalysis
 from model import overrides
 from model.config import Config
 from results.load import load, read_run
+from results.numbers import counted
 from results.schema import (
     CONFIG_COLUMNS,
     EPOCHS,
@@ -218,9 +219,9 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     counts = load(argv[0]).status_counts()
-    print(f"{sum(counts.values())} trials ({', '.join(f'{n} {status}' for status, n in counts.items())}); report in {collected.report}")
+    print(f"{counted(sum(counts.values()), 'trial')} ({', '.join(f'{n} {status}' for status, n in counts.items())}); report in {collected.report}")
     if collected.torn:
-        print(f"dropped the torn last line of {len(collected.torn)} result files (trials {', '.join(collected.torn)})")
+        print(f"dropped the torn last line of {counted(len(collected.torn), 'result file')} (trials {', '.join(collected.torn)})")
     return 0
 
 

@@ -31,6 +31,11 @@ def number(value: object) -> str:
     return str(value)
 
 
+def counted(n: int, noun: str) -> str:
+    """(1, 'trial') -> '1 trial', (1000, 'trial') -> '1,000 trials'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def loss(value: float | None) -> str:
     return "-" if missing(value) else f"{value:.3f}"
 

@@ -27,7 +27,7 @@ from rich.table import Table
 from model import overrides
 from results.importance import MIN_TRIALS, varying
 from results.load import Experiment, load
-from results.numbers import loss, missing, number, percent
+from results.numbers import counted, loss, missing, number, percent
 from results.schema import CONFIG_COLUMNS, REPORT_FOLDER, join
 from results.status import ranked
 
@@ -184,7 +184,7 @@ def summary_table(exp: Experiment) -> Table:
     rows = {
         "experiment": exp.path,
         "space": run["space"],
-        "budget": f"{run['budget']}: {run['trials']} trials of up to {run['max_epochs']} epochs "
+        "budget": f"{run['budget']}: {counted(run['trials'], 'trial')} of up to {counted(run['max_epochs'], 'epoch')} "
         f"(ASHA grace {run['grace']}, eta {run['eta']}), {run['concurrency']} at a time",
         "data": f"{'all' if run.get('subset') is None else format(run['subset'], ',')} training images, "
         f"{run['val_size']:,} for validation",
@@ -218,7 +218,7 @@ def retrained_text(exp: Experiment) -> str:
     images = f"{exp.winner['train_images']:,}" if exp.winner else "an unknown number of"
     epochs = sorted(set(exp.retrain["epochs"]))
     return (
-        f"{source}, {_count(len(exp.retrain), 'seed')} x {'/'.join(map(str, epochs))} epoch{'s' if epochs != [1] else ''}"
+        f"{source}, {counted(len(exp.retrain), 'seed')} x {'/'.join(map(str, epochs))} epoch{'s' if epochs != [1] else ''}"
         f" on {images} training images"
     )
 
@@ -236,10 +236,6 @@ def retrain_table(exp: Experiment) -> Group:
     else:
         parts.append(not_comparable_text())
     return Group(*parts)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def report_accuracies() -> str:

@@ -28,7 +28,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 
-from results.numbers import clock, number, percent
+from results.numbers import clock, counted, number, percent
 from results.status import ERROR, FINISHED, UNFINISHED, trial_status
 
 HEARTBEAT = 60.0  # seconds between plain lines while nothing finishes
@@ -109,7 +109,7 @@ class Progress(Callback):
             _FRAMES.append(self._live)
         else:
             asha = f"ASHA grace {self.grace}, eta {self.eta}" if self.grace else "no early stopping"
-            self._line(f"starting {self.total} trials of up to {self.max_epochs} epochs ({asha}); "
+            self._line(f"starting {self._planned()} ({asha}); "
                        f"a line per finished trial and every {HEARTBEAT:.0f} s")
 
     def on_step_begin(self, iteration: int, trials: list[Trial], **info) -> None:
@@ -255,11 +255,15 @@ class Progress(Callback):
             head = "finished"
         return "; ".join(part for part in (head, counts, self.best_text()) if part)
 
+    def _planned(self) -> str:
+        """'8 trials of up to 3 epochs', '1 trial of up to 1 epoch'."""
+        return f"{counted(self.total, 'trial')} of up to {counted(self.max_epochs, 'epoch')}"
+
     def frame(self) -> RenderableType:
         """The terminal's frame, built from the latest rows (called by rich's refresh thread)."""
         parts: list[RenderableType] = [self.counts_text(), self.clock_text()]
         best = self.best_text()
-        parts.append(best if best else f"starting {self.total} trials of up to {self.max_epochs} epochs")
+        parts.append(best if best else f"starting {self._planned()}")
         running = Table("trial", "epoch", self.metric, box=None, padding=(0, 2, 0, 0))
         for r in self._rows:
             if r.state == "running":

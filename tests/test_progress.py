@@ -199,6 +199,13 @@ def test_off_a_terminal_plain_lines_at_once_per_trial_and_every_minute(clock, st
     assert len(stderr.lines()) == 3  # the trial's line restarted the minute
 
 
+def test_one_trial_of_one_epoch_is_said_in_the_singular(clock, stderr):
+    progress = Progress(total=1, max_epochs=1, shown=["lr"], grace=1, eta=2)
+    progress.setup()
+    assert stderr.lines()[0].startswith("[0:00:00] starting 1 trial of up to 1 epoch (ASHA")
+    assert "starting 1 trial of up to 1 epoch" in _text(progress.frame())
+
+
 def test_the_terminal_frame_ticks_between_events(clock, stderr):
     progress = Progress(total=2, max_epochs=2, shown=["lr"])
     progress.setup()

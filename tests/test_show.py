@@ -30,7 +30,7 @@ from model.config import Config, preset
 from results import load
 from results.numbers import number
 from results.schema import CONFIG_COLUMNS, EPOCHS, PER_CLASS, RETRAIN, TRIALS, write_json, write_table
-from results.show import all_columns_table, importance_table, main, side_by_side, top_trials_table
+from results.show import all_columns_table, importance_table, main, side_by_side, summary_table, top_trials_table
 from results.status import ranked
 
 REPO = Path(__file__).resolve().parents[1]
@@ -314,3 +314,10 @@ def test_a_damaged_report_table_is_one_line_saying_what_rebuilds_it(tmp_path, sh
     assert shown.returncode == 2 and shown.stdout == ""
     assert shown.stderr.strip() == (f"error: {table} is damaged: not a readable Parquet file; "
                                     f"python -m results.collect {folder} rebuilds the report from Tune's files")
+
+
+def test_one_trial_of_one_epoch_is_said_in_the_singular(tmp_path):
+    folder = write_search(tmp_path / "one", n=1)
+    run = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**run, "trials": 1, "max_epochs": 1}))
+    assert "standard: 1 trial of up to 1 epoch (ASHA" in render(summary_table(load(folder)))
