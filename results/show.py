@@ -14,6 +14,7 @@ Reads the report written by `python -m results.collect`; needs no Ray.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderableType
 from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from model import overrides
 from results.importance import MIN_TRIALS, varying
@@ -42,10 +44,27 @@ USAGE = "usage: python -m results.show EXPERIMENT_FOLDER [...] [trial=ID] [colum
 KEYS = {"trial": "show this trial in full", "columns": "all: every varying hyperparameter of the top trials"}
 
 
+class _Unpadded:
+    """stdout, less the spaces rich pads every line with to its table's or the console's width:
+    invisible on a terminal, but a file (or a pasted line) would keep them. Colour codes that
+    follow them stay."""
+
+    _PADDING = re.compile(r" +((?:\x1b\[[0-9;]*m)*)\n")
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(self._PADDING.sub(r"\1\n", text))
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def wide_console() -> Console:
     """The terminal's width (or $COLUMNS); printing to a file, as wide as the tables need."""
     to_file = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(width=FILE_WIDTH if to_file else None)
+    return Console(file=_Unpadded(sys.stdout), width=FILE_WIDTH if to_file else None)
 
 
 def natural_width(console: Console, options: ConsoleOptions, renderable: RenderableType) -> int:
@@ -69,12 +88,26 @@ class Fitted:
                 return
 
 
+class _Table(Table):
+    """A Table whose title and caption are lines of their own, wrapped at the width they are
+    printed at: rich wraps them at the table's width, so a narrow table (one trial's column)
+    broke its title into a word a line even in a file. Measured as the table alone."""
+
+    def __init__(self, title: str | None, caption: str | None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.heading, self.note = title, caption
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[RenderableType]:
+        if self.heading:
+            yield Text(self.heading, style="bold")
+        yield from super().__rich_console__(console, options)
+        if self.note:
+            yield Text(self.note, style="table.caption")
+
+
 def _table(title: str | None = None, caption: str | None = None) -> Table:
     """Headers underlined, columns two spaces apart, no frame: room for one more column at 80."""
-    return Table(
-        title=title, caption=caption, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False,
-        title_justify="left", caption_justify="left", title_style="bold",
-    )
+    return _Table(title, caption, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False)
 
 
 def shown_parameters(exp: Experiment) -> list[str]:
@@ -130,7 +163,7 @@ def all_columns_table(exp: Experiment, n: int = TOP) -> Fitted:
         shown = top.head(max(k, 1))
         left_out = len(top) - len(shown)
         caption = f"{left_out} more trials fit a wider terminal" if left_out else None
-        table = _table(f"{exp.name}: top {len(shown)} trials, every hyperparameter that varies", caption)
+        table = _table(f"{exp.name}: top {counted(len(shown), 'trial')}, every hyperparameter that varies", caption)
         table.add_column("", no_wrap=True)
         for trial_id in shown["trial_id"]:
             table.add_column(trial_id, justify="right", no_wrap=True)

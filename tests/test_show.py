@@ -321,3 +321,13 @@ def test_one_trial_of_one_epoch_is_said_in_the_singular(tmp_path):
     run = json.loads((folder / "run.json").read_text())
     (folder / "run.json").write_text(json.dumps({**run, "trials": 1, "max_epochs": 1}))
     assert "standard: 1 trial of up to 1 epoch (ASHA" in render(summary_table(load(folder)))
+
+
+@pytest.mark.parametrize("columns", [None, 80], ids=["in a file", "at 80 columns"])
+def test_no_line_ends_in_spaces_and_a_narrow_table_keeps_its_title_whole(tmp_path, show, columns):
+    folder = write_search(tmp_path / "one", n=1)  # one trial: its columns=all table is narrower than its title
+    for args in ((), ("columns=all",), ("trial=" + load(folder).trials["trial_id"][0],)):
+        shown = show(str(folder), *args, columns=columns)
+        assert shown.returncode == 0, shown.stderr
+        assert [line for line in shown.stdout.splitlines() if line != line.rstrip()] == [], args
+    assert "one: top 1 trial, every hyperparameter that varies" in show(str(folder), "columns=all").stdout.splitlines()
