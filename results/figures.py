@@ -29,6 +29,11 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
 
 def learning_curves(epochs: pd.DataFrame, path: str | os.PathLike, title: str = "") -> Path:
     """Training loss and accuracy per epoch, one line per seed (columns seed, epoch, train_loss, train_acc)."""
+    return _save(learning_curves_figure(epochs, title), path)
+
+
+def learning_curves_figure(epochs: pd.DataFrame, title: str = "") -> Figure:
+    """learning_curves' figure, unsaved: (training loss, training accuracy) axes."""
     fig = Figure(figsize=(10, 4), layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
     for seed, rows in epochs.sort_values(["seed", "epoch"]).groupby("seed"):
@@ -37,13 +42,17 @@ def learning_curves(epochs: pd.DataFrame, path: str | os.PathLike, title: str = 
         acc_ax.plot(rows["epoch"], 100 * rows["train_acc"], marker=marker, label=f"seed {seed}")
     loss_ax.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="training loss")
     acc_ax.set(xlabel="epoch", ylabel="training accuracy (%)", title="training accuracy")
+    first, last = epochs["epoch"].min(), epochs["epoch"].max()
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.legend()
         ax.xaxis.get_major_locator().set_params(integer=True)
+        if first == last:  # one epoch: matplotlib's margins would make the axis 0.96-1.04, ticks between epochs
+            ax.set_xlim(first - 1, last + 1)
+            ax.set_xticks([first])
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return fig
 
 
 def confusion(matrix: np.ndarray, path: str | os.PathLike, classes: tuple[str, ...] = CLASSES, title: str = "") -> Path:

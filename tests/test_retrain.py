@@ -213,6 +213,17 @@ def test_winner_files_reach_an_object_store_one_object_each(tmp_path) -> None:
 # ---------------------------------------------------------------- the real thing, on a local Ray
 
 
+def test_one_epoch_s_learning_curves_have_one_tick_at_that_epoch() -> None:
+    from results.figures import learning_curves_figure
+
+    one = pd.DataFrame({"seed": [0, 1], "epoch": [1, 1], "train_loss": [0.5, 0.6], "train_acc": [0.8, 0.7]})
+    for ax in learning_curves_figure(one).axes:
+        assert list(ax.get_xticks()) == [1] and ax.get_xlim() == (0, 2)  # not 0.96-1.04
+    three = pd.DataFrame({"seed": 0, "epoch": [1, 2, 3], "train_loss": [0.5, 0.4, 0.3], "train_acc": [0.7, 0.8, 0.9]})
+    for ax in learning_curves_figure(three).axes:
+        assert all(tick == int(tick) for tick in ax.get_xticks())
+
+
 def test_ray_session_shuts_down_and_removes_its_files_after_an_exception(monkeypatch) -> None:
     import tempfile
 
