@@ -13,6 +13,8 @@ the driver times Tuner.fit() and, for the engine, each of its parts. Printed per
 
   efficiency   slept seconds / (slots x Tuner.fit wall): 1.0 means no slot ever sat idle
   start        from fit() until every slot has begun its first trial (actors start once each)
+  born         from fit() until the last slot's worker process was born
+  to_first     median, from a worker process's birth to its first trial's start
   epoch gap    median, from one epoch's sleep to the next within a trial: checkpoint and report
   trial gap    median, from a trial's last sleep to the next trial's start on the same actor
   tail         from the last sleep's end until fit() returns
@@ -53,7 +55,17 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 def log_event(folder: str, **event) -> None:
     """One line per event in a file per worker process: wall-clock seconds (every process is on this machine)."""
     with open(Path(folder, f"{os.getpid()}.jsonl"), "a") as f:
-        f.write(json.dumps({"pid": os.getpid(), "t": time.time(), **event}) + "\n")
+        f.write(json.dumps({"pid": os.getpid(), "t": time.time(), "born": process_start(), **event}) + "\n")
+
+
+def process_start() -> float:
+    """When this process started, wall-clock seconds (Linux: /proc; elsewhere: now)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, StopIteration, IndexError, ValueError):
+        return time.time()
 
 
 def made_up_accuracy(config: dict, epoch: int) -> float:
@@ -75,17 +87,18 @@ class SleepingTrainers:
 
 
 class SleepingTrainer:
-    """Stands in for model.trainer.Trainer: same interface as train_trial uses it, sleeps per epoch."""
+    """Stands in for model.trainer.Trainer: same interface as train_trial uses it, sleeps per epoch.
+    Its module's imports (model.trainer, torch) are those of a real trial, so its process starts as
+    a real trial's does, less CUDA."""
 
     def __init__(self, cfg, how: SleepingTrainers) -> None:
-        import numpy as np
         import torch
 
+        log_event(how.events, kind="start")
         self.cfg, self.how, self.epoch, self.params = cfg, how, 0, 100_000
         self.config = cfg.to_flat()
-        # Incompressible, as trained weights are: torch.save writes it as it is.
-        self.blob = torch.from_numpy(np.random.default_rng(cfg.seed).integers(0, 255, how.state_bytes, dtype=np.uint8))
-        log_event(how.events, kind="start", config=zlib.crc32(json.dumps(self.config, sort_keys=True, default=str).encode()))
+        # Incompressible, as trained weights are: torch.save writes it as it is. Made once a process.
+        self.blob = _blob(how.state_bytes, torch)
 
     def run_epoch(self):
         from model.trainer import EpochMetrics
@@ -106,16 +119,36 @@ class SleepingTrainer:
         self.epoch, self.blob = state["epoch"], state["blob"]
 
 
-def bare_trial(config: dict) -> None:
-    """Bare Tune's trial: sleeps as many epochs as its engine twin ran, reports the metric, nothing else."""
+_BLOBS: dict = {}
+
+
+def _blob(size: int, torch):
+    if size not in _BLOBS:
+        _BLOBS[size] = torch.randint(0, 255, (size,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return _BLOBS[size]
+
+
+def bare_trial(config: dict, make: SleepingTrainers) -> None:
+    """Bare Tune's trial: as many epochs as its engine twin ran, each reported, nothing checkpointed.
+    payload: built as the engine's trials are (a SleepingTrainer: model.trainer and torch imported);
+    else it only sleeps, importing nothing."""
+    from dataclasses import asdict, replace
+
     from ray import tune
 
-    log_event(config["events"], kind="start", config=config["i"])
+    if config["payload"]:
+        from model.config import preset
+
+        trainer = make(replace(preset("seed"), epochs=config["epochs"]), None)
+        while trainer.epoch < config["epochs"]:
+            tune.report(asdict(trainer.run_epoch()))
+        return
+    log_event(make.events, kind="start")
     for epoch in range(1, config["epochs"] + 1):
         start = time.time()
-        time.sleep(config["epoch_seconds"])
+        time.sleep(make.epoch_seconds)
         end = time.time()
-        log_event(config["events"], kind="epoch", start=start, end=end)
+        log_event(make.events, kind="epoch", start=start, end=end)
         tune.report({"val_acc": 0.5 * (1 - 0.5 ** epoch)})
 
 
@@ -178,8 +211,8 @@ def engine_clock(watch: Stopwatch):
 # --- the two runs ---------------------------------------------------------------------------------
 
 
-def run_engine(args, storage: str, events: str) -> tuple[float, float, dict]:
-    """(fit start, fit end, the stopwatch's seconds by part) of search.engine's Tuner over sleeping trials."""
+def run_engine(args, storage: str, make: SleepingTrainers) -> tuple[float, float, Stopwatch]:
+    """(fit start, fit end, the stopwatch of its parts) of search.engine's Tuner over sleeping trials."""
     from model import data as fmnist
     from search import engine
     from search.run import parse
@@ -189,10 +222,10 @@ def run_engine(args, storage: str, events: str) -> tuple[float, float, dict]:
         f"space={args.space}", f"trials={args.trials}", f"max_epochs={args.max_epochs}", f"grace={args.grace}",
         f"eta={args.eta}", f"concurrency={args.slots}", f"cpus_per_trial={cpus / args.slots:g}", "gpus_per_trial=0",
         "val_size=1000", "subset=3000", f"storage={storage}", "name=engine",
+        *([f"checkpoint_every={args.checkpoint_every:g}"] if args.checkpoint_every is not None else []),
     ])
     images, labels = fmnist.load("train")
     split = fmnist.split(images, labels, settings.val_size, settings.subset, seed=fmnist.SPLIT_SEED)
-    make = SleepingTrainers(args.epoch_seconds, int(args.state_mb * 2**20), events)
     engine.quiet()
     watch = Stopwatch()
     from search.ray_session import ray_session
@@ -203,10 +236,10 @@ def run_engine(args, storage: str, events: str) -> tuple[float, float, dict]:
             start = time.time()
             tuner.fit()
             end = time.time()
-    return start, end, dict(watch.seconds)
+    return start, end, watch
 
 
-def run_bare(args, storage: str, events: str, epochs: list[int]) -> tuple[float, float]:
+def run_bare(args, storage: str, make: SleepingTrainers, epochs: list[int], payload: bool) -> tuple[float, float]:
     """(fit start, fit end) of bare Ray Tune over one sleeping trial per entry of `epochs`."""
     from ray import tune
 
@@ -215,11 +248,11 @@ def run_bare(args, storage: str, events: str, epochs: list[int]) -> tuple[float,
     cpus = os.cpu_count() or 1
     with ray_session(num_cpus=cpus):
         tuner = tune.Tuner(
-            tune.with_resources(bare_trial, {"cpu": cpus / args.slots}),
-            param_space={"i": tune.grid_search(list(range(len(epochs)))), "events": events,
-                         "epoch_seconds": args.epoch_seconds, "epochs": tune.sample_from(lambda spec: epochs[spec.config.i])},
+            tune.with_resources(tune.with_parameters(bare_trial, make=make), {"cpu": cpus / args.slots}),
+            param_space={"i": tune.grid_search(list(range(len(epochs)))), "payload": payload,
+                         "epochs": tune.sample_from(lambda spec: epochs[spec.config.i])},
             tune_config=tune.TuneConfig(max_concurrent_trials=args.slots, reuse_actors=True),
-            run_config=tune.RunConfig(name="bare", storage_path=storage, verbose=0),
+            run_config=tune.RunConfig(name=f"bare-{payload}", storage_path=storage, verbose=0),
         )
         start = time.time()
         tuner.fit()
@@ -233,6 +266,7 @@ def run_bare(args, storage: str, events: str, epochs: list[int]) -> tuple[float,
 @dataclass
 class Trial:
     pid: int
+    born: float  # when its worker process started
     start: float
     sleeps: list[tuple[float, float]]
 
@@ -244,7 +278,7 @@ def read_trials(events: str) -> list[Trial]:
         for line in path.read_text().splitlines():
             event = json.loads(line)
             if event["kind"] == "start":
-                current = Trial(event["pid"], event["t"], [])
+                current = Trial(event["pid"], event["born"], event["t"], [])
                 trials.append(current)
             elif current is not None:
                 current.sleeps.append((event["start"], event["end"]))
@@ -254,7 +288,8 @@ def read_trials(events: str) -> list[Trial]:
 def summary(trials: list[Trial], start: float, end: float, slots: int) -> dict:
     wall = end - start
     slept = sum(e - s for t in trials for s, e in t.sleeps)
-    firsts = sorted({t.pid: t.start for t in reversed(trials)}.values())  # each actor's first trial
+    first = {t.pid: t for t in reversed(trials)}  # each actor's first trial
+    firsts = sorted(t.start for t in first.values())
     epoch_gaps = [b[0] - a[1] for t in trials for a, b in zip(t.sleeps, t.sleeps[1:])]
     by_pid: dict[int, list[Trial]] = defaultdict(list)
     for t in trials:
@@ -268,6 +303,10 @@ def summary(trials: list[Trial], start: float, end: float, slots: int) -> dict:
         "epoch_gap": statistics.median(epoch_gaps) if epoch_gaps else float("nan"),
         "trial_gap": statistics.median(trial_gaps) if trial_gaps else float("nan"),
         "tail": end - last,
+        # The start, taken apart: when the slots' worker processes were born, and how long each took
+        # from its birth to its first trial (Python, Ray and the trainable's imports, the trial's set-up).
+        "born": sorted(t.born for t in first.values())[min(slots, len(first)) - 1] - start,
+        "to_first": statistics.median(t.start - t.born for t in first.values()),
     }
 
 
@@ -277,8 +316,12 @@ def epochs_per_trial(trials: list[Trial]) -> list[int]:
 
 
 ROWS = (("efficiency", "{:.3f}"), ("wall", "{:.1f} s"), ("slept", "{:.1f} s"), ("start", "{:.2f} s"),
+        ("born", "{:.2f} s"), ("to_first", "{:.2f} s"),
         ("epoch_gap", "{:.3f} s"), ("trial_gap", "{:.3f} s"), ("tail", "{:.2f} s"), ("trials", "{}"),
         ("epochs", "{}"), ("actors", "{}"))
+
+
+RUNS = ("engine", "bare Tune", "bare, sleep")  # the last: trials that import nothing, as the issue first measured
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -287,6 +330,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--slots", type=int, default=8, help="trials at once (each gets cores / slots CPUs)")
     ap.add_argument("--epoch-seconds", type=float, default=1.0)
     ap.add_argument("--state-mb", type=float, default=3.0, help="checkpointed state per trial, MiB")
+    ap.add_argument("--checkpoint-every", type=float, default=None, help="search.run's key (default: its default)")
     ap.add_argument("--max-epochs", type=int, default=4)
     ap.add_argument("--grace", type=int, default=1)
     ap.add_argument("--eta", type=int, default=2)
@@ -294,31 +338,39 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     args = ap.parse_args(argv)
 
+    figures: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="orchestration-") as tmp:
-        engine_events, bare_events = Path(tmp, "engine-events"), Path(tmp, "bare-events")
-        engine_events.mkdir()
-        bare_events.mkdir()
-        start, end, parts = run_engine(args, str(Path(tmp, "runs")), str(engine_events))
-        engine_trials = read_trials(str(engine_events))
-        engine = summary(engine_trials, start, end, args.slots)
-        start, end = run_bare(args, str(Path(tmp, "runs")), str(bare_events), epochs_per_trial(engine_trials))
-        bare = summary(read_trials(str(bare_events)), start, end, args.slots)
+        makes = {run: SleepingTrainers(args.epoch_seconds, int(args.state_mb * 2**20), str(Path(tmp, f"events-{i}")))
+                 for i, run in enumerate(RUNS)}
+        for make in makes.values():
+            Path(make.events).mkdir()
+        storage = str(Path(tmp, "runs"))
+        start, end, watch = run_engine(args, storage, makes["engine"])
+        engine_trials = read_trials(makes["engine"].events)
+        figures["engine"] = summary(engine_trials, start, end, args.slots)
+        for run, payload in (("bare Tune", True), ("bare, sleep", False)):
+            start, end = run_bare(args, storage, makes[run], epochs_per_trial(engine_trials), payload)
+            figures[run] = summary(read_trials(makes[run].events), start, end, args.slots)
 
     print(f"{args.trials} trials sleeping {args.epoch_seconds:g} s an epoch (ASHA {args.grace}/{args.eta} up to "
           f"{args.max_epochs}), {args.slots} slots, {os.cpu_count()} CPUs, a {args.state_mb:g} MiB state")
-    print(f"  {'':<11} {'engine':>10} {'bare Tune':>10}")
+    print(f"  {'':<11}" + "".join(f" {run:>12}" for run in RUNS))
     for key, fmt in ROWS:
-        print(f"  {key:<11} {fmt.format(engine[key]):>10} {fmt.format(bare[key]):>10}")
-    print(f"engine / bare efficiency = {engine['efficiency'] / bare['efficiency']:.2f}; "
-          f"start {engine['start'] - bare['start']:+.2f} s; trial gap {engine['trial_gap'] - bare['trial_gap']:+.3f} s")
-    print("where the engine's driver spends its time (seconds, calls):")
-    for label, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):
-        print(f"  {label:<40} {seconds:7.2f}")
-    figures = {"engine": engine, "bare": bare, "driver_seconds": parts,
-               "ratio": engine["efficiency"] / bare["efficiency"]}
+        print(f"  {key:<11}" + "".join(f" {fmt.format(figures[run][key]):>12}" for run in RUNS))
+    engine = figures["engine"]
+    for run in RUNS[1:]:
+        other = figures[run]
+        print(f"engine / {run}: efficiency {engine['efficiency'] / other['efficiency']:.2f}, "
+              f"start {engine['start'] - other['start']:+.2f} s, trial gap {engine['trial_gap'] - other['trial_gap']:+.3f} s")
+    print("the engine's driver, by part (seconds, calls):")
+    for label, seconds in sorted(watch.seconds.items(), key=lambda kv: -kv[1]):
+        if seconds >= 0.005:
+            print(f"  {label:<40} {seconds:7.2f} {watch.calls[label]:6d}")
+    result = {**figures, "driver_seconds": dict(watch.seconds),
+              "ratio": {run: engine["efficiency"] / figures[run]["efficiency"] for run in RUNS[1:]}}
     if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
-    return figures
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 if __name__ == "__main__":

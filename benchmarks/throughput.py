@@ -9,6 +9,13 @@
       in a torch DataLoader with 2 workers, feeding the plain training step;
   (d) N trials packed on one device, as Ray runs them: N separate processes, each a Trainer running
       epochs for a fixed time after a shared start; the sum of their images/s.
+  (e) a trial's start: from the moment a trial begins in a fresh process until its first training
+      step has run, for the seed network and a network of the `full` space near 1M parameters, on
+      the standard budget's data (54,000 training images); the first trial of the process (its
+      data goes to the device, CUDA starts), then a second of the same network, which finds the
+      data there (search.trainable keeps it between a reused actor's trials). Split into the data's
+      copy, building the trainer (network, optimizer) and the first step (on CUDA: cuDNN's kernel
+      choice and the step's capture as a CUDA graph).
 
 On CUDA every time is taken with CUDA events after warm-up (the first epoch, which includes the
 graph capture and cuDNN's kernel choice, is timed separately and reported as a one-off cost).
@@ -16,7 +23,7 @@ Prints images/s, the fraction of the device's peak bf16 arithmetic that (b) reac
 network's FLOP count) and the ratios against the targets.
 
     python benchmarks/throughput.py [--images 16384] [--batch-size 128] [--device auto|cpu|cuda]
-                                    [--packed 4] [--only a,b,c,d] [--compile]
+                                    [--packed 4] [--only a,b,c,d,e] [--compile]
 """
 
 from __future__ import annotations
@@ -167,6 +174,58 @@ def packed(cfg, images, labels, device, n: int, seconds: float) -> float:
     return sum(rates)
 
 
+def _trial_starts(cfgs: dict, split, device: str, trials: int, results) -> None:
+    """(e) in a fresh process: each config's trials one after another, as a reused actor runs them."""
+    from model.trainer import DeviceSplit
+
+    dev, kept = torch.device(device), None
+    for name, cfg in cfgs.items():
+        for trial in range(1, trials + 1):
+            start = time.perf_counter()
+            if kept is None:
+                kept = DeviceSplit.of(split, dev)
+            copied = time.perf_counter()
+            trainer = Trainer(cfg, kept, dev)
+            built = time.perf_counter()
+            x, y = next(trainer.batches())
+            trainer.train_step(x, y)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            stepped = time.perf_counter()
+            results.put({"net": name, "params": trainer.params, "trial": trial, "data": copied - start,
+                         "build": built - copied, "step": stepped - built, "total": stepped - start})
+
+
+def trial_start(cfgs: dict, split, device, trials: int = 2) -> list[dict]:
+    """(e) One fresh process per network; its first and second trial's seconds to the first step."""
+    ctx, rows = mp.get_context("spawn"), []
+    for name, cfg in cfgs.items():
+        results = ctx.Queue()
+        proc = ctx.Process(target=_trial_starts, args=({name: cfg}, split, str(device), trials, results))
+        proc.start()
+        rows += [results.get(timeout=600) for _ in range(trials)]
+        proc.join()
+    return rows
+
+
+def full_space_network(near: int = 1_000_000, seed: int = 0):
+    """A network of the `full` space with between 90% and 100% of `near` parameters, the first one
+    drawn with this seed (30 epochs, as the standard budget trains)."""
+    import spaces
+    from model.config import Config, preset
+    from model.net import parameters_of
+    from search.settings import draw_config
+
+    space = spaces.get("full")
+    param_space = {**preset(space.PRESET).to_flat(), "epochs": 30, **space.PARAMS}
+    rng = np.random.default_rng(seed)
+    for _ in range(5000):
+        cfg = Config.from_flat(draw_config(param_space, rng))
+        if 0.9 * near <= parameters_of(cfg) <= near:
+            return cfg
+    raise ValueError(f"no network of the full space with 90-100% of {near:,} parameters in 5,000 draws")
+
+
 def compiled_compute(cfg, images, labels, device, warmup: int) -> tuple[float, float]:
     """torch.compile (inductor, CUDA graphs: mode="reduce-overhead") on the plain step, for the
     record: (images/s on ready batches, seconds the first steps spent compiling)."""
@@ -253,9 +312,9 @@ def main() -> None:
     if args.images < 2 * args.batch_size:
         parser.error("--images must be at least twice --batch-size")
     cuda = device.type == "cuda"
-    wanted = set((args.only or ("a,b,c,d" if cuda else "a,b,c")).split(","))
-    if not wanted <= {"a", "b", "c", "d"}:
-        parser.error("--only takes a comma-separated subset of a,b,c,d")
+    wanted = set((args.only or ("a,b,c,d,e" if cuda else "a,b,c,e")).split(","))
+    if not wanted <= {"a", "b", "c", "d", "e"}:
+        parser.error("--only takes a comma-separated subset of a,b,c,d,e")
     cfg = replace(PRESETS["seed"], batch_size=args.batch_size, strength=1.0)
 
     all_images, all_labels = data.load("train", args.data_dir)
@@ -316,6 +375,15 @@ def main() -> None:
         total = packed(cfg, images, labels, device, args.packed, args.packed_seconds)
         best["d"] = total
         print(f"(d) {args.packed} trials packed on one {device.type} device, separate processes: {total:>10,.0f} img/s in all")
+
+    if "e" in wanted:
+        split = data.split(all_images, all_labels, 6000, None, seed=data.SPLIT_SEED)  # the standard budget's data
+        nets = {"seed": replace(PRESETS["seed"], epochs=30), "full ~1M": full_space_network()}
+        print(f"(e) a trial's start to its first training step, {len(split.train_images):,} training images, seconds:")
+        print(f"    {'network':<10} {'params':>9} {'trial':>5} {'data':>6} {'build':>6} {'step':>6} {'total':>6}")
+        for row in trial_start(nets, split, device):
+            print(f"    {row['net']:<10} {row['params']:>9,} {row['trial']:>5} {row['data']:>6.3f} {row['build']:>6.3f} "
+                  f"{row['step']:>6.3f} {row['total']:>6.3f}")
 
     targets = TARGETS[device.type]
     ratios = {}

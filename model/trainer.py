@@ -51,6 +51,28 @@ class EpochMetrics:
     images_per_second: float  # training images per second of training time
 
 
+@dataclass(frozen=True)
+class DeviceSplit:
+    """A Split's arrays as tensors on one device (uint8 images, int64 labels). Trainers only read
+    them, so one copy serves every trainer on that device: a process that trains one trial after
+    another (a reused Ray actor) pays the copy to the device once."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+
+    @classmethod
+    def of(cls, split: Split, device: str | torch.device) -> DeviceSplit:
+        device = torch.device(device)
+        arrays = (split.train_images, split.train_labels, split.val_images, split.val_labels)
+        return cls(*(on_device(a, device) for a in arrays))
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_x.device
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -59,9 +81,11 @@ class Trainer:
     """One config's network, optimizer and schedule over one Split, an epoch at a time."""
 
     def __init__(
-        self, cfg: Config, split: Split, device: str | torch.device | None = None, cuda_graph: bool | None = None
+        self, cfg: Config, split: Split | DeviceSplit, device: str | torch.device | None = None,
+        cuda_graph: bool | None = None,
     ) -> None:
-        """cuda_graph: None chooses (CUDA and at least GRAPH_MIN_STEPS steps in the run), True forces
+        """split: the arrays, or a DeviceSplit already on `device` (shared, never written).
+        cuda_graph: None chooses (CUDA and at least GRAPH_MIN_STEPS steps in the run), True forces
         the captured step (CUDA only), False the plain one."""
         self.cfg = cfg
         self.device = torch.device(device) if device else default_device()
@@ -71,8 +95,10 @@ class Trainer:
         self.params = count_parameters(self.net)
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(cfg.seed)
-        self.train_x, self.train_y = on_device(split.train_images, self.device), on_device(split.train_labels, self.device)
-        self.val_x, self.val_y = on_device(split.val_images, self.device), on_device(split.val_labels, self.device)
+        data = split if isinstance(split, DeviceSplit) else DeviceSplit.of(split, self.device)
+        if data.device != torch.empty(0, device=self.device).device:  # "cuda" is cuda:0 once placed
+            raise ValueError(f"the data is on {data.device}, the trainer on {self.device}")
+        self.train_x, self.train_y, self.val_x, self.val_y = data.train_x, data.train_y, data.val_x, data.val_y
         self.steps_per_epoch = len(self.train_x) // cfg.batch_size  # the last partial batch is dropped
         if self.steps_per_epoch < 1:
             raise ValueError(f"batch_size={cfg.batch_size} exceeds the {len(self.train_x)} training images")

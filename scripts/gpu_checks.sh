@@ -3,12 +3,17 @@
 # they come (so a run cut short still returns what it measured). For a bare GPU machine prepared as
 # ../shared/device/README.md says (.gpu/ copied along); run from the project root:
 #
-#   bash scripts/gpu_checks.sh speed    # CUDA tests, throughput (a)-(d), packed trials with and without MPS
+#   bash scripts/gpu_checks.sh headline # the headline first: search + 3-seed retrain, within 10 minutes
+#   bash scripts/gpu_checks.sh quick    # the same, --quick (about 3 minutes): check the stage works
+#   bash scripts/gpu_checks.sh start    # a trial's start to its first step, first and second trial
+#   bash scripts/gpu_checks.sh speed    # CUDA tests, throughput (a)-(e), packed trials with and without MPS
 #   bash scripts/gpu_checks.sh mps      # packed trials under MPS only
 #   bash scripts/gpu_checks.sh search   # a short space=full search: trial seconds / (slots x wall)
-#   bash scripts/gpu_checks.sh speed search
+#   bash scripts/gpu_checks.sh headline start
 #
-# Everything goes to one file, $OUT/gpu-checks.log (the device tool brings back only a few files).
+# Everything goes to one file, $OUT/gpu-checks.log (the device tool brings back only a few files),
+# except the headline's table, $OUT/headline.json, rewritten as each of its phases ends. The
+# headline and the search start NVIDIA's MPS themselves (and stop it after).
 # GPU_KIT: the .gpu/ folder (default ./.gpu); GPU_CHECKS_SRC: run another checkout (e.g. a
 # `git archive` of one commit) instead of this one.
 set -u
@@ -46,8 +51,19 @@ mps_stage() {
 }
 
 
+headline() {  # headline NAME [--quick]: benchmarks/headline.py, its table under $OUT as it comes
+  local name=$1; shift
+  step "$name" 590 python3 benchmarks/headline.py --storage /tmp/runs --name "$name" --data-dir "$FMNIST" \
+    --json "$OUT/headline.json" "$@"
+  tar -czf "$OUT/$name-report.tgz" -C /tmp/runs "$name/report" "$name/run.json" "$name/headline.json" 2>/dev/null
+}
+
+
 for stage in "$@"; do
   case $stage in
+    headline) headline headline;;
+    quick) headline headline-quick --quick;;
+    start) step trial-start 150 "${bench[@]}" --only e;;
     speed)
       step cuda-tests 150 python3 -m pytest -q -p no:cacheprovider -rs tests/test_trainer.py tests/test_augment.py -k "cuda or captured"
       step throughput 150 "${bench[@]}" --packed 4
@@ -57,6 +73,7 @@ for stage in "$@"; do
       ;;
     mps) mps_stage;;
     search)
+      mps on
       start=$(date +%s.%N)
       step search 300 python3 -m search.run space=full budget=standard trials=16 max_epochs=4 grace=1 eta=2 \
         data_dir="$FMNIST" storage=/tmp/runs name=gpu-full
@@ -72,8 +89,9 @@ print(f"{len(trials)} trials, {busy:.1f} trial-seconds, command wall {wall:.1f} 
 print(f"efficiency = {busy:.1f} / ({slots} x {wall:.1f}) = {busy / (slots * wall):.3f}")
 PY
       tar -czf "$OUT/gpu-full-report.tgz" -C /tmp/runs gpu-full/report gpu-full/run.json 2>/dev/null
+      mps off
       ;;
-    *) log "unknown stage $stage (speed, mps, search)";;
+    *) log "unknown stage $stage (headline, quick, start, speed, mps, search)";;
   esac
 done
 log done

@@ -1,8 +1,13 @@
-"""Which torch device a Ray trial or task trains on: exactly the GPUs Ray assigned it, else the CPU.
+"""Which torch device a Ray trial or task trains on: exactly the GPUs Ray assigned it, else the CPU;
+and what this machine's GPUs are like before Ray or torch start (how many; whether MPS runs).
 
 Ray 2.60 no longer hides the GPUs from a task that asked for none (ray-project/ray#54868):
 `torch.cuda.is_available()` is then True on a GPU node, and a trial that picked "cuda" by itself
 would land, uncounted, on GPU 0. So the choice goes by `ray.get_gpu_ids()` alone.
+
+Trials that share a GPU (gpus_per_trial=0.25) take turns on it unless NVIDIA's Multi-Process
+Service runs: on an H200, four packed trials of the seed network trained 139k img/s in all
+without it, 230k with it.
 """
 
 from __future__ import annotations
@@ -36,3 +41,36 @@ def assigned_device() -> str:
     import torch
 
     return device_for(gpu_ids, os.environ.get("CUDA_VISIBLE_DEVICES"), torch.cuda.is_available())
+
+
+MPS_START = "nvidia-cuda-mps-control -d"  # as root, once per machine; `echo quit | nvidia-cuda-mps-control` stops it
+MPS_PIPES = "/tmp/nvidia-mps"  # where MPS keeps its control pipe unless CUDA_MPS_PIPE_DIRECTORY says otherwise
+NVIDIA_GPUS = "/proc/driver/nvidia/gpus"  # one folder per GPU the NVIDIA driver knows
+
+
+def mps_running(env: dict | None = None) -> bool:
+    """Whether NVIDIA's MPS control daemon runs on this machine (its control pipe exists)."""
+    env = os.environ if env is None else env
+    return os.path.exists(os.path.join(env.get("CUDA_MPS_PIPE_DIRECTORY") or MPS_PIPES, "control"))
+
+
+def mps_note(gpus_per_trial: float, gpus: float, env: dict | None = None) -> str | None:
+    """One line for a local run whose trials share GPUs while MPS is not running; None otherwise."""
+    if not 0 < gpus_per_trial < 1 or not gpus or mps_running(env):
+        return None
+    return (f"note: trials share each GPU ({gpus_per_trial:g} GPU each) but NVIDIA's MPS is not running, so they "
+            f"take turns on it; start MPS with  {MPS_START}")
+
+
+def local_gpus(env: dict | None = None) -> int:
+    """The GPUs a process started here would see, without starting CUDA: CUDA_VISIBLE_DEVICES where
+    set, else those the NVIDIA driver lists (0 without one)."""
+    env = os.environ if env is None else env
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [d.strip() for d in visible.split(",") if d.strip()]
+        return len(ids[: next((i for i, d in enumerate(ids) if d.startswith("-")), len(ids))])  # "-1" ends the list
+    try:
+        return len(os.listdir(NVIDIA_GPUS))
+    except OSError:
+        return 0

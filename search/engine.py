@@ -27,6 +27,7 @@ from results.collect import collect
 from results.schema import is_file, join, locate, write_json
 from search import internals, study
 from search.asha import RungKeeper, make_scheduler
+from search.devices import mps_note
 from search.lock import Lock, LockError
 from search.progress import Progress, stop_frames
 from search.ray_session import RayUnavailable, ray_session
@@ -36,10 +37,10 @@ from search.storage import resolve
 from search.settings import MAX_FAILURES, METRIC, MODE, RUN_FILE, Settings, param_space
 from search.searcher import HonestOptunaSearch
 from search.spend import DeviceSpend, SpendStopper
-from search.trainable import train_trial
+from search.trainable import SharedSplit, train_trial
 
 # Tune's own console output is replaced by search.progress unless verbose=true; a snapshot of the
-# experiment per epoch checkpoint is what we want, so its "excessive sync" warning is noise.
+# experiment per trial checkpoint is what we want, so its "excessive sync" warning is noise.
 QUIET_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 # Tune's log lines repeat what search.report says, less clearly: a trial's traceback at each
 # failure (error.txt in the trial's folder keeps them all), "Trials did not complete", and after
@@ -65,6 +66,9 @@ def run_search(s: Settings, split: Split) -> int:
             problem = resources_problem(s, resources)
             if problem:
                 return reject(ValueError(problem))
+            note = None if s.address or s.replay else mps_note(s.gpus_per_trial, resources.get("GPU", 0))
+            if note:
+                print(note, file=sys.stderr)
             lock = _take_lock(s)
             tuner = _restore(s, split) if s.resume and is_file(join(s.experiment, TUNER_FILE)) else create_tuner(s, split)
             try:
@@ -138,7 +142,8 @@ def trainable(s: Settings, split: Split | None, make_trainer=None):
         return replay.replay_trainable(replay.Surrogate(record), s.seed, replay.time_scale_for(record, replay.EPOCH_SLEEP))
     extra = {"make_trainer": make_trainer} if make_trainer else {}
     return tune.with_resources(
-        tune.with_parameters(train_trial, split=split, **extra), {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
+        tune.with_parameters(train_trial, split=SharedSplit.put(split), checkpoint_every=s.checkpoint_every, **extra),
+        {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial},
     )
 
 

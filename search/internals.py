@@ -16,7 +16,6 @@ from typing import Any
 
 import optuna
 import pyarrow.fs as pafs
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 import ray.cloudpickle as cloudpickle
 from ray.autoscaler._private.util import prepare_config, validate_config
@@ -25,6 +24,8 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
+
+from search.study import DriverJournal
 
 # --- Ray's OptunaSearch keeps its study, its Optuna trials and what it has told privately. ----------
 
@@ -58,7 +59,7 @@ def use_storage(searcher: OptunaSearch, storage: optuna.storages.BaseStorage) ->
 def point_journal(study: optuna.Study, path: str) -> None:
     """Make a study unpickled from a snapshot read and write the journal file at `path`: its
     JournalStorage keeps the path it was pickled with (an experiment folder may have moved since)."""
-    study._storage._backend = JournalFileBackend(path)
+    study._storage._backend = DriverJournal(path)
 
 
 # --- Optuna's TPESampler reads a study's trials through the private Study._get_trials. -------------

@@ -19,6 +19,7 @@ holds a lock and a thread) is created in `setup()` and left out of the pickled s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from time import monotonic
 
@@ -33,6 +34,9 @@ from results.status import ERROR, FINISHED, UNFINISHED, trial_status
 
 HEARTBEAT = 60.0  # seconds between plain lines while nothing finishes
 REFRESH = 1.0  # frames per second on a terminal: the clock ticks
+# Seconds between looks at every trial from Tune's loop (which steps hundreds of times a second, on
+# the driver, while slots wait for their next trial); results and trial ends update at once anyway.
+STEP_EVERY = 0.5
 # Frames on the terminal now. A second Ctrl-C skips on_experiment_end: the search stops them with
 # stop_frames(), or rich's thread would go on drawing over its last words with the cursor hidden.
 _FRAMES: list[Live] = []
@@ -94,6 +98,7 @@ class Progress(Callback):
         self._first_result: tuple[float, int] | None = None  # (time, epochs done) at this session's first result
         self._estimate: tuple[float, float] = (float("nan"), 0.0)  # (seconds left, when estimated)
         self._last_line = 0.0
+        self._stepped = -math.inf  # when on_step_begin last looked at the trials
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_live": None, "_console": None}
@@ -113,6 +118,9 @@ class Progress(Callback):
                        f"a line per finished trial and every {HEARTBEAT:.0f} s")
 
     def on_step_begin(self, iteration: int, trials: list[Trial], **info) -> None:
+        if monotonic() - self._stepped < STEP_EVERY:
+            return
+        self._stepped = monotonic()
         self._first_look(trials)
         self._update(trials)
 

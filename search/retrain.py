@@ -25,6 +25,7 @@ winner/ is replaced file by file (object stores cannot rename a folder).
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -45,6 +46,7 @@ from model.data import CLASSES, Split
 from results.schema import WINNER_FOLDER, file_type, join, locate
 from results.numbers import number
 from results.show import matches_report, not_comparable_text, report_accuracies
+from search.devices import mps_note
 from search.storage import check_writable
 
 RETRAIN_KEYS = {
@@ -55,7 +57,7 @@ RETRAIN_KEYS = {
     "data_dir": "folder with the Fashion-MNIST files (default: FASHION_MNIST_DIR, then Debian's package)",
     "address": "join this Ray cluster (auto or host:port); default: start a local Ray",
     "cpus_per_trial": "CPUs per seed (default: the cluster's CPUs shared between the seeds)",
-    "gpus_per_trial": "GPUs per seed, fractions allowed (default: 1 when the cluster has GPUs, else 0)",
+    "gpus_per_trial": "GPUs per seed, fractions allowed (default: the GPUs shared between the seeds, at most 1 each; 0 without GPUs)",
     "subset": "train on a stratified subset of this many training images (quick runs and tests)",
     "device": "cpu or cuda (default: the GPU Ray assigns a seed when gpus_per_trial > 0, else the CPU)",
 }
@@ -204,9 +206,13 @@ def retrain_seed(
 
 
 def _resources(plan: Plan, cluster: dict[str, float]) -> tuple[float, float, str]:
+    """(CPUs, GPUs, device) of each seed's task. By default the seeds share the GPUs there are,
+    all at once: three seeds on one GPU get a third each (with MPS their kernels run side by side),
+    instead of a whole GPU each, one after another."""
     gpus = plan.gpus_per_trial
     if gpus is None:
-        gpus = 1.0 if cluster.get("GPU", 0) >= 1 and plan.device != "cpu" else 0.0
+        have = int(cluster.get("GPU", 0))
+        gpus = 1 / math.ceil(len(plan.seeds) / have) if have >= 1 and plan.device != "cpu" else 0.0
     cpus = plan.cpus_per_trial
     if cpus is None:
         cpus = 1.0 if gpus else max(1.0, float(int(cluster.get("CPU", 1) // len(plan.seeds))))
@@ -231,6 +237,9 @@ def train_seeds(plan: Plan, split: Split, test: tuple[np.ndarray, np.ndarray], l
         f"training {_count(len(plan.seeds), 'seed')} x {_count(plan.cfg.epochs, 'epoch')} on {len(split.train_images):,} images "
         f"(tasks of {cpus:g} CPU, {gpus:g} GPU, device {device})"
     )
+    note = None if plan.address else mps_note(gpus, ray.cluster_resources().get("GPU", 0))
+    if note:
+        log(note)
     task = ray.remote(retrain_seed).options(num_cpus=cpus, num_gpus=gpus, max_retries=MAX_RETRIES)
     split_ref, images_ref, labels_ref = ray.put(split), ray.put(test[0]), ray.put(test[1])  # once, shared
     pending = {

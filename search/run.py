@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import sys
 import typing
-from dataclasses import MISSING, asdict, fields, replace
+from dataclasses import MISSING, fields, replace
 
 import pyarrow.fs as pafs
 
@@ -30,8 +30,9 @@ from model.config import MAX_EPOCHS, MAX_SEED, preset
 from results.schema import file_type, is_file, join, locate, read_json
 from search import budgets, records, replay
 from search.lock import LOCK_FILE, LockHeld, held_message, holder
+from search.devices import local_gpus
 from search.ray_session import check_address
-from search.settings import DEFAULT_STORAGE, MAX_FAILURES, RUN_FILE, Settings, param_space
+from search.settings import CHECKPOINT_EVERY_S, DEFAULT_STORAGE, MAX_FAILURES, RUN_FILE, Settings, param_space
 from search.storage import check_writable, expand_home, is_uri
 
 MAX_COUNT = 1_000_000  # trials, concurrency, eta: a sane cap, far beyond any real search
@@ -46,7 +47,7 @@ OPTIONAL = ("subset", "max_params", "gpu_hours", "cpu_hours")  # keys that take 
 
 
 
-SESSION_KEYS = ("name", "storage", "address", "data_dir", "shared", "resume", "verbose")
+SESSION_KEYS = ("name", "storage", "address", "data_dir", "shared", "resume", "verbose", "checkpoint_every")
 SEARCH_KEYS = ("space", "budget", *(f.name for f in fields(budgets.Budget)), "seed", "replay")
 KEYS = (*SEARCH_KEYS, *SESSION_KEYS)
 KEY_HELP = {
@@ -73,6 +74,8 @@ KEY_HELP = {
     "shared": "true: the local storage folder is mounted on every node (NFS)",
     "resume": "true: continue the search name= (or the one the given command started)",
     "verbose": "true: show Ray Tune's own console output",
+    "checkpoint_every": f"seconds of a trial's work between its checkpoints, what a crash may cost it "
+                        f"(default {CHECKPOINT_EVERY_S:g}; 0: after every epoch)",
 }
 
 
@@ -108,6 +111,8 @@ def _session(args: dict[str, str]) -> dict:
         "shared": overrides.parse_bool("shared", args.get("shared", "false")),
         "resume": overrides.parse_bool("resume", args.get("resume", "false")),
         "verbose": overrides.parse_bool("verbose", args.get("verbose", "false")),
+        "checkpoint_every": overrides.parse_float("checkpoint_every", args["checkpoint_every"], 0)
+        if "checkpoint_every" in args else CHECKPOINT_EVERY_S,
     }
 
 
@@ -117,7 +122,9 @@ def _fresh(args: dict[str, str], storage: str, session: dict) -> Settings:
         raise ValueError(f"give space=NAME; spaces: {', '.join(spaces.SPACES)} (python -m search.run list)")
     values = {key: parse_search_value(key, text) for key, text in args.items() if key in SEARCH_KEYS}
     budget_name = values.get("budget", "smoke")
-    budget = asdict(budgets.get(budget_name))
+    # A local search's budget grows with this machine's GPUs; a cluster's GPUs are unknown before
+    # it is joined (and may scale): there, trials= and concurrency= say how much to run.
+    budget = budgets.get(budget_name).values(0 if session["address"] else local_gpus())
     if "replay" in values:  # the record's schedule length, data and per-trial resources
         budget.update(replay.budget_of(records.load(values["replay"])))
     budget.update({key: value for key, value in values.items() if key in budget})

@@ -13,6 +13,8 @@ from results.schema import join
 from search.storage import experiment_path
 
 METRIC, MODE = "val_acc", "max"
+# Seconds of a trial's work between its checkpoints: what a crash may cost each running trial.
+CHECKPOINT_EVERY_S = 60.0
 RUN_FILE = "run.json"  # the search's settings, next to Tune's files: what a resume continues
 DEFAULT_STORAGE = "runs"
 MAX_FAILURES = 2  # retries per trial, each from its last checkpoint (a lost node, a flaky GPU)
@@ -44,6 +46,7 @@ class Settings:
     shared: bool = False  # the local storage path is a filesystem every node mounts (NFS)
     resume: bool = False
     verbose: bool = False
+    checkpoint_every: float = CHECKPOINT_EVERY_S  # seconds of a trial's work between checkpoints (0: every epoch)
 
     @property
     def device_hours(self) -> tuple[float | None, float]:
@@ -64,7 +67,7 @@ class Settings:
 
     def recorded(self) -> dict:
         """What run.json keeps: the search itself, not how this session runs it."""
-        skip = {"address", "data_dir", "shared", "resume", "verbose"}
+        skip = {"address", "data_dir", "shared", "resume", "verbose", "checkpoint_every"}
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
     def resume_command(self) -> str:

@@ -117,6 +117,41 @@ def test_assigned_device_asks_ray_not_torch(monkeypatch):
     assert devices.assigned_device() == "cuda:0"
 
 
+def test_trials_sharing_a_gpu_without_mps_get_one_line_with_the_command_that_starts_it(tmp_path):
+    without, with_mps = {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path)}, {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path / "mps")}
+    (tmp_path / "mps").mkdir()
+    (tmp_path / "mps" / "control").touch()  # the daemon's control pipe
+    note = devices.mps_note(0.25, 1, without)
+    assert note is not None and "\n" not in note and note.endswith(f"start MPS with  {devices.MPS_START}")
+    assert devices.mps_note(0.25, 1, with_mps) is None  # MPS runs
+    assert devices.mps_note(1, 1, without) is None and devices.mps_note(0, 0, without) is None  # nothing shared
+    assert devices.mps_note(0.25, 0, without) is None  # no GPU here (a cluster's head)
+
+
+@pytest.mark.parametrize(("visible", "gpus"), [("0,1", 2), ("", 0), ("-1", 0), ("2", 1), ("0,-1,1", 1)])
+def test_local_gpus_follow_cuda_visible_devices(visible, gpus):
+    assert devices.local_gpus({"CUDA_VISIBLE_DEVICES": visible}) == gpus
+
+
+def test_a_gpu_budget_grows_with_the_gpus_of_the_machine():
+    from search import budgets
+
+    one, four = budgets.get("standard").values(1), budgets.get("standard").values(4)
+    assert (four["trials"], four["concurrency"], four["gpu_hours"]) == (4 * one["trials"], 4 * one["concurrency"],
+                                                                       pytest.approx(4 * one["gpu_hours"]))
+    assert four["max_epochs"] == one["max_epochs"] and four["gpus_per_trial"] == one["gpus_per_trial"]
+    assert budgets.get("smoke").values(4) == budgets.get("smoke").values(0)  # a CPU budget stays as it is
+
+
+def test_a_local_search_s_gpu_budget_is_each_gpu_s_and_given_keys_stay_as_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    standard = run.parse(["space=full", "budget=standard", f"storage={tmp_path}"])
+    given = run.parse(["space=full", "budget=standard", "trials=10", f"storage={tmp_path}"])
+    joined = run.parse(["space=full", "budget=standard", "address=auto", "shared=true", f"storage={tmp_path}"])
+    assert (standard.trials, standard.concurrency) == (2 * joined.trials, 2 * joined.concurrency)
+    assert given.trials == 10 and given.concurrency == standard.concurrency
+
+
 def test_one_validation_split_for_a_val_size_whatever_the_command(fmnist_dir):
     argv = [f"data_dir={fmnist_dir}", "val_size=300", "subset=600"]
     _, _, seven = train.prepare([*argv, "seed=7"])  # the weights' seed does not pick the validation images

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import HOLD_TRIALS
 
 from results.schema import EPOCHS, TRIALS, read_table
 
@@ -37,39 +38,6 @@ PER_NODE = int(GPUS_PER_NODE / GPUS_PER_TRIAL)  # 4 trials fit on a node
 HOLD_WAIT_S, SEARCH_WAIT_S = 300, 300
 
 
-# Put on the cluster's PYTHONPATH: every trial that starts its second epoch writes held-<pid> into
-# the folder $HOLD_GATE and waits there until the test writes the file "open" into it (a trial
-# restored after the gate is open goes straight on).
-HOLD_SECOND_EPOCH = '''
-import importlib.abc, importlib.util, os, sys, time
-
-class HoldSecondEpoch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "model.trainer":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        run_module = spec.loader.exec_module
-
-        def exec_module(module):
-            run_module(module)
-            run_epoch = module.Trainer.run_epoch
-            gate = os.environ["HOLD_GATE"]
-
-            def held(self):
-                if self.epoch == 1 and not os.path.exists(os.path.join(gate, "open")):
-                    open(os.path.join(gate, f"held-{os.getpid()}"), "w").close()
-                    while not os.path.exists(os.path.join(gate, "open")):
-                        time.sleep(0.1)
-                return run_epoch(self)
-
-            module.Trainer.run_epoch = held
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-sys.meta_path.insert(0, HoldSecondEpoch())
-'''
 
 
 @pytest.fixture
@@ -79,7 +47,7 @@ def cluster(monkeypatch, tmp_path):
     inject, gate = tmp_path / "inject", tmp_path / "gate"
     inject.mkdir()
     gate.mkdir()
-    (inject / "sitecustomize.py").write_text(HOLD_SECOND_EPOCH)
+    (inject / "sitecustomize.py").write_text(HOLD_TRIALS)  # HOLD_EPOCH 1: at the start of the second
     # Before the cluster starts: its raylets and workers inherit this environment, so every node
     # can import `search`, holds trials at the gate, and no node turns token authentication on by itself.
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
@@ -121,6 +89,7 @@ def test_a_lost_node_s_trials_resume_from_their_checkpoints_on_the_other(cluster
         f"storage={tmp_path}", f"name={name}", f"data_dir={fmnist_dir}", f"trials={TRIALS_N}",
         f"concurrency={TRIALS_N}", f"max_epochs={MAX_EPOCHS}", f"grace={GRACE}", "eta=2",
         f"gpus_per_trial={GPUS_PER_TRIAL}", "cpus_per_trial=0.5", "subset=256", "val_size=200",
+        "checkpoint_every=0",  # a checkpoint after every epoch: the lost trials go on from epoch 1's
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # PYTHONPATH, HOLD_GATE and RAY_AUTH_MODE: set by the fixture
     started = time.monotonic()

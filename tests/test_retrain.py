@@ -197,6 +197,19 @@ def test_a_search_whose_every_trial_failed_says_so_not_yet(tmp_path) -> None:
         retrain.parse_args([str(tmp_path)])
 
 
+@pytest.mark.parametrize(("cluster", "expected"), [
+    ({"CPU": 16, "GPU": 1}, (1.0, 1 / 3, "cuda")),  # three seeds at once on the one GPU
+    ({"CPU": 16, "GPU": 2}, (1.0, 0.5, "cuda")),  # two a GPU
+    ({"CPU": 16, "GPU": 4}, (1.0, 1.0, "cuda")),  # a GPU each
+    ({"CPU": 6}, (2.0, 0.0, "cpu")),  # the CPUs shared between the seeds
+])
+def test_the_seeds_share_the_gpus_there_are(tmp_path, cluster, expected) -> None:
+    plan = retrain.parse_args([str(tmp_path / "run"), "config=seed", "seeds=3"])
+    assert retrain._resources(plan, cluster) == pytest.approx(expected)
+    # Ray fits three thirds on one GPU (its quantities are fixed-point, 1e-4).
+    assert 3 * round(retrain._resources(plan, {"CPU": 16, "GPU": 1})[1], 4) <= 1
+
+
 def test_winner_files_reach_an_object_store_one_object_each(tmp_path) -> None:
     staging = tmp_path / "staging"
     staging.mkdir()

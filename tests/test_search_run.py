@@ -229,6 +229,61 @@ def test_ctrl_c_twice_then_the_printed_command_then_sigkill_and_a_move_lose_and_
         assert reached == recorded, milestone
 
 
+def test_a_trial_killed_between_checkpoints_runs_its_lost_epochs_again_on_resume(tmp_path):
+    """checkpoint_every: a crash costs each running trial the work since its last checkpoint, here
+    all of it (no checkpoint within an hour): resumed, the trials start again from epoch 1, and end
+    with the very results an uninterrupted run gives."""
+    from conftest import HOLD_TRIALS
+
+    inject, gate = tmp_path / "inject", tmp_path / "gate"
+    inject.mkdir(), gate.mkdir()
+    (inject / "sitecustomize.py").write_text(HOLD_TRIALS)
+    env = {**ENV, "HOLD_GATE": str(gate), "HOLD_EPOCH": "2",
+           "PYTHONPATH": os.pathsep.join([str(inject), *filter(None, [ENV.get("PYTHONPATH")])])}
+    experiment = tmp_path / "runs" / "lost"
+    # grace = max_epochs: no trial is stopped early, so both reach the gate.
+    args = [*SMALL, "trials=2", "max_epochs=3", "grace=3", "eta=2", "name=lost", "checkpoint_every=3600"]
+    proc = subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        # Both trials held before epoch 3, their epochs 1 and 2 reported, and an experiment snapshot
+        # taken since (Tune takes one at least every 10 s): what a resume starts from.
+        deadline = time.monotonic() + 300  # a hang's deadline, not a margin to meet
+        while True:
+            held = sorted(gate.glob("held-*"))
+            snapshots = sorted(experiment.glob("experiment_state-*.json"))
+            if len(held) == 2 and snapshots and snapshots[-1].stat().st_mtime > max(h.stat().st_mtime for h in held) + 1:
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "hung"
+            time.sleep(0.5)
+        before = _result_rows(experiment)
+        assert [[row["training_iteration"] for row in rows] for rows in before.values()] == [[1, 2], [1, 2]]
+        assert not list(experiment.glob("trial_*/checkpoint_*"))  # killed between checkpoints: none yet
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    (gate / "open").touch()
+
+    done = search("name=lost", "resume=true", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = _result_rows(experiment)
+    assert after.keys() == before.keys()
+    for trial_id, rows in after.items():
+        # From epoch 1 again, in the resumed search's processes (Tune starts a trial's result.json
+        # over when the trial starts over), to the same results for the same epochs.
+        assert [row["training_iteration"] for row in rows] == [1, 2, 3]
+        assert {row["pid"] for row in rows}.isdisjoint(row["pid"] for row in before[trial_id])
+        assert [row["val_acc"] for row in rows[:2]] == [row["val_acc"] for row in before[trial_id]]
+    trials, epochs = report(experiment)
+    assert sorted(trials["status"]) == ["completed", "completed"] and not epochs.duplicated(["trial_id", "epoch"]).any()
+
+
+def _result_rows(experiment: Path) -> dict[str, list[dict]]:
+    """trial id -> the rows of its result.json, in the order Tune wrote them."""
+    return {Path(path).parent.name: [json.loads(line) for line in Path(path).read_text().splitlines()]
+            for path in sorted(glob.glob(str(experiment / "trial_*" / "result.json")))}
+
+
 def test_two_concurrent_starts_of_one_name_run_one_search(tmp_path):
     args = [*SMALL, "trials=2", "max_epochs=1", "name=twice"]
     first = start(*args, cwd=tmp_path)
