@@ -1,9 +1,11 @@
-"""Hydra-style `key=value` command lines, without Hydra: one parser for every entry point."""
+"""Hydra-style `key=value` command lines, without Hydra: one parser for every entry point, and how
+every entry point ends (`command`: exit codes, Ctrl-C and SIGTERM, a reader of stdout that leaves)."""
 
 from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterable
 from typing import NoReturn
@@ -81,6 +83,42 @@ def reject(error: ValueError) -> int:
     return 2
 
 
+INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (SIGINT)
+TERMINATED = 143  # ... and by SIGTERM (kill, timeout, a batch scheduler)
+_terminated: list[int] = []  # SIGTERM has arrived
+
+
+def interrupted_code() -> int:
+    """The exit code of a command stopped by a signal: 143 after SIGTERM, 130 after Ctrl-C."""
+    return TERMINATED if _terminated else INTERRUPTED
+
+
+def starting() -> None:
+    """Called by an entry module before its slow imports (Ray, torch: a second or more): a Ctrl-C or
+    SIGTERM meanwhile ends the command with one line and its exit code, not a traceback of the
+    import under way. Nothing has been done yet, so nothing is lost. `command` ends this phase."""
+    signal.signal(signal.SIGTERM, _leave_while_starting)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when the shell has it ignored (cmd &)
+        signal.signal(signal.SIGINT, _leave_while_starting)
+
+
+def _leave_while_starting(signum: int, frame) -> None:
+    print("interrupted while starting: nothing was done", file=sys.stderr)
+    raise SystemExit(TERMINATED if signum == signal.SIGTERM else INTERRUPTED)  # Python exits quietly on SystemExit
+
+
+def _terminate_as_interrupt(signum: int, frame) -> None:
+    """SIGTERM takes Ctrl-C's path, whoever handles Ctrl-C at the moment: inside Tune's fit() Tune
+    stops the trials and saves the experiment; elsewhere KeyboardInterrupt reaches the command's own
+    cleanup (the lock, Ray, the resume line). Only the exit code differs (interrupted_code)."""
+    _terminated.append(signum)
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:  # Ctrl-C ignored (a background job of a script): SIGTERM must still stop the command
+        raise KeyboardInterrupt
+
+
 class _ReaderMayLeave:
     """sys.stdout, except that once its reader has gone (`| head -1` has read its line), what is
     printed later is dropped: the command goes on and exits as it would have, without a
@@ -114,8 +152,17 @@ class _ReaderMayLeave:
 
 
 def command(main: Callable[[list[str]], int]) -> NoReturn:
-    """Exit with main(sys.argv[1:])'s code, whether or not the reader of stdout read it all."""
+    """Exit with main(sys.argv[1:])'s code, whether or not the reader of stdout read it all. Ctrl-C
+    and SIGTERM raise KeyboardInterrupt in main (which cleans up and returns interrupted_code());
+    one that main lets through ends the command with a line and that code, without a traceback."""
+    if signal.getsignal(signal.SIGINT) is _leave_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     sys.stdout = _ReaderMayLeave(sys.stdout)
-    code = main(sys.argv[1:])
+    try:
+        code = main(sys.argv[1:])
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = interrupted_code()
     sys.stdout.flush()  # here, not at exit: a reader gone by now is dropped quietly too
     sys.exit(code)

@@ -4,7 +4,8 @@
 until the report is printed, and turns the ways a search ends into exit codes: search.report's
 0 / 1 / 130, 2 when the experiment is taken or the cluster cannot be joined, and 130 with the
 resume command for a Ctrl-C at any moment, a second one included (Tune stops cleanly on the first
-and lets the second through as KeyboardInterrupt); 1 with one line and the resume command when the
+and lets the second through as KeyboardInterrupt); 143 likewise for SIGTERM, which takes Ctrl-C's
+path (model.overrides.command); 1 with one line and the resume command when the
 storage fails under the search (a full disk: an OSError).
 """
 
@@ -22,7 +23,7 @@ from ray.tune.search.sample import Domain
 
 import spaces
 from model.data import Split
-from model.overrides import reject
+from model.overrides import interrupted_code, reject
 from results.collect import collect
 from results.schema import is_file, join, locate, write_json
 from search import internals, study
@@ -32,7 +33,7 @@ from search.lock import Lock, LockError
 from search.progress import Progress, stop_frames
 from search.ray_session import RayUnavailable, ray_session
 from search import records, replay
-from search.report import FAILED, INTERRUPTED, print_report
+from search.report import FAILED, print_report
 from search.storage import resolve
 from search.settings import MAX_FAILURES, METRIC, MODE, RUN_FILE, Settings, param_space
 from search.searcher import HonestOptunaSearch
@@ -87,7 +88,7 @@ def run_search(s: Settings, split: Split) -> int:
             print(f"interrupted: resume with  {s.resume_command()}")
         else:
             print("interrupted before the search started: nothing was written")
-        return INTERRUPTED
+        return interrupted_code()
     finally:
         if lock is not None:
             lock.release()

@@ -69,6 +69,7 @@ def ray_session(address: str = "", num_cpus: int | None = None, verbose: bool = 
     if not verbose:
         kwargs["logging_level"] = logging.ERROR
     temp_dir = None
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     try:
         if address:
             _probe(address)
@@ -80,6 +81,8 @@ def ray_session(address: str = "", num_cpus: int | None = None, verbose: bool = 
         else:
             temp_dir = tempfile.mkdtemp(prefix="ray-", dir=TEMP_PARENT)
             ray.init(address="local", num_cpus=num_cpus, _temp_dir=temp_dir, **kwargs)
+        if callable(on_sigterm) and threading.current_thread() is threading.main_thread():  # the command's own (model.overrides.command: SIGTERM as Ctrl-C) over ray.init's
+            signal.signal(signal.SIGTERM, on_sigterm)  # sys.exit(15), and the stack dump of Ray's C++ core
         yield ray.cluster_resources()
     finally:
         with _interrupts_deferred():

@@ -3,7 +3,7 @@ trials ended, each errored trial with the first line of its error, and the exit 
 
     0    every trial completed or was pruned
     1    some trial ended in error (after its retries): listed, with where its traceback is
-    130  interrupted (Ctrl-C): the command that resumes it
+    130  interrupted (Ctrl-C; 143: SIGTERM): the command that resumes it
 
 Reads the report tables only; needs no Ray.
 """
@@ -15,13 +15,13 @@ import shlex
 
 from rich.markup import escape
 
+from model.overrides import interrupted_code
 from results.load import load
 from results.schema import is_file, join, locate
 from results.status import ERROR, FINISHED, UNFINISHED
 from results.show import top_trials_table, wide_console
 
 FAILED = 1  # some trial ended in error
-INTERRUPTED = 130  # the shell's code for "stopped by Ctrl-C"
 TOP = 5
 ERROR_FILE = "error.txt"  # Tune's: every failure of a trial, each with its traceback
 # The line naming an exception in a traceback: "ValueError: ...", "ray.exceptions.RayTaskError(ValueError): ...".
@@ -71,7 +71,7 @@ def print_report(location: str, trials: int, resume_command: str, retries: int) 
             console.print(line, markup=False, highlight=False)
     if done < trials:
         console.print(f"[yellow]interrupted[/]: resume with  {escape(resume_command)}", highlight=False)
-        return INTERRUPTED
+        return interrupted_code()
     return FAILED if errored else 0
 
 

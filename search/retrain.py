@@ -25,6 +25,11 @@ winner/ is replaced file by file (object stores cannot rename a folder).
 
 from __future__ import annotations
 
+from model import overrides
+
+if __name__ == "__main__":  # first: a Ctrl-C or SIGTERM during the slow imports below ends in one line
+    overrides.starting()
+
 import math
 import os
 import shutil
@@ -40,11 +45,10 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from model import data as fmnist
-from model import overrides
 from model.config import MAX_EPOCHS, MAX_SEED, PRESETS, Config, field_types, preset
 from model.data import CLASSES, Split
 from results.schema import WINNER_FOLDER, file_type, join, locate
-from results.numbers import number
+from results.numbers import clock, number
 from results.show import matches_report, not_comparable_text, report_accuracies
 from search.devices import mps_note
 from search.storage import check_writable
@@ -63,6 +67,8 @@ RETRAIN_KEYS = {
 }
 MAX_SEEDS = 100  # a sane cap: each seed is a whole training run
 MAX_RETRIES = 2  # a seed task lost with its worker or node runs again; an error in training does not
+PROGRESS_POLL_S = 1.0  # seconds between the driver's looks for finished epochs
+HEARTBEAT_S = 60.0  # seconds without a finished epoch before a line says the seeds are still training
 # ONNX vs PyTorch: logits may differ by float rounding; an argmax may only differ where PyTorch's
 # two best logits are closer than this (a tie at float32 precision).
 ONNX_TOLERANCE = 1e-3
@@ -162,10 +168,12 @@ def _config_from_search(run: str, trial: str | None) -> tuple[Config, str]:
 
 
 def retrain_seed(
-    flat: dict[str, Any], split: Split, test_images: np.ndarray, test_labels: np.ndarray, device: str, threads: int
+    flat: dict[str, Any], split: Split, test_images: np.ndarray, test_labels: np.ndarray, device: str, threads: int,
+    progress,
 ) -> dict[str, Any]:
     """Train one seed on the whole split, evaluate on the test set once; plain data back to the driver.
-    device: "cpu", or "cuda" for the GPU Ray assigned this task."""
+    device: "cpu", or "cuda" for the GPU Ray assigned this task. progress: a ray.util.queue.Queue
+    that gets each epoch's row as it ends, for the driver's line per epoch (train_seeds)."""
     import torch
 
     from model.trainer import Trainer, on_device, score
@@ -175,7 +183,12 @@ def retrain_seed(
     cfg = Config.from_flat(flat)
     start = time.perf_counter()
     trainer = Trainer(cfg, split, "cpu" if device == "cpu" else assigned_device())
-    epochs = [trainer.run_epoch() for _ in range(cfg.epochs)]
+    epochs = []
+    for _ in range(cfg.epochs):
+        m = trainer.run_epoch()
+        epochs.append({"seed": cfg.seed, "epoch": m.epoch, "train_loss": m.train_loss, "train_acc": m.train_acc,
+                       "lr": m.lr, "seconds": m.seconds, "images_per_second": m.images_per_second})
+        progress.put(epochs[-1])
     labels = on_device(test_labels, trainer.device)
     logits = trainer.logits(on_device(test_images, trainer.device))  # the one look at the test set
     test_loss, test_acc = score(logits, labels)
@@ -187,11 +200,7 @@ def retrain_seed(
         net.mirror_tta = True
     return {
         "seed": cfg.seed,
-        "epochs": [
-            {"seed": cfg.seed, "epoch": m.epoch, "train_loss": m.train_loss, "train_acc": m.train_acc, "lr": m.lr,
-             "seconds": m.seconds, "images_per_second": m.images_per_second}
-            for m in epochs
-        ],
+        "epochs": epochs,
         "test_acc": test_acc,
         "test_acc_no_mirror": no_mirror_acc,
         "test_loss": test_loss,
@@ -229,8 +238,11 @@ def _resources(plan: Plan, cluster: dict[str, float]) -> tuple[float, float, str
 
 
 def train_seeds(plan: Plan, split: Split, test: tuple[np.ndarray, np.ndarray], log=print) -> list[dict[str, Any]]:
-    """All seeds as parallel Ray tasks (inside a ray_session); results in seed order."""
+    """All seeds as parallel Ray tasks (inside a ray_session); results in seed order. Logs a line per
+    seed per epoch as it ends, and one every HEARTBEAT_S while none does (a CPU epoch of all the
+    images takes minutes)."""
     import ray
+    from ray.util.queue import Queue
 
     cpus, gpus, device = _resources(plan, ray.cluster_resources())
     log(
@@ -242,13 +254,31 @@ def train_seeds(plan: Plan, split: Split, test: tuple[np.ndarray, np.ndarray], l
         log(note)
     task = ray.remote(retrain_seed).options(num_cpus=cpus, num_gpus=gpus, max_retries=MAX_RETRIES)
     split_ref, images_ref, labels_ref = ray.put(split), ray.put(test[0]), ray.put(test[1])  # once, shared
+    # The seeds' epochs reach the driver as they end (a retrain runs for hours: never quiet). An actor
+    # that takes no CPU: it must not wait for, nor hold, a CPU the seeds need.
+    progress = Queue(actor_options={"num_cpus": 0})
     pending = {
-        task.remote(replace(plan.cfg, seed=s).to_flat(), split_ref, images_ref, labels_ref, device, max(1, int(cpus))): s
+        task.remote(replace(plan.cfg, seed=s).to_flat(), split_ref, images_ref, labels_ref, device, max(1, int(cpus)),
+                    progress): s
         for s in plan.seeds
     }
     done: dict[int, dict[str, Any]] = {}
+    reported = {s: 0 for s in plan.seeds}  # epochs each seed has reported
+    started = last_line = time.monotonic()
     while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_POLL_S)
+        for row in progress.get_nowait_batch(progress.qsize()):  # before a seed's result: its epochs first
+            again = " (again: its worker was lost)" if row["epoch"] <= reported[row["seed"]] else ""
+            reported[row["seed"]] = row["epoch"]
+            log(f"  [{clock(time.monotonic() - started)}] seed {row['seed']}: epoch {row['epoch']}/{plan.cfg.epochs}{again}, "
+                f"train loss {row['train_loss']:.4f}, train accuracy {100 * row['train_acc']:.2f}%, {row['seconds']:,.0f} s")
+            last_line = time.monotonic()
+        if not ready:
+            if time.monotonic() - last_line >= HEARTBEAT_S:
+                under_way = ", ".join(f"seed {s} in epoch {reported[s] + 1}" for s in sorted(pending.values()))
+                log(f"  [{clock(time.monotonic() - started)}] still training: {under_way}")
+                last_line = time.monotonic()
+            continue
         seed = pending.pop(ready[0])
         out = ray.get(ready[0])
         done[seed] = out
@@ -393,9 +423,9 @@ def main(argv: list[str]) -> int:
         check, files = _write_and_publish(plan, outs, test)
     except (BadResources, RayUnavailable, LockError) as e:
         return overrides.reject(e)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (model.overrides.command)
         print("interrupted: winner/ left as it was", file=sys.stderr)
-        return 130
+        return overrides.interrupted_code()
     except ray.exceptions.RayError as e:  # a seed failed in training, or lost its worker more than MAX_RETRIES times
         print(f"error: a seed failed: {first_error_line(str(e)) or type(e).__name__}; winner/ left as it was", file=sys.stderr)
         return 1
@@ -438,4 +468,4 @@ def _write_and_publish(plan: Plan, outs: list[dict[str, Any]], test: tuple[np.nd
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    overrides.command(main)

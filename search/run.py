@@ -11,10 +11,15 @@ The command that started a search, plus resume=true, continues it too: every sea
 must then equal the recorded one. A finished search, resumed, prints its report again. Every input
 is checked before Ray starts or anything is written; one process at a time works on an experiment
 (search.lock). Exit codes: 0 done, 1 some trial failed, 2 bad input or the experiment is in use,
-130 interrupted (the printed command resumes it).
+130 interrupted by Ctrl-C, 143 by SIGTERM (the printed command resumes it).
 """
 
 from __future__ import annotations
+
+from model import overrides
+
+if __name__ == "__main__":  # first: a Ctrl-C or SIGTERM during the slow imports below ends in one line
+    overrides.starting()
 
 import re
 import sys
@@ -25,7 +30,6 @@ import pyarrow.fs as pafs
 
 import spaces
 from model import data as fmnist
-from model import overrides
 from model.config import MAX_EPOCHS, MAX_SEED, preset
 from results.schema import file_type, is_file, join, locate, read_json
 from search import budgets, records, replay

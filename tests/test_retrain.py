@@ -389,3 +389,54 @@ def test_figures_are_png_files(retrained) -> None:
         assert raw[:8] == b"\x89PNG\r\n\x1a\n", name
         width, height = struct.unpack(">II", raw[16:24])  # the IHDR chunk
         assert width > 300 and height > 200, (name, width, height)
+
+
+# ---------------------------------------------------------------- progress, SIGTERM, a reader that leaves
+
+
+def _retrain(argv: list[str], env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "search.retrain", *argv], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env or {**os.environ, "RAY_AUTH_MODE": "disabled"},
+                            start_new_session=True)
+
+
+def test_each_epoch_is_a_line_as_it_ends_and_sigterm_stops_the_retrain_with_exit_143(tmp_path, fmnist_dir) -> None:
+    """The seeds are held before their second epoch (conftest.HOLD_TRIALS): the first epoch's line
+    is printed while they train on, and SIGTERM (kill, timeout, a scheduler) to the driver ends the
+    retrain as Ctrl-C does: one line, exit 143, winner/ untouched, the lock released."""
+    from conftest import HOLD_TRIALS
+
+    inject, gate = tmp_path / "inject", tmp_path / "gate"
+    inject.mkdir(), gate.mkdir()
+    (inject / "sitecustomize.py").write_text(HOLD_TRIALS)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1", "HOLD_GATE": str(gate), "HOLD_EPOCH": "1",
+           "PYTHONPATH": os.pathsep.join([str(inject), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    run = tmp_path / "runs" / "held"
+    proc = _retrain([str(run), "config=seed", "seeds=2", "epochs=2", "subset=600", f"data_dir={fmnist_dir}", *SMALL], env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 300  # a hang's deadline, not a margin to meet
+    while sum("epoch 1/2" in line for line in list(lines)) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "".join(lines) + proc.stderr.read()[-3000:]
+        time.sleep(0.2)
+    assert len(list(gate.glob("held-*"))) == 2 and not (gate / "open").exists()  # printed while training, not after
+    epoch_lines = sorted(line.split("] ", 1)[1].split(",")[0] for line in lines if "epoch 1/2" in line)
+    assert epoch_lines == ["seed 0: epoch 1/2", "seed 1: epoch 1/2"]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143, proc.stderr.read()[-3000:]
+    reader.join(timeout=60)
+    assert proc.stderr.read() == "interrupted: winner/ left as it was\n"
+    assert not (run / "winner").exists() and not (run / "lock.json").exists()
+
+
+def test_a_reader_that_stops_reading_ends_nothing_early(tmp_path, fmnist_dir) -> None:
+    """search.retrain ... | head -1: the retrain still finishes and exits 0, without a traceback."""
+    run = tmp_path / "runs" / "headed"
+    argv = [str(run), "config=seed", "seeds=1", "epochs=1", "subset=600", f"data_dir={fmnist_dir}", *SMALL]
+    command = " ".join([sys.executable, "-m", "search.retrain", *argv]) + ' | head -1; exit "${PIPESTATUS[0]}"'
+    done = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == f"retrain of {run}: preset seed\n" and "Traceback" not in done.stderr
+    assert (run / "winner" / "model.onnx").exists()

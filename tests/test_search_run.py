@@ -28,7 +28,8 @@ from results.schema import EPOCHS, TRIALS, read_table
 from search import run, study
 from search.lock import LOCK_FILE, holder
 from search.ray_session import JOIN_TIMEOUT_S
-from search.report import FAILED, INTERRUPTED
+from model.overrides import INTERRUPTED
+from search.report import FAILED
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 # The seed network on 600 training images: about a second an epoch here.
@@ -227,6 +228,77 @@ def test_ctrl_c_twice_then_the_printed_command_then_sigkill_and_a_move_lose_and_
         reached = set(epochs.loc[epochs["epoch"] == milestone, "trial_id"])
         recorded = {t for rung in rungs if rung["milestone"] == milestone for t in rung["recorded"]}
         assert reached == recorded, milestone
+
+
+# A sitecustomize that stops a command in its imports: importing $HOLD_MODULE writes the file
+# $HOLD_GATE/importing and waits there (for the signal the test sends), so "while Ray and torch
+# import" is a state the test waits for rather than a moment it tries to hit.
+HOLD_IMPORT = """
+import importlib.abc, os, sys, time
+
+class HoldImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == os.environ["HOLD_MODULE"]:
+            open(os.path.join(os.environ["HOLD_GATE"], "importing"), "w").close()
+            time.sleep(300)
+        return None
+
+sys.meta_path.insert(0, HoldImport())
+"""
+
+
+def _with_site(tmp_path: Path, code: str, **env: str) -> dict:
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(code)
+    return {**ENV, **env, "PYTHONPATH": os.pathsep.join([str(inject), *filter(None, [ENV.get("PYTHONPATH")])])}
+
+
+def _wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout  # a hang's deadline, not a margin to meet
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("sent, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_a_signal_while_ray_and_torch_import_is_one_line_and_its_exit_code(tmp_path, sent, code):
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = _with_site(tmp_path, HOLD_IMPORT, HOLD_GATE=str(gate), HOLD_MODULE="spaces")  # search.run's first slow import
+    proc = subprocess.Popen([sys.executable, "-m", "search.run", *SMALL], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for_file(gate / "importing", proc)
+    proc.send_signal(sent)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err[-3000:]
+    assert err == "interrupted while starting: nothing was done\n" and out == ""
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sigterm_stops_a_search_as_ctrl_c_does_with_the_resume_command_and_exit_143(tmp_path):
+    """What kill, timeout and batch schedulers send, to the driver alone: Tune stops the trials and
+    saves the experiment, the report ends with the command that resumes it, the lock is released."""
+    from conftest import HOLD_TRIALS
+
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = _with_site(tmp_path, HOLD_TRIALS, HOLD_GATE=str(gate), HOLD_EPOCH="1")
+    args = [*SMALL, "trials=2", "max_epochs=2", "grace=2", "eta=2", "name=termed"]
+    proc = subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300  # a hang's deadline, not a margin to meet
+    while len(list(gate.glob("held-*"))) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert "SIGTERM received" not in err and "Traceback" not in err, err[-3000:]
+    printed = next(line for line in out.splitlines() if "resume with" in line).split("resume with", 1)[1].strip()
+    assert printed == "python -m search.run name=termed resume=true"
+    assert not (tmp_path / "runs" / "termed" / LOCK_FILE).exists()
 
 
 def test_a_trial_killed_between_checkpoints_runs_its_lost_epochs_again_on_resume(tmp_path):
