@@ -1,67 +1,60 @@
 """Which search finds good models fastest, measured on recorded learning curves (search.replay).
 
-Five strategies, each run for S seeds over the same record, through real Ray Tune searches whose
-trials replay curves instead of training:
+Each strategy runs S seeds over the same record as simulated searches (search.simulate): the real
+searchers and schedulers, a discrete-event clock instead of Ray Tune's loop and actors, so that a
+search is the same at every run and takes about a second.
 
-    tpe-asha      this project's search: HonestOptunaSearch (TPE told the truth) + ASHA (search.asha)
-    stock-asha    Ray's own OptunaSearch (same TPE sampler) + the same ASHA
-    random-asha   Tune's random sampling + the same ASHA
-    random-fifo   Tune's random sampling, every trial to max_epochs
+    tpe-asha      this project's search: HonestOptunaSearch (TPE told the truth) + FairASHA (search.asha)
+    stock-asha    Ray's OptunaSearch (the same TPE sampler settings) + Ray's ASHAScheduler: the stock search
+    random-asha   random configurations + FairASHA
+    random-fifo   random configurations, every trial to max_epochs
     tpe-fifo      HonestOptunaSearch, every trial to max_epochs
+    stock-fair    Ray's OptunaSearch + FairASHA            (which half of ours matters:
+    honest-asha   HonestOptunaSearch + Ray's ASHAScheduler  the searcher or the rungs)
 
-For each search, the best validation accuracy reported so far (any trial, any epoch) as a function
-of simulated device-time: the recorded seconds of every epoch that has reached the driver, in the
-order they reached it (epochs still running are not counted). Printed: the final best (median and
-range over seeds), the device-time used, and the device-time each needs to reach random-fifo's
-final best (the median over its seeds); one PNG of the anytime curves (median, interquartile band).
+"Best found" is the service's one notion of best (results.status.ranked): the last-epoch
+validation accuracy of the best trial, completed trials before pruned ones, among the trials
+ended so far; device-time is the sum of the recorded (or predicted) seconds of every epoch
+reported so far. Per strategy, over the seeds: the interquartile mean (IQM: the mean of the middle
+half) and a bootstrap 95% interval (2,000 resamples of the seeds, percentile) of
 
-    python benchmarks/search_efficiency.py --record benchmarks/records/full-cpu-2026-11-26
+- the best found at the end, and at fractions of random-fifo's device-time;
+- the time-to-target ratio: the device-time a search needs until the best it names reaches the
+  target, random-fifo's final best (its IQM over seeds), divided by random-fifo's device-time
+  (its IQM); "never" (infinite) for a seed that does not get there. The bootstrap resamples
+  random-fifo's seeds too, so the target's and the yardstick's uncertainty are in the interval.
 
-All searches run in one Ray session, `--parallel` at a time (threads of one driver).
+And ours against the stock search: the difference of the IQMs of the final best, and the
+probability that a seed of ours reaches the target sooner than a seed of stock (ties count half),
+each with its bootstrap interval. One PNG of the anytime curves (IQM and 95% band).
+
+    python benchmarks/search_efficiency.py --record benchmarks/records/full-cpu-12ep-2026-11-26
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import resource
-import shutil
 import sys
-import tempfile
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import optuna
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-# A search thread that outlives this driver's Ray (Ctrl-C, SIGTERM) must fail, not let Ray's
-# auto-init join whatever other Ray instance runs on this machine.
-os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
-# As search.engine.quiet (which would import torch into every driver): no Tune tables.
-os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-# 1,600 short trials: Tune's per-result work is the cost. No experiment snapshots but the last (a
-# benchmark search is never resumed), and only the JSON result log (search.replay asks for it), not
-# CSV and TensorBoard files: together about 40% less CPU.
-os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "1000000"
-os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-# Ray's raylet starts spare worker processes ahead of actor requests by default: here that doubled
-# the worker processes started (about a second of CPU each) without making any search faster.
-os.environ.setdefault("RAY_enable_worker_prestart", "0")
 
-from ray import tune  # noqa: E402
-from ray.tune.search import BasicVariantGenerator  # noqa: E402
+import optuna  # noqa: E402
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from search import records  # noqa: E402
 from search.asha import make_scheduler  # noqa: E402
-from search.replay import CURVE_KEYS, Surrogate, budget_of, replay_trainable, replay_tuner, time_scale_for  # noqa: E402
+from search.replay import CURVE_KEYS, Surrogate  # noqa: E402
 from search.searcher import HonestOptunaSearch  # noqa: E402
-
-from search.settings import METRIC  # noqa: E402
+from search.simulate import RandomSearch, simulate  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -69,17 +62,22 @@ class Strategy:
     key: str
     label: str
     searcher: str  # "honest", "stock" or "random"
-    asha: bool
+    scheduler: str  # "fair" (search.asha), "asha" (Ray's ASHAScheduler) or "fifo"
 
 
 STRATEGIES = (
-    Strategy("tpe-asha", "TPE + ASHA (ours)", "honest", True),
-    Strategy("stock-asha", "stock OptunaSearch + ASHA", "stock", True),
-    Strategy("random-asha", "random + ASHA", "random", True),
-    Strategy("random-fifo", "random + FIFO", "random", False),
-    Strategy("tpe-fifo", "TPE + FIFO", "honest", False),
+    Strategy("tpe-asha", "TPE + ASHA (ours)", "honest", "fair"),
+    Strategy("stock-asha", "stock OptunaSearch + ASHA", "stock", "asha"),
+    Strategy("random-asha", "random + ASHA", "random", "fair"),
+    Strategy("random-fifo", "random + FIFO", "random", "fifo"),
+    Strategy("tpe-fifo", "TPE + FIFO", "honest", "fifo"),
+    Strategy("stock-fair", "stock OptunaSearch + FairASHA", "stock", "fair"),
+    Strategy("honest-asha", "HonestOptunaSearch + stock ASHA", "honest", "asha"),
 )
 BASELINE = "random-fifo"  # whose final best the others race to
+OURS, STOCK = "tpe-asha", "stock-asha"
+FRACTIONS = (0.125, 0.25, 0.5, 1.0)  # of the baseline's device-time: where the best found is compared
+RESAMPLES = 2000
 
 
 @dataclass(frozen=True)
@@ -88,165 +86,227 @@ class Options:
     concurrency: int
     grace: int
     eta: int
-    time_scale: float  # sleep per simulated second
-    storage: str
 
 
 @dataclass(frozen=True)
 class Search:
     strategy: str
     seed: int
-    events: list[tuple[str, int, float, float, str]]  # (trial, epoch, seconds, val_acc, node) in arrival order
-    wall: float  # seconds Tuner.fit took
+    seconds: np.ndarray  # device-seconds spent when each trial ended
+    best: np.ndarray  # the service's best val_acc then
+    used: float  # device-seconds the whole search spent
+    results: int
+    predicted: int  # results that were predictions, not recorded curves
+    wall: float  # seconds the simulation took
 
-    def anytime(self) -> tuple[np.ndarray, np.ndarray]:
-        """(device-seconds so far, best val_acc so far) after each result."""
-        seconds = np.cumsum([e[2] for e in self.events])
-        return seconds, np.maximum.accumulate([e[3] for e in self.events])
+    @property
+    def final(self) -> float:
+        return float(self.best[-1])
 
     def time_to(self, target: float) -> float:
-        seconds, best = self.anytime()
-        reached = np.nonzero(best >= target)[0]
-        return float(seconds[reached[0]]) if len(reached) else float("inf")
+        reached = np.nonzero(self.best >= target)[0]
+        return float(self.seconds[reached[0]]) if len(reached) else float("inf")
+
+    def best_at(self, seconds: float) -> float:
+        """The best the service names after `seconds` of device-time (0 before any trial has ended)."""
+        at = np.searchsorted(self.seconds, seconds, side="right") - 1
+        return float(self.best[at]) if at >= 0 else 0.0
 
 
-class Arrivals(tune.Callback):
-    """Every result in the order the driver (searcher and scheduler) received it."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, int, float, float, str]] = []
-
-    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        self.events.append((trial.trial_id, result["epoch"], result["seconds"], result[METRIC], result["node"]))
-
-
-def searcher(strategy: Strategy, record: records.Record, seed: int, concurrency: int):
-    if strategy.searcher == "honest":
+def searcher(kind: str, record: records.Record, seed: int):
+    if kind == "honest":
         fixed = {k: v for k, v in record.param_space().items() if k not in records.searched(record.params())}
         return HonestOptunaSearch(max_epochs=record.max_epochs, seed=seed, base=fixed)
-    if strategy.searcher == "stock":
-        return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True))  # as HonestOptunaSearch's
-    return BasicVariantGenerator(max_concurrent=concurrency, random_state=seed)
+    if kind == "stock":  # TPE as HonestOptunaSearch's TPEWithRefusals sets it (no refusals here)
+        return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True))
+    return RandomSearch(seed)
 
 
-def run_search(record: records.Record, trainable: str, strategy: Strategy, seed: int, o: Options) -> Search:
-    """One replayed search; `trainable` is the name its replay_trainable was registered under."""
-    arrivals = Arrivals()
-    max_epochs = record.max_epochs
-    run = {"space": record.space, "budget": "replay", "trials": o.trials, **budget_of(record),
-           "grace": o.grace if strategy.asha else max_epochs, "eta": o.eta, "concurrency": o.concurrency, "seed": seed,
-           "name": f"{strategy.key}-{seed}", "strategy": strategy.key}
-    tuner = replay_tuner(
-        trainable, record, run, time_scale=o.time_scale, storage=o.storage, callbacks=[arrivals],
-        search_alg=searcher(strategy, record, seed, o.concurrency),
-        scheduler=make_scheduler(max_epochs, o.grace, o.eta) if strategy.asha else None,
-    )
-    start = time.monotonic()
-    tuner.fit()
-    return Search(strategy.key, seed, arrivals.events, time.monotonic() - start)
+def scheduler(kind: str, max_epochs: int, o: Options):
+    if kind == "fair":
+        return make_scheduler(max_epochs, o.grace, o.eta)
+    if kind == "asha":
+        return ASHAScheduler(time_attr="training_iteration", max_t=max_epochs, grace_period=o.grace,
+                             reduction_factor=o.eta)
+    return FIFOScheduler()
 
 
-def run_all(
-    record: records.Record, o: Options, strategies: list[Strategy], seeds: list[int], parallel: int
-) -> list[Search]:
-    """Every (strategy, seed) search in one Ray session, `parallel` at a time (threads of this driver).
-
-    Each search's trainable is registered under its own name first: Tune registers a trainable
-    passed as an object during fit(), by function name, in a registry that concurrent fits would
-    share (same name, another seed) and corrupt (it is not thread-safe)."""
-    from search.ray_session import ray_session
-
-    surrogate = Surrogate(record)
-    jobs = [(s, seed) for seed in seeds for s in strategies]
-    with ray_session():
-        names = {}
-        for strategy, seed in jobs:
-            names[strategy.key, seed] = f"replay-{strategy.key}-{seed}"
-            tune.register_trainable(names[strategy.key, seed], replay_trainable(surrogate, seed, o.time_scale))
-        pool = ThreadPoolExecutor(parallel)
-        try:
-            return list(pool.map(lambda job: run_search(record, names[job[0].key, job[1]], *job, o), jobs))
-        finally:  # after Ctrl-C: start no more searches; leaving ray_session ends the running ones
-            pool.shutdown(wait=False, cancel_futures=True)
+_WORKER: dict = {}  # per process: the record and its surrogate, built once
 
 
-# --- the comparison ---
-def summarize(searches: list[Search], strategies: list[Strategy]) -> tuple[list[dict], float]:
-    """One row per strategy, and the target: the median final best of random-fifo."""
-    final = {s.key: [max(x.anytime()[1]) for x in searches if x.strategy == s.key] for s in strategies}
-    used = {s.key: [x.anytime()[0][-1] for x in searches if x.strategy == s.key] for s in strategies}
-    target = float(np.median(final[BASELINE])) if BASELINE in final else float("nan")
-    baseline_time = float(np.median(used[BASELINE])) if BASELINE in used else float("nan")
-    rows = []
-    for s in strategies:
-        times = [x.time_to(target) for x in searches if x.strategy == s.key]
-        reached = [t for t in times if np.isfinite(t)]
-        median_time = float(np.median(times))  # inf when fewer than half the seeds got there
-        rows.append({
-            "strategy": s.label,
-            "final_median": float(np.median(final[s.key])),
-            "final_min": float(np.min(final[s.key])),
-            "final_max": float(np.max(final[s.key])),
-            "device_seconds": float(np.median(used[s.key])),
-            "time_to_target": median_time,
-            "reached": f"{len(reached)}/{len(times)}",
-            "fraction_of_baseline": median_time / baseline_time,
-        })
-    return rows, target
+def _setup(paths: tuple[str, ...]) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    record = records.load(list(paths))
+    _WORKER.update(record=record, surrogate=Surrogate(record), space=record.param_space())
 
 
-def table(rows: list[dict], target: float, unit: str) -> str:
+def run_search(strategy: Strategy, seed: int, o: Options) -> Search:
+    record, surrogate = _WORKER["record"], _WORKER["surrogate"]
+    start = time.process_time()
+    sim = simulate(surrogate, searcher(strategy.searcher, record, seed),
+                   scheduler(strategy.scheduler, record.max_epochs, o), param_space=_WORKER["space"],
+                   trials=o.trials, concurrency=o.concurrency, seed=seed)
+    seconds, best = sim.anytime()
+    return Search(strategy.key, seed, seconds, best, sim.device_seconds(), len(sim.results),
+                  sum(r.source == "predicted" for r in sim.results), time.process_time() - start)
+
+
+def _job(job: tuple[Strategy, int, Options]) -> Search:
+    return run_search(*job)
+
+
+def run_all(record: records.Record, o: Options, strategies: list[Strategy], seeds: list[int], jobs: int) -> list[Search]:
+    """Every (strategy, seed) search; `jobs` processes. The result does not depend on `jobs`."""
+    work = [(s, seed, o) for s in strategies for seed in seeds]
+    if jobs <= 1:
+        _setup(record.paths)
+        return [_job(w) for w in work]
+    with ProcessPoolExecutor(jobs, initializer=_setup, initargs=(record.paths,)) as pool:
+        return list(pool.map(_job, work, chunksize=max(1, len(work) // (8 * jobs))))
+
+
+# --- statistics over seeds ---
+def iqm(values) -> float:
+    """The mean of the middle half (25% cut from each end, as scipy.stats.trim_mean); inf stays inf."""
+    x = np.sort(np.asarray(values, dtype=float))
+    cut = int(0.25 * len(x))
+    middle = x[cut: len(x) - cut]
+    return float(np.inf) if np.isinf(middle).any() else float(middle.mean())
+
+
+def interval(samples) -> tuple[float, float]:
+    """The bootstrap 95% percentile interval (no interpolation: inf-safe)."""
+    return tuple(float(q) for q in np.quantile(np.asarray(samples), (0.025, 0.975), method="inverted_cdf"))
+
+
+@dataclass(frozen=True)
+class Stat:
+    value: float
+    low: float
+    high: float
+
+    def show(self, digits: int = 4) -> str:
+        def f(v: float) -> str:
+            return "never" if v == np.inf else f"{v:.{digits}f}"
+        return f"{f(self.value)} [{f(self.low)}, {f(self.high)}]"
+
+
+def summarize(searches: list[Search], strategies: list[Strategy], resamples: int = RESAMPLES, seed: int = 0) -> dict:
+    """Every number the tables show (module docstring), with bootstrap intervals."""
+    by = {s.key: [x for x in searches if x.strategy == s.key] for s in strategies}
+    base = by[BASELINE]
+
+    def yardstick(base_sample: list[Search]) -> tuple[float, float]:
+        return iqm([x.final for x in base_sample]), iqm([x.used for x in base_sample])
+
+    def measures(sample: list[Search], target: float, budget: float) -> dict[str, float]:
+        out = {"final": iqm([x.final for x in sample]), "used": iqm([x.used for x in sample]),
+               "ratio": iqm([x.time_to(target) / budget for x in sample])}
+        for f in FRACTIONS:
+            out[f"at {f}"] = iqm([x.best_at(f * budget) for x in sample])
+        return out
+
+    target, budget = yardstick(base)
+    point = {k: measures(v, target, budget) for k, v in by.items()}
+    rng = np.random.default_rng(seed)
+    boot = {k: {m: [] for m in point[k]} for k in by}
+    p_sooner, d_final = [], []
+    for _ in range(resamples):
+        pick = {k: [v[i] for i in rng.integers(len(v), size=len(v))] for k, v in by.items()}
+        t, b = yardstick(pick[BASELINE])
+        for k in by:
+            for m, value in measures(pick[k], t, b).items():
+                boot[k][m].append(value)
+        if OURS in by and STOCK in by:
+            p_sooner.append(_sooner(pick[OURS], pick[STOCK], t))
+            d_final.append(iqm([x.final for x in pick[OURS]]) - iqm([x.final for x in pick[STOCK]]))
+    stats = {k: {m: Stat(point[k][m], *interval(boot[k][m])) for m in point[k]} for k in by}
+    for k, v in by.items():
+        stats[k]["reached"] = sum(np.isfinite(x.time_to(target)) for x in v)
+        stats[k]["seeds"] = len(v)
+    verdict = None
+    if OURS in by and STOCK in by:
+        verdict = {"sooner": Stat(_sooner(by[OURS], by[STOCK], target), *interval(p_sooner)),
+                   "final": Stat(point[OURS]["final"] - point[STOCK]["final"], *interval(d_final))}
+    return {"target": target, "budget": budget, "stats": stats, "verdict": verdict}
+
+
+def _sooner(ours: list[Search], stock: list[Search], target: float) -> float:
+    """P(a seed of ours reaches the target with less device-time than a seed of stock), ties half."""
+    a = np.array([x.time_to(target) for x in ours])[:, None]
+    b = np.array([x.time_to(target) for x in stock])[None, :]
+    return float(np.mean((a < b) + 0.5 * (a == b)))
+
+
+def tables(summary: dict, strategies: list[Strategy], unit: str) -> str:
     scale = {"s": 1, "min": 60, "h": 3600}[unit]
+    target, budget = summary["target"], summary["budget"]
     lines = [
-        f"| strategy | best val_acc: median [min, max] | device-{unit} used (median) | device-{unit} to reach "
-        f"{target:.4f} (median; seeds that reach it) | share of random + FIFO's device-time |",
+        f"| strategy | best val_acc at the end: IQM [95% CI] | device-{unit} used (IQM) | time to {target:.4f} / "
+        f"random + FIFO's device-time: IQM [95% CI] | seeds that reach it |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for r in rows:
-        to_target = "never" if not np.isfinite(r["time_to_target"]) else f"{r['time_to_target'] / scale:.1f}"
-        share = "-" if not np.isfinite(r["fraction_of_baseline"]) else f"{r['fraction_of_baseline']:.2f}"
-        lines.append(
-            f"| {r['strategy']} | {r['final_median']:.4f} [{r['final_min']:.4f}, {r['final_max']:.4f}] | "
-            f"{r['device_seconds'] / scale:.1f} | {to_target} ({r['reached']}) | {share} |"
-        )
+    for s in strategies:
+        st = summary["stats"][s.key]
+        lines.append(f"| {s.label} | {st['final'].show()} | {st['used'].value / scale:.1f} | {st['ratio'].show(2)} | "
+                     f"{st['reached']}/{st['seeds']} |")
+    lines += ["", f"Best val_acc found by a fraction of random + FIFO's device-time ({budget / scale:.1f} device-{unit}): "
+              "IQM [95% CI]", "",
+              "| strategy | " + " | ".join(f"{f:g}" for f in FRACTIONS) + " |",
+              "| --- |" + " --- |" * len(FRACTIONS)]
+    for s in strategies:
+        st = summary["stats"][s.key]
+        lines.append(f"| {s.label} | " + " | ".join(st[f"at {f}"].show() for f in FRACTIONS) + " |")
+    v = summary["verdict"]
+    if v:
+        lines += ["", f"ours - stock, best val_acc at the end (IQM): {v['final'].value:+.4f} "
+                      f"[{v['final'].low:+.4f}, {v['final'].high:+.4f}]; P(a seed of ours reaches {target:.4f} sooner "
+                      f"than a seed of stock) = {v['sooner'].value:.2f} [{v['sooner'].low:.2f}, {v['sooner'].high:.2f}]"]
     return "\n".join(lines)
 
 
-def plot(searches: list[Search], strategies: list[Strategy], target: float, path: str, title: str, unit: str) -> None:
+def anytime(searches: list[Search], grid: np.ndarray, resamples: int, seed: int = 0):
+    """IQM and 95% interval of the best found at each grid device-time, over the seeds."""
+    values = np.array([[x.best_at(g) for g in grid] for x in searches])  # [seed, grid]
+    mid = np.sort(values, axis=0)[int(0.25 * len(values)): len(values) - int(0.25 * len(values))].mean(axis=0)
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(resamples):
+        sample = np.sort(values[rng.integers(len(values), size=len(values))], axis=0)
+        boot.append(sample[int(0.25 * len(values)): len(values) - int(0.25 * len(values))].mean(axis=0))
+    low, high = np.quantile(np.array(boot), (0.025, 0.975), axis=0, method="inverted_cdf")
+    return mid, low, high
+
+
+def plot(searches: list[Search], strategies: list[Strategy], summary: dict, path: str, title: str, unit: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     scale = {"s": 1, "min": 60, "h": 3600}[unit]
-    ends = [x.anytime()[0] for x in searches]
-    grid = np.geomspace(min(e[0] for e in ends), max(e[-1] for e in ends), 300)
+    first = min(x.seconds[0] for x in searches)
+    grid = np.geomspace(first, max(x.used for x in searches), 200)
     fig, ax = plt.subplots(figsize=(8, 5))
     for s in strategies:
-        curves = []
-        for x in (x for x in searches if x.strategy == s.key):
-            seconds, best = x.anytime()
-            # The best so far at each grid time: NaN before the first result; a search that has ended
-            # keeps its final best (it found nothing more), so every seed counts to the right edge.
-            at = np.searchsorted(seconds, grid, side="right") - 1
-            curves.append(np.where(at >= 0, best[np.maximum(at, 0)], np.nan))
-        curves = np.array(curves)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # grid times before a seed's first result are NaN
-            median = np.nanmedian(curves, axis=0)
-            low, high = np.nanpercentile(curves, 25, axis=0), np.nanpercentile(curves, 75, axis=0)
-        line, = ax.plot(grid / scale, median, label=s.label)
-        ax.fill_between(grid / scale, low, high, color=line.get_color(), alpha=0.15)
-        used = np.median([x.anytime()[0][-1] for x in searches if x.strategy == s.key])
-        ax.plot([used / scale], [np.nanmedian(curves[:, -1])], "o", color=line.get_color())  # where the searches end
-    ax.axhline(target, color="grey", linestyle="--", linewidth=0.8, label="random + FIFO's final best (median)")
+        mine = [x for x in searches if x.strategy == s.key]
+        mid, low, high = anytime(mine, grid, 500)
+        style = "-" if s.key in (OURS, STOCK, BASELINE, "random-asha", "tpe-fifo") else ":"
+        line, = ax.plot(grid / scale, mid, style, label=s.label)
+        ax.fill_between(grid / scale, low, high, color=line.get_color(), alpha=0.12)
+        ax.plot([summary["stats"][s.key]["used"].value / scale], [summary["stats"][s.key]["final"].value], "o",
+                color=line.get_color())
+    ax.axhline(summary["target"], color="grey", linestyle="--", linewidth=0.8, label="random + FIFO's final best (IQM)")
+    ax.axvline(summary["budget"] / 4 / scale, color="grey", linestyle=":", linewidth=0.8,
+               label="1/4 of random + FIFO's device-time")
     ax.set_xscale("log")
-    ax.set_xlabel(f"simulated device-{unit} (sum of recorded epoch seconds); dot: median device-{unit} used")
-    ax.set_ylabel("best validation accuracy so far")
+    ax.set_xlabel(f"simulated device-{unit} (sum of recorded epoch seconds); dot: IQM device-{unit} used, final best")
+    ax.set_ylabel("best validation accuracy found (service's best, IQM, 95% band)")
     ax.set_title(title, fontsize=9)
-    finals = [max(x.anytime()[1]) for x in searches]
-    ax.set_ylim(np.percentile(finals, 0) - 0.1, max(finals) + 0.01)
-    ax.legend(fontsize=8, loc="lower right")
+    finals = [x.final for x in searches]
+    ax.set_ylim(np.percentile(finals, 5) - 0.15, max(finals) + 0.01)
+    ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -254,24 +314,27 @@ def plot(searches: list[Search], strategies: list[Strategy], target: float, path
 
 
 def surrogate_quality(record: records.Record, neighbours: list[int]) -> list[str]:
-    """Leave one configuration out (all its seeds): predict its final val_acc from the others."""
+    """Leave one configuration out (all its seeds): predict its val_acc from the others."""
     surrogate = Surrogate(record)
     val_acc = CURVE_KEYS.index("val_acc")
     rows = {}  # configuration -> (one of its trial rows, its trial ids)
     for row in record.trials.to_dict("records"):
         rows.setdefault(surrogate.key(row), (row, []))[1].append(row["trial_id"])
-    recorded = np.array([np.mean([r[val_acc, -1] for r in surrogate.runs[key]]) for key in rows])
+    recorded = np.array([np.mean([r[val_acc] for r in surrogate.runs[key]], axis=0) for key in rows])  # [config, epoch]
+    rank = lambda x: np.argsort(np.argsort(x))  # noqa: E731
     lines = []
     for k in neighbours:
         predicted = []
         for row, ids in rows.values():
             rest = records.Record(record.paths, record.meta, record.trials[~record.trials["trial_id"].isin(ids)],
                                   record.epochs[~record.epochs["trial_id"].isin(ids)])
-            predicted.append(Surrogate(rest, neighbours=k).predict(row)["val_acc"][-1])
+            predicted.append(Surrogate(rest, neighbours=k).predict(row)["val_acc"])
         predicted = np.array(predicted)
-        rank = np.corrcoef(np.argsort(np.argsort(predicted)), np.argsort(np.argsort(recorded)))[0, 1]
-        lines.append(f"  K={k}: mean absolute error of the final val_acc {np.abs(predicted - recorded).mean():.4f}, "
-                     f"Spearman {rank:.2f}")
+        parts = []
+        for e in (1, 3, record.max_epochs):
+            p, r = predicted[:, e - 1], recorded[:, e - 1]
+            parts.append(f"epoch {e}: MAE {np.abs(p - r).mean():.4f}, Spearman {np.corrcoef(rank(p), rank(r))[0, 1]:.2f}")
+        lines.append(f"  K={k}: " + "; ".join(parts))
     if surrogate.noise is not None:
         lines.append(f"  seed-to-seed: mean |difference| / sqrt(2) of the final val_acc over {len(surrogate.noise)} "
                      f"repeated configurations: {np.abs(surrogate.noise[:, val_acc, -1]).mean():.4f}")
@@ -282,15 +345,13 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--record", required=True,
                     help="record folder(s) written by python -m search.record, comma-separated")
-    ap.add_argument("--seeds", type=int, default=5, help="seeds per strategy (1..S)")
+    ap.add_argument("--seeds", type=int, default=20, help="seeds per strategy (1..S)")
     ap.add_argument("--trials", type=int, default=64, help="trials per search")
     ap.add_argument("--concurrency", type=int, default=4,
                     help="trials at once in each search (as on one GPU at 4 per GPU)")
     ap.add_argument("--grace", type=int, default=1, help="ASHA's first rung, epochs")
     ap.add_argument("--eta", type=int, default=3, help="ASHA's reduction factor")
-    ap.add_argument("--epoch-sleep", type=float, default=0.05,
-                    help="real seconds the record's median epoch sleeps (sets the time scale)")
-    ap.add_argument("--parallel", type=int, default=5, help="searches at once (one driver process each)")
+    ap.add_argument("--jobs", type=int, default=2, help="processes that simulate searches (results do not depend on it)")
     ap.add_argument("--strategies", default=",".join(s.key for s in STRATEGIES))
     ap.add_argument("--png", default="benchmarks/search_efficiency.png")
     ap.add_argument("--unit", choices=("s", "min", "h"), default="min", help="device-time unit of the table and plot")
@@ -305,6 +366,8 @@ def main(argv: list[str]) -> int:
             raise ValueError(f"--strategies={args.strategies}: choose from {', '.join(s.key for s in STRATEGIES)}")
         if BASELINE not in {s.key for s in chosen}:
             raise ValueError(f"--strategies must include {BASELINE}: the others race to its final best")
+        if args.seeds < 1:
+            raise ValueError(f"--seeds={args.seeds}: at least 1")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -317,33 +380,25 @@ def main(argv: list[str]) -> int:
         print("surrogate, leave one configuration out:")
         print("\n".join(surrogate_quality(record, [int(k) for k in args.loo.split(",")])))
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
-    storage = tempfile.mkdtemp(prefix="search-efficiency-")
-    options = Options(args.trials, args.concurrency, args.grace, args.eta, time_scale_for(record, args.epoch_sleep),
-                      storage)
+    load_before = os.getloadavg()[0]
     start = time.monotonic()
-    try:
-        searches = run_all(record, options, chosen, list(range(1, args.seeds + 1)), args.parallel)
-    finally:
-        shutil.rmtree(storage, ignore_errors=True)
+    options = Options(args.trials, args.concurrency, args.grace, args.eta)
+    searches = run_all(record, options, chosen, list(range(1, args.seeds + 1)), args.jobs)
+    summary = summarize(searches, chosen)
     wall = time.monotonic() - start
-    # Ray's processes descend from this one and are reaped by the time Ray is shut down: with this
-    # process's own, the CPU time the benchmark costs (its wall time depends on what else runs).
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
     itself = resource.getrusage(resource.RUSAGE_SELF)
     cpu = used.ru_utime + used.ru_stime + itself.ru_utime + itself.ru_stime
 
-    rows, target = summarize(searches, chosen)
-    predicted = sum(e[4] == "replay:predicted" for x in searches for e in x.events)
-    total = sum(len(x.events) for x in searches)
-    print(f"{len(searches)} searches of {args.trials} trials (concurrency {args.concurrency}, ASHA grace {args.grace} "
-          f"eta {args.eta}) in {wall:.0f} s ({cpu:.0f} CPU-seconds); {predicted / total:.0%} of the replayed epochs "
-          "were predictions")
-    print(table(rows, target, args.unit))
+    predicted = sum(x.predicted for x in searches) / sum(x.results for x in searches)
+    print(f"{len(searches)} simulated searches ({len(chosen)} strategies x {args.seeds} seeds) of {args.trials} trials "
+          f"(concurrency {args.concurrency}, ASHA grace {args.grace} eta {args.eta}) in {wall:.0f} s, {cpu:.0f} "
+          f"CPU-seconds, {args.jobs} processes, load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}; "
+          f"{predicted:.0%} of the replayed epochs were predictions")
+    print(tables(summary, chosen, args.unit))
     title = (f"{record.space} (width {record.width}), {record.max_epochs} epochs, {meta['subset'] or 'all'} images, "
              f"{record.device}: {args.seeds} seeds x {args.trials} trials, concurrency {args.concurrency}")
-    plot(searches, chosen, target, args.png, title, args.unit)
+    plot(searches, chosen, summary, args.png, title, args.unit)
     print(f"anytime curves: {args.png}")
     return 0
 

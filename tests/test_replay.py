@@ -84,8 +84,8 @@ def _curve(level: float, lr: float, seconds: float) -> dict[str, list[float]]:
             "images_per_second": [1000 / seconds, 1000 / (seconds + 1)]}
 
 
-def _made_up_record(folder: Path, runs: list[tuple[dict, int, dict]]) -> Path:
-    """A record of the augmentation space: (config values, weight seed, curve) per trial."""
+def _made_up_record(folder: Path, runs: list[tuple[dict, int, dict]], space: dict = AUGMENTATION) -> Path:
+    """A record of the augmentation space (or `space`): (config values, weight seed, curve) per trial."""
     trials, epochs = [], []
     for i, (values, seed, curve) in enumerate(runs):
         config = Config.from_flat({**preset("seed").to_flat(), **values, "epochs": 2, "seed": seed}).to_flat()
@@ -100,7 +100,7 @@ def _made_up_record(folder: Path, runs: list[tuple[dict, int, dict]]) -> Path:
     frame = pd.DataFrame(trials)
     write_table(frame[[c for c in TRIALS.names]], folder / "report" / "trials.parquet", TRIALS)
     write_table(pd.concat(epochs)[EPOCHS.names], folder / "report" / "epochs.parquet", EPOCHS)
-    write_json({"space": "augmentation", "width": 1.0, "params": records.params_to_json(AUGMENTATION), "max_epochs": 2,
+    write_json({"space": "augmentation", "width": 1.0, "params": records.params_to_json(space), "max_epochs": 2,
                 "subset": 600, "val_size": 300, "device": "cpu", "cpus_per_trial": 1, "gpus_per_trial": 0},
                folder / "record.json")
     return folder
@@ -148,6 +148,58 @@ def test_predictions_carry_recorded_seed_to_seed_noise(tmp_path):
     # A recorded configuration with two seeds: one of its recorded curves, as recorded.
     answers = {tuple(surrogate.answer(dict(A), seed).curves["val_acc"]) for seed in range(12)}
     assert answers == {tuple(a0["val_acc"]), tuple(a1["val_acc"])}
+
+
+def test_a_prediction_takes_its_shape_from_curves_of_its_own_schedule(tmp_path):
+    # A constant-rate curve that is nearly done after one epoch, a one-cycle curve that rises late.
+    space = {**AUGMENTATION, "schedule": tune.choice(["constant", "onecycle"])}
+    flat = {**_curve(0.72, A["lr"], 2.0), "val_acc": [0.70, 0.72], "lr": [A["lr"], A["lr"]]}
+    late = {**_curve(0.60, B["lr"], 4.0), "val_acc": [0.30, 0.60], "lr": [B["lr"] / 25, B["lr"] / 1e4]}
+    surrogate = Surrogate(records.load(str(_made_up_record(
+        tmp_path, [({**A, "schedule": "constant"}, 0, flat), ({**B, "schedule": "onecycle"}, 0, late)], space))))
+    for values, schedule, shape, peak in ((B, "constant", flat, A["lr"]), (A, "onecycle", late, B["lr"])):
+        # next to the recorded curve of the other schedule, the only one of its own schedule far away
+        guess = surrogate.predict({**values, "schedule": schedule})
+        # each epoch relative to the last as recorded (the losses too, as far as the record's range lets them)
+        assert np.allclose(guess["val_acc"] / guess["val_acc"][-1], np.array(shape["val_acc"]) / shape["val_acc"][-1])
+        assert np.allclose(guess["lr"] / values["lr"], np.array(shape["lr"]) / peak)  # that schedule's lr / its peak
+    # The level (the last epoch) is the nearest configurations' whatever their schedule: B's
+    # configuration is 1 from B (another schedule) and farther from A.
+    at_b = surrogate.predict({**B, "schedule": "constant"})["val_acc"][-1]
+    assert 0.60 < at_b < 0.66
+
+
+def test_noise_never_carries_a_prediction_past_the_records_range(tmp_path):
+    # Two seeds of A that differ widely: a noise draw of +-0.21 on a prediction of about 0.72.
+    a0, a1, b = _curve(0.5, A["lr"], 2.0), _curve(0.8, A["lr"], 2.0), _curve(0.85, B["lr"], 4.0)
+    surrogate = Surrogate(records.load(str(_made_up_record(tmp_path, [(A, 0, a0), (A, 1, a1), (B, 0, b)]))))
+    low = {k: np.minimum.reduce([np.array(c[k]) for c in (a0, a1, b)]) for k in CURVE_KEYS}
+    high = {k: np.maximum.reduce([np.array(c[k]) for c in (a0, a1, b)]) for k in CURVE_KEYS}
+    finals = set()
+    for seed in range(40):
+        answer = surrogate.answer(_between(0.9), seed)
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            assert (answer.curves[key] >= low[key] - 1e-12).all() and (answer.curves[key] <= high[key] + 1e-12).all()
+        finals.add(round(float(answer.curves["val_acc"][-1]), 6))
+    assert 0.85 in finals and min(finals) < 0.7  # held at the best recorded value; the noise still spreads it
+
+
+def test_on_the_committed_record_no_answer_beats_its_best_curve():
+    record = records.load(str(ROOT / "benchmarks" / "records" / "full-cpu-12ep-2026-11-26"))
+    surrogate = Surrogate(record)
+    runs = np.stack([r for rs in surrogate.runs.values() for r in rs])  # [run, key, epoch]
+    val_acc = CURVE_KEYS.index("val_acc")
+    rng = np.random.default_rng(0)
+    from search.settings import draw_config
+
+    best = 0.0
+    for seed in range(300):
+        answer = surrogate.answer(draw_config(record.param_space(), rng), seed)
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            i = CURVE_KEYS.index(key)
+            assert (runs[:, i].min(axis=0) <= answer.curves[key]).all() and (answer.curves[key] <= runs[:, i].max(axis=0)).all()
+        best = max(best, float(answer.curves["val_acc"][-1]))
+    assert best <= runs[:, val_acc, -1].max()
 
 
 # --- replayed searches on the tiny record, through Ray Tune -----------------------------------
@@ -233,12 +285,13 @@ def test_the_comparison_runs_end_to_end(tiny, tmp_path):
     png = tmp_path / "curves.png"
     done = subprocess.run(
         [sys.executable, "benchmarks/search_efficiency.py", f"--record={tiny}", "--seeds=2", "--trials=4",
-         "--concurrency=2", "--parallel=5", "--epoch-sleep=0.01", f"--png={png}"],
+         "--concurrency=2", "--jobs=1", f"--png={png}"],
         env=ENV, capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     for label in ("TPE + ASHA (ours)", "stock OptunaSearch + ASHA", "random + ASHA", "random + FIFO", "TPE + FIFO"):
         assert f"| {label} |" in done.stdout
+    assert "ours - stock" in done.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
