@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 
 import optuna
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 from ray.tune.search.sample import Domain
 
 import spaces
@@ -48,6 +49,10 @@ QUIET_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOI
 # Ctrl-C its own Tuner.restore(...) hint, which is not how this service resumes.
 TUNE_LOGGERS = ("ray.tune", "ray.train")
 TUNER_FILE = "tuner.pkl"  # Tune's pickled Tuner: present once a search can be restored
+# Tune adds CSV and TensorBoard loggers to every run unless told not to. Only result.json (its JSON
+# logger, which the engine adds itself) is read, by results.collect; the TensorBoard logger flushed
+# and fsynced its file about nine times a trial, on the driver's loop, while a slot waited.
+AUTO_LOGGERS = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
 
 
 def quiet() -> None:
@@ -72,6 +77,9 @@ def run_search(s: Settings, split: Split) -> int:
                 print(note, file=sys.stderr)
             lock = _take_lock(s)
             tuner = _restore(s, split) if s.resume and is_file(join(s.experiment, TUNER_FILE)) else create_tuner(s, split)
+            # A search made before the engine added its JSON logger gets Tune's default loggers back.
+            json_logged = any(isinstance(c, JsonLoggerCallback) for c in internals.tuner_callbacks(tuner))
+            os.environ[AUTO_LOGGERS] = "1" if json_logged else "0"
             try:
                 tuner.fit()  # Ctrl-C: Tune stops the trials, saves the experiment and returns what finished
             finally:
@@ -186,6 +194,7 @@ def create_tuner(s: Settings, split: Split, make_trainer=None):
             callbacks=[
                 RungKeeper(scheduler, s.experiment),
                 Progress(s.trials, s.max_epochs, shown=sorted(spaces.get(s.space).PARAMS), grace=s.grace, eta=s.eta),
+                JsonLoggerCallback(),  # result.json, which results.collect reads; see AUTO_LOGGERS
             ],
             stop=SpendStopper(searcher),  # stops everything once the device budget is spent
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),

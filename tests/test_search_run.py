@@ -129,6 +129,12 @@ def test_smoke_search_writes_a_valid_report(smoke):
     # run.json records the storage as given; the lock is gone with the process that held it.
     assert json.loads((smoke / "run.json").read_text())["storage"] == "runs"
     assert not (smoke / LOCK_FILE).exists()
+    # Each trial's result.json (what the tables are built from), without Tune's CSV and TensorBoard
+    # logs, whose writes cost the driver's loop (search.engine.AUTO_LOGGERS); and no checkpoint:
+    # the trials were shorter than checkpoint_every.
+    files = {p.name for p in smoke.glob("trial_*/*")}
+    assert "result.json" in files
+    assert not [f for f in files if f == "progress.csv" or f.startswith(("events.", "checkpoint_"))], files
 
 
 def test_optuna_is_told_the_truth_about_stopped_trials(smoke):
