@@ -78,6 +78,7 @@ BASELINE = "random-fifo"  # whose final best the others race to
 OURS, STOCK = "tpe-asha", "stock-asha"
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)  # of the baseline's device-time: where the best found is compared
 RESAMPLES = 2000
+UNLIMITED = 10**6  # trials of a search that a device budget ends
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class Options:
     concurrency: int
     grace: int
     eta: int
+    budget: float | None = None  # device-seconds every strategy but the baseline may spend (None: `trials` each)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class Search:
     best: np.ndarray  # the service's best val_acc then
     used: float  # device-seconds the whole search spent
     results: int
+    trials: int  # trials that reported at least once
     predicted: int  # results that were predictions, not recorded curves
     wall: float  # seconds the simulation took
 
@@ -144,11 +147,13 @@ def _setup(paths: tuple[str, ...]) -> None:
 def run_search(strategy: Strategy, seed: int, o: Options) -> Search:
     record, surrogate = _WORKER["record"], _WORKER["surrogate"]
     start = time.process_time()
+    budgeted = o.budget is not None and strategy.key != BASELINE
     sim = simulate(surrogate, searcher(strategy.searcher, record, seed),
                    scheduler(strategy.scheduler, record.max_epochs, o), param_space=_WORKER["space"],
-                   trials=o.trials, concurrency=o.concurrency, seed=seed)
+                   trials=UNLIMITED if budgeted else o.trials, concurrency=o.concurrency, seed=seed,
+                   device_budget=o.budget if budgeted else None)
     seconds, best = sim.anytime()
-    return Search(strategy.key, seed, seconds, best, sim.device_seconds(), len(sim.results),
+    return Search(strategy.key, seed, seconds, best, sim.device_seconds(), len(sim.results), len(sim.ended),
                   sum(r.source == "predicted" for r in sim.results), time.process_time() - start)
 
 
@@ -156,14 +161,36 @@ def _job(job: tuple[Strategy, int, Options]) -> Search:
     return run_search(*job)
 
 
-def run_all(record: records.Record, o: Options, strategies: list[Strategy], seeds: list[int], jobs: int) -> list[Search]:
-    """Every (strategy, seed) search; `jobs` processes. The result does not depend on `jobs`."""
-    work = [(s, seed, o) for s in strategies for seed in seeds]
-    if jobs <= 1:
+def run_all(record: records.Record, o: Options, strategies: list[Strategy], seeds: list[int], jobs: int,
+            same_budget: bool = True) -> list[Search]:
+    """Every (strategy, seed) search; `jobs` processes. The result does not depend on `jobs`.
+
+    same_budget: the baseline's searches first (o.trials trials each); then every other strategy
+    may spend what the baseline spent (the IQM over its seeds), with as many trials as that pays
+    for. Otherwise o.trials trials each."""
+    base = [s for s in strategies if s.key == BASELINE]
+    rest = [s for s in strategies if s.key != BASELINE] if same_budget else strategies
+    first = base if same_budget else []
+    pool = ProcessPoolExecutor(jobs, initializer=_setup, initargs=(record.paths,)) if jobs > 1 else None
+    if pool is None:
         _setup(record.paths)
-        return [_job(w) for w in work]
-    with ProcessPoolExecutor(jobs, initializer=_setup, initargs=(record.paths,)) as pool:
+
+    def run(chosen: list[Strategy], options: Options) -> list[Search]:
+        work = [(s, seed, options) for s in chosen for seed in seeds]
+        if pool is None:
+            return [_job(w) for w in work]
         return list(pool.map(_job, work, chunksize=max(1, len(work) // (8 * jobs))))
+
+    try:
+        done = run(first, o)
+        if same_budget:
+            o = Options(o.trials, o.concurrency, o.grace, o.eta, budget=iqm([x.used for x in done]))
+        done += run(rest, o)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    order = {s.key: i for i, s in enumerate(strategies)}
+    return sorted(done, key=lambda x: (order[x.strategy], x.seed))
 
 
 # --- statistics over seeds ---
@@ -346,7 +373,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--record", required=True,
                     help="record folder(s) written by python -m search.record, comma-separated")
     ap.add_argument("--seeds", type=int, default=20, help="seeds per strategy (1..S)")
-    ap.add_argument("--trials", type=int, default=64, help="trials per search")
+    ap.add_argument("--trials", type=int, default=64,
+                    help="trials of random + FIFO; the others may spend its device-time (IQM over seeds)")
+    ap.add_argument("--same-trials", action="store_true",
+                    help="every strategy runs --trials trials instead, whatever they cost")
     ap.add_argument("--concurrency", type=int, default=4,
                     help="trials at once in each search (as on one GPU at 4 per GPU)")
     ap.add_argument("--grace", type=int, default=1, help="ASHA's first rung, epochs")
@@ -383,7 +413,8 @@ def main(argv: list[str]) -> int:
     load_before = os.getloadavg()[0]
     start = time.monotonic()
     options = Options(args.trials, args.concurrency, args.grace, args.eta)
-    searches = run_all(record, options, chosen, list(range(1, args.seeds + 1)), args.jobs)
+    searches = run_all(record, options, chosen, list(range(1, args.seeds + 1)), args.jobs,
+                       same_budget=not args.same_trials)
     summary = summarize(searches, chosen)
     wall = time.monotonic() - start
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -391,13 +422,18 @@ def main(argv: list[str]) -> int:
     cpu = used.ru_utime + used.ru_stime + itself.ru_utime + itself.ru_stime
 
     predicted = sum(x.predicted for x in searches) / sum(x.results for x in searches)
-    print(f"{len(searches)} simulated searches ({len(chosen)} strategies x {args.seeds} seeds) of {args.trials} trials "
+    trials = (f"{args.trials} trials each" if args.same_trials else
+              f"{args.trials} trials of random + FIFO, the others as many as its device-time pays for "
+              f"(IQM {iqm([x.trials for x in searches if x.strategy == 'tpe-asha'] or [0]):.0f} trials for ours)")
+    print(f"{len(searches)} simulated searches ({len(chosen)} strategies x {args.seeds} seeds), {trials} "
           f"(concurrency {args.concurrency}, ASHA grace {args.grace} eta {args.eta}) in {wall:.0f} s, {cpu:.0f} "
           f"CPU-seconds, {args.jobs} processes, load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}; "
           f"{predicted:.0%} of the replayed epochs were predictions")
     print(tables(summary, chosen, args.unit))
     title = (f"{record.space} (width {record.width}), {record.max_epochs} epochs, {meta['subset'] or 'all'} images, "
-             f"{record.device}: {args.seeds} seeds x {args.trials} trials, concurrency {args.concurrency}")
+             f"{record.device}: {args.seeds} seeds, concurrency {args.concurrency}, "
+             + (f"{args.trials} trials each" if args.same_trials else
+                f"random + FIFO's device-time ({args.trials} trials) for each"))
     plot(searches, chosen, summary, args.png, title, args.unit)
     print(f"anytime curves: {args.png}")
     return 0

@@ -132,10 +132,15 @@ class RandomSearch(Searcher):
 
 def simulate(
     surrogate: Surrogate, searcher: Searcher, scheduler: TrialScheduler, *, param_space: dict[str, Any],
-    trials: int, concurrency: int, seed: int,
+    trials: int, concurrency: int, seed: int, device_budget: float | None = None,
 ) -> Simulation:
     """One search of `trials` trials, `concurrency` at a time, answered by `surrogate` with `seed`
-    (module docstring). The searcher and the scheduler get metric and mode here, as Tune gives them."""
+    (module docstring). The searcher and the scheduler get metric and mode here, as Tune gives them.
+
+    device_budget: device-seconds after which the search ends, as search.spend.SpendStopper ends a
+    search: once the epochs reported add up to it, no epoch more is reported and every running
+    trial ends where it stands (pruned, as results.status names a trial stopped early, with its
+    last result; one that reported nothing is not a trial of the report)."""
     if concurrency < 1:
         raise ValueError(f"concurrency={concurrency}: at least 1 trial must run")
     if not searcher.set_search_properties(METRIC, MODE, param_space):
@@ -147,11 +152,12 @@ def simulate(
     events: list[tuple[float, int, str, int]] = []  # (time, order scheduled, trial id, epoch)
     order = itertools.count()
     running: dict[str, tuple[SimTrial, dict[str, np.ndarray], str]] = {}
-    created, finished, now = 0, False, 0.0
+    created, finished, now, spent = 0, False, 0.0, 0.0
+    last: dict[str, dict] = {}  # trial id -> its last result
 
     def start_trials() -> None:
         nonlocal created, finished
-        while len(running) < concurrency and created < trials and not finished:
+        while len(running) < concurrency and created < trials and not finished and not over_budget():
             trial_id = f"t{created:05d}"
             suggested = searcher.suggest(trial_id)
             if suggested == Searcher.FINISHED:
@@ -168,6 +174,9 @@ def simulate(
             heapq.heappush(events, (now + float(answer.curves["seconds"][0]), next(order), trial_id, 1))
             created += 1
 
+    def over_budget() -> bool:
+        return device_budget is not None and spent >= device_budget
+
     def end(trial: SimTrial, result: dict) -> None:
         scheduler.on_trial_complete(None, trial, result)
         searcher.on_trial_complete(trial.trial_id, result=result)
@@ -183,6 +192,8 @@ def simulate(
         values = {k: float(v[epoch - 1]) for k, v in curves.items()}
         result = {"training_iteration": epoch, "epoch": epoch, **values, "trial_id": trial_id, "done": False}
         out.results.append(Result(now, trial_id, epoch, values["seconds"], values[METRIC], source))
+        spent += values["seconds"]
+        last[trial_id] = result
         decision = scheduler.on_trial_result(None, trial, result)
         if decision == TrialScheduler.STOP:
             end(trial, {**result, "done": True})
@@ -194,5 +205,10 @@ def simulate(
                 heapq.heappush(events, (now + float(curves["seconds"][epoch]), next(order), trial_id, epoch + 1))
         else:
             raise ValueError(f"{type(scheduler).__name__} decided {decision}: the simulation continues or stops trials only")
+        if over_budget():
+            for trial_id in sorted(running, key=lambda t: int(t[1:])):
+                if trial_id in last:
+                    end(running[trial_id][0], {**last[trial_id], "done": True})
+            break
         start_trials()
     return out

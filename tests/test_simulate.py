@@ -175,3 +175,16 @@ def test_the_comparison_is_the_same_in_one_process_or_two(record):
     a, b = (bench.summarize(x, chosen, resamples=50) for x in (one, two))
     assert bench.tables(a, chosen, "min") == bench.tables(b, chosen, "min")
     assert a["stats"]["random-fifo"]["final"].low <= a["target"] <= a["stats"]["random-fifo"]["final"].high
+
+
+def test_a_device_budget_ends_the_search_as_the_spend_stopper_does(record, surrogate):
+    fixed = {k: v for k, v in record.param_space().items() if k not in records.searched(record.params())}
+    budget = 120.0
+    sim = simulate(surrogate, HonestOptunaSearch(max_epochs=12, seed=4, base=fixed), make_scheduler(12, 1, 3),
+                   param_space=record.param_space(), trials=10**6, concurrency=4, seed=4, device_budget=budget)
+    spent = np.cumsum([r.seconds for r in sim.results])
+    assert spent[-2] < budget <= spent[-1]  # the epoch that reached the budget is the last one reported
+    reported = {r.trial_id for r in sim.results}
+    assert {e.trial_id for e in sim.ended} == reported  # every trial that reported ended, once
+    cut = [e for e in sim.ended if e.time == sim.results[-1].time]
+    assert cut and all(e.status == "pruned" or e.epochs_run == 12 for e in cut)  # the running ones: stopped early
