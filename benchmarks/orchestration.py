@@ -220,7 +220,7 @@ def run_engine(args, storage: str, make: SleepingTrainers) -> tuple[float, float
     cpus = os.cpu_count() or 1
     settings = parse([
         f"space={args.space}", f"trials={args.trials}", f"max_epochs={args.max_epochs}", f"grace={args.grace}",
-        f"eta={args.eta}", f"concurrency={args.slots}", f"cpus_per_trial={cpus / args.slots:g}", "gpus_per_trial=0",
+        f"eta={args.eta}", f"concurrency={args.slots + args.staged}", f"cpus_per_trial={cpus / args.slots:g}", "gpus_per_trial=0",
         "val_size=1000", "subset=3000", f"storage={storage}", "name=engine",
         *([f"checkpoint_every={args.checkpoint_every:g}"] if args.checkpoint_every is not None else []),
     ])
@@ -331,6 +331,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--epoch-seconds", type=float, default=1.0)
     ap.add_argument("--state-mb", type=float, default=3.0, help="checkpointed state per trial, MiB")
     ap.add_argument("--checkpoint-every", type=float, default=None, help="search.run's key (default: its default)")
+    ap.add_argument("--staged", type=int, default=0,
+                    help="trials the engine suggests beyond the slots (concurrency = slots + staged), as "
+                         "budget=standard stages four a GPU: a slot that frees starts one without waiting for TPE")
     ap.add_argument("--max-epochs", type=int, default=4)
     ap.add_argument("--grace", type=int, default=1)
     ap.add_argument("--eta", type=int, default=2)
