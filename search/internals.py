@@ -170,6 +170,15 @@ def tune_controller_class() -> type:
 # ExperimentAnalysis logs through this module logger (a warning per trial without a result file).
 EXPERIMENT_ANALYSIS_LOGGER = "ray.tune.analysis.experiment_analysis"
 
+# --- ray.init has no public way to put an embedded Ray's session files somewhere of its own. --------
+
+
+def ray_temp_dir(folder: str) -> dict[str, str]:
+    """ray.init's keyword that makes a local Ray keep its session files (sockets, logs) under
+    `folder` instead of /tmp/ray (search.ray_session)."""
+    return {"_temp_dir": folder}
+
+
 # --- The cluster launcher's offline checks (ray.autoscaler._private.util), as `ray up` runs them. ---
 
 

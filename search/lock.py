@@ -8,7 +8,9 @@
 The file says who holds the lock: host, pid, start time and command. It is the first thing a
 search or a retrain writes into the folder, and it is removed on every exit that runs Python's
 cleanup (success, error, Ctrl-C). After SIGKILL or a crash of the machine it stays behind; the
-next process takes it over and says so.
+next process takes it over and says so. The file also names the session folder of the holder's
+embedded Ray (search.ray_session), if it has one: taking over a dead holder's lock on the same host
+stops the Ray processes it left and removes that folder.
 
 Local folders (also NFS, storage with shared=true) are locked with flock(2) on the file: the
 kernel drops the lock when its holder dies, however it dies, so a lock whose flock is free belongs
@@ -32,6 +34,7 @@ from datetime import datetime, timezone
 import pyarrow.fs as pafs
 
 from results.schema import locate
+from search.ray_session import embedded_temp_dir, remove_leftovers
 
 LOCK_FILE = "lock.json"
 RETRIES = 3  # a probe (holder()) shares the flock for microseconds: try again before saying "held"
@@ -88,6 +91,7 @@ class Lock:
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": command,
             "token": uuid.uuid4().hex,  # tells this process's marker from another's on object stores
+            "ray_temp": embedded_temp_dir(),  # what a SIGKILL leaves behind: the next holder removes it
         }
         self.note: str | None = None
         self._fd: int | None = None  # local: the open, flocked lock file
@@ -102,7 +106,7 @@ class Lock:
             self.note = (
                 f"note: took over the lock of {previous.get('command', 'a process')} (pid {previous.get('pid', '?')} "
                 f"on {previous.get('host', '?')}, since {previous.get('started', '?')}), which is no longer running"
-            )
+            ) + _clean_up_after(previous)
 
     def release(self) -> None:
         if self._fd is None:
@@ -205,6 +209,16 @@ def _parse(raw: bytes) -> dict | None:
     except ValueError:  # empty (just created) or half written
         return None
     return info if isinstance(info, dict) else None
+
+
+def _clean_up_after(previous: dict) -> str:
+    """Remove what the dead holder `previous`'s embedded Ray left on this host; the note's ending."""
+    folder = previous.get("ray_temp")
+    if not isinstance(folder, str) or previous.get("host") != socket.gethostname() or not os.path.isdir(folder):
+        return ""  # none, or on another machine (NFS), or already gone
+    stopped = remove_leftovers(folder)
+    processes = f"{stopped} Ray process{'' if stopped == 1 else 'es'}"
+    return f"; stopped the {processes} it left and removed {folder}" if stopped else f"; removed {folder}"
 
 
 def _same_file(fd: int, path: str) -> bool:

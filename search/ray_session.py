@@ -9,7 +9,10 @@ Either way ray.shutdown() runs on exit, also after an exception or Ctrl-C (for a
 that only disconnects this driver; the cluster keeps running); a Ctrl-C during the shutdown waits
 for it to finish. An embedded Ray keeps its session files (sockets, logs) in a temporary folder of
 its own, /tmp/ray-XXXXXXXX, removed on exit: Ray's default, /tmp/ray/session_*, would keep them
-for ever. Joining fails with RayUnavailable (a ValueError, one line) within JOIN_TIMEOUT_S when
+for ever. A process killed outright (SIGKILL, the OOM killer) cannot remove it, and Ray's agents
+outlive it for minutes: the experiment's lock records the folder (search.lock), and the next run
+that takes the dead holder's lock stops those processes and removes the folder (remove_leftovers).
+Joining fails with RayUnavailable (a ValueError, one line) within JOIN_TIMEOUT_S when
 nothing answers at the address: Ray itself retries for minutes.
 """
 
@@ -33,6 +36,8 @@ JOIN_TIMEOUT_S = 20  # seconds; joining a running cluster takes 1-3 s
 PROBE_TIMEOUT_S = 5  # a TCP connection to host:port first: a refused or unroutable address fails at once
 # /tmp, not $TMPDIR: Ray's Unix socket paths (under the session folder) must stay below about 107 bytes.
 TEMP_PARENT = "/tmp"
+TEMP_PREFIX = "ray-"
+_embedded: list[str] = []  # the folder of the embedded Ray this process runs, while it runs
 
 
 class RayUnavailable(ValueError):
@@ -63,6 +68,8 @@ def ray_session(address: str = "", num_cpus: int | None = None, verbose: bool = 
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
+    from search import internals  # here: it imports Ray Tune and Optuna
+
     if ray.is_initialized():
         raise RuntimeError("Ray is already initialised in this process; ray_session() owns its own runtime")
     kwargs: dict[str, Any] = {"log_to_driver": verbose, "include_dashboard": False}
@@ -79,8 +86,9 @@ def ray_session(address: str = "", num_cpus: int | None = None, verbose: bool = 
                 except ConnectionError as e:  # address=auto with no cluster on this machine, ...
                     raise RayUnavailable(f"address={address}: {str(e).splitlines()[0]}") from None
         else:
-            temp_dir = tempfile.mkdtemp(prefix="ray-", dir=TEMP_PARENT)
-            ray.init(address="local", num_cpus=num_cpus, _temp_dir=temp_dir, **kwargs)
+            temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=TEMP_PARENT)
+            _embedded.append(temp_dir)
+            ray.init(address="local", num_cpus=num_cpus, **internals.ray_temp_dir(temp_dir), **kwargs)
         if callable(on_sigterm) and threading.current_thread() is threading.main_thread():  # the command's own (model.overrides.command: SIGTERM as Ctrl-C) over ray.init's
             signal.signal(signal.SIGTERM, on_sigterm)  # sys.exit(15), and the stack dump of Ray's C++ core
         yield ray.cluster_resources()
@@ -89,6 +97,52 @@ def ray_session(address: str = "", num_cpus: int | None = None, verbose: bool = 
             ray.shutdown()
             if temp_dir:
                 shutil.rmtree(temp_dir, ignore_errors=True)
+                _embedded.remove(temp_dir)
+
+
+def embedded_temp_dir() -> str | None:
+    """The session folder of the embedded Ray this process runs now; None without one (or when
+    joined to a cluster, whose files are the cluster's)."""
+    return _embedded[-1] if _embedded else None
+
+
+def remove_leftovers(folder: str) -> int:
+    """Stop what a dead process's embedded Ray left running, and remove its session folder `folder`;
+    returns how many processes were stopped. Ray's processes are found as this user's processes
+    whose command line or open files name the folder: raylet, workers and the dashboard and runtime
+    env agents (retitled ray::..., but writing their logs there). SIGKILL: the agents ignore SIGTERM.
+    Only a folder ray_session makes (TEMP_PARENT/ray-...) is touched."""
+    folder = os.path.abspath(folder)
+    if os.path.dirname(folder) != TEMP_PARENT or not os.path.basename(folder).startswith(TEMP_PREFIX):
+        return 0
+    inside = folder + "/"
+    stopped = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if entry.stat().st_uid != os.getuid() or not _names(entry.path, inside):
+                continue
+            os.kill(int(entry.name), signal.SIGKILL)
+            stopped += 1
+        except OSError:  # ended meanwhile, or not ours to look into
+            continue
+    shutil.rmtree(folder, ignore_errors=True)
+    return stopped
+
+
+def _names(proc: str, inside: str) -> bool:
+    """Whether the process at /proc/PID `proc` names a path under `inside` in its command line or open files."""
+    with open(f"{proc}/cmdline", "rb") as f:
+        if inside.encode() in f.read():
+            return True
+    for fd in os.scandir(f"{proc}/fd"):
+        try:
+            if os.readlink(fd.path).startswith(inside):
+                return True
+        except OSError:  # closed meanwhile
+            continue
+    return False
 
 
 def _probe(address: str) -> None:

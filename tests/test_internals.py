@@ -144,3 +144,14 @@ def test_tpe_reads_trials_through_the_view_and_never_ranks_a_running_one_good(mo
     sampler.sample_independent(view, asking, "x", x)
     good, states = splits[-1]
     assert states[0] == TrialState.RUNNING and good == [3]  # the hidden trial: bad, never good
+
+
+def test_ray_init_takes_the_session_folder_keyword_internals_passes():
+    """ray.init pops its private keywords from **kwargs by name; an unknown one it refuses. (The
+    folder in use: tests/test_retrain.py's ray_session test finds the session's sockets there.)"""
+    import inspect
+
+    import ray
+
+    (keyword,) = internals.ray_temp_dir("/tmp/ray-x")
+    assert f'kwargs.pop("{keyword}"' in inspect.getsource(ray.init)

@@ -99,3 +99,44 @@ def test_a_marker_overwritten_by_a_concurrent_start_is_not_ours(tmp_path, monkey
     monkeypatch.setattr(lock.time, "sleep", their_write_lands_meanwhile)
     with pytest.raises(LockHeld, match="in use by search.run \\(pid 1 on elsewhere"):
         lock.acquire_marker(fs, "x/lock.json", {"host": "here", "pid": 2, "token": "mine"}, "s3://b/x")
+
+
+def test_taking_over_a_dead_holders_lock_stops_the_ray_it_left_and_removes_its_folder(tmp_path):
+    """After SIGKILL the holder's embedded Ray lives on (its agents for minutes) in its session
+    folder /tmp/ray-XXXXXXXX, which the lock names. Stand-ins here: a process whose command line
+    names the folder (raylet, workers) and a retitled one writing its log there (the agents); a
+    process of another Ray's folder is left alone."""
+    import tempfile
+    import time
+
+    from search.ray_session import TEMP_PARENT
+
+    theirs, other = (tempfile.mkdtemp(prefix="ray-", dir=TEMP_PARENT) for _ in range(2))
+    os.makedirs(f"{theirs}/logs")
+    started = [
+        subprocess.Popen(["bash", "-c", f"exec -a {theirs}/session_1/raylet sleep 300"]),
+        subprocess.Popen(["bash", "-c", f"exec -a ray::DashboardAgent sleep 300 > {theirs}/logs/agent.out"]),
+        subprocess.Popen(["bash", "-c", f"exec -a {other}/session_1/raylet sleep 300"]),
+    ]
+    try:
+        for proc in started:  # until each has exec'd sleep under its new name
+            while not os.readlink(f"/proc/{proc.pid}/exe").endswith("/sleep"):
+                assert proc.poll() is None
+                time.sleep(0.05)
+        experiment = tmp_path / "runs" / "x"
+        experiment.mkdir(parents=True)
+        (experiment / LOCK_FILE).write_text(json.dumps(
+            {"host": socket.gethostname(), "pid": 1 << 22, "started": "then", "command": "search.run", "ray_temp": theirs}))
+        mine = Lock(str(experiment), "search.run")
+        mine.acquire()
+        mine.release()
+        assert mine.note.endswith(f"no longer running; stopped the 2 Ray processes it left and removed {theirs}")
+        assert [proc.wait(timeout=30) for proc in started[:2]] == [-9, -9]
+        assert not os.path.exists(theirs)
+        assert started[2].poll() is None and os.path.isdir(other)
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()
+        for folder in (theirs, other):
+            subprocess.run(["rm", "-rf", folder])
