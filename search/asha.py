@@ -45,12 +45,13 @@ class FairASHA(FIFOScheduler):
         self.max_epochs, self.grace, self.eta = max_epochs, grace, eta
         self.groups: dict[str, ASHAScheduler] = {}  # public on purpose: the rungs, per group
         self._group_of: dict[str, str] = {}  # trial id -> group
-        self._mode: str | None = None
+        self._mode: str | None = None  # this class's own: Ray's FIFOScheduler keeps a metric, no mode
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
-        if self._metric or self._mode:
-            return False  # set once, as Tune expects of a scheduler
-        self._metric, self._mode = metric, mode
+        # Ray's own method keeps the metric (the public .metric); set once, as Tune expects of a scheduler.
+        if self._mode is not None or not super().set_search_properties(metric, mode, **spec):
+            return False
+        self._mode = mode
         for asha in self.groups.values():  # groups a restore re-created before Tune set these
             asha.set_search_properties(metric, mode)
         return True
@@ -58,7 +59,7 @@ class FairASHA(FIFOScheduler):
     def group(self, name: str) -> ASHAScheduler:
         if name not in self.groups:
             self.groups[name] = ASHAScheduler(
-                time_attr="training_iteration", metric=self._metric, mode=self._mode, max_t=self.max_epochs,
+                time_attr="training_iteration", metric=self.metric, mode=self._mode, max_t=self.max_epochs,
                 grace_period=self.grace, reduction_factor=self.eta,
             )
         return self.groups[name]

@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import pickle
 import uuid
+import warnings
 
 import numpy as np
 import optuna
@@ -110,7 +111,14 @@ class HonestOptunaSearch(OptunaSearch):
         if self.journal is not None:
             os.makedirs(os.path.dirname(self.journal), exist_ok=True)
             internals.use_storage(self, study.storage(self.journal))
-        return super().set_search_properties(metric, mode, config, **spec)
+        if not super().set_search_properties(metric, mode, config, **spec):
+            return False
+        # optuna-dashboard labels its axes val_acc, not "Objective Value". Experimental since Optuna
+        # 3.2 (still in 5), and says so on every search's console unless hushed.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.study.set_metric_names([self.metric])
+        return True
 
     def suggest(self, trial_id: str) -> dict | str | None:
         if not self.spend.affords(self.first_rung):

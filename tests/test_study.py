@@ -248,3 +248,9 @@ def test_a_restore_after_the_folder_moved_keeps_the_journal_in_the_new_folder(tm
     (trial,) = study.load(tmp_path / "new").trials
     assert trial.state == TrialState.PRUNED and trial.intermediate_values == {1: 0.5, 2: 0.6}
     assert moved.journal == str(new) and not old.exists()
+
+
+def test_the_study_names_its_objective_for_optuna_dashboard(tmp_path):
+    journal = tmp_path / "exp" / study.JOURNAL_FILE
+    _searcher(journal).suggest("a")
+    assert study.load(tmp_path / "exp").metric_names == ["val_acc"]  # as optuna-dashboard reads the journal
