@@ -1,4 +1,5 @@
-"""PNG figures of a final retrain: learning curves, confusion matrix, predictions, worst mistakes.
+"""PNG figures: of a search (results.show), and of a final retrain (learning curves, confusion
+matrix, predictions, worst mistakes).
 
 matplotlib's object API with the Agg canvas only (no pyplot, no display, no global figure state),
 so it runs headless and inside worker processes. Every function writes one PNG and returns its path.
@@ -6,6 +7,7 @@ so it runs headless and inside worker processes. Every function writes one PNG a
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -15,8 +17,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from model.data import CLASSES
+from results.status import COMPLETED, ERROR, PRUNED, UNFINISHED
 
 DPI = 110
+# How each trial ended, as a colour: kept to the end, stopped by ASHA, failed, cut off by Ctrl-C.
+STATUS_COLOURS = {COMPLETED: "tab:green", PRUNED: "tab:gray", ERROR: "tab:red", UNFINISHED: "tab:blue"}
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
@@ -25,6 +30,81 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
     FigureCanvasAgg(fig)
     fig.savefig(path, format="png", dpi=DPI)
     return path
+
+
+def png(fig: Figure) -> bytes:
+    """The figure as PNG bytes: for a folder that may be a URI (results.schema.write_bytes)."""
+    FigureCanvasAgg(fig)
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=DPI)
+    return out.getvalue()
+
+
+def device_timeline(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """Each epoch with the device-hours spent once it was reached and the best validation accuracy
+    so far (a trial counts by its latest epoch, the one notion of best). Trials are taken in the
+    order they were created (the trials table's order), each trial's epochs in turn: the tables
+    keep no clock, so trials that ran side by side are laid end to end. Device time: an epoch's
+    seconds x the GPUs of its trial (CPUs for a CPU search). Columns device_hours, best_val_acc."""
+    devices = trials.set_index("trial_id").apply(
+        lambda t: t["gpus_per_trial"] if t["gpus_per_trial"] > 0 else t["cpus_per_trial"], axis=1)
+    order = {trial_id: i for i, trial_id in enumerate(trials["trial_id"])}
+    rows = epochs.assign(order=epochs["trial_id"].map(order)).sort_values(["order", "epoch"])
+    hours = (rows["seconds"] * rows["trial_id"].map(devices)).cumsum() / 3600
+    latest: dict[str, float] = {}
+    best = []
+    for trial_id, value in zip(rows["trial_id"], rows["val_acc"]):
+        latest[trial_id] = value
+        best.append(max(latest.values()))
+    return pd.DataFrame({"device_hours": hours.to_numpy(), "best_val_acc": best})
+
+
+def rung_epochs(max_epochs: int, grace: int, eta: int) -> list[int]:
+    """ASHA's rungs below max_epochs: grace x eta^k epochs, where weak trials are stopped."""
+    rungs, milestone = [], grace
+    while milestone < max_epochs:
+        rungs.append(milestone)
+        milestone *= eta
+    return rungs
+
+
+def search_figure(trials: pd.DataFrame, epochs: pd.DataFrame, importance: pd.DataFrame, run: dict, title: str) -> Figure:
+    """A search at a glance: the best validation accuracy so far against device time, every trial's
+    validation curve coloured by how it ended with ASHA's rungs marked, and the importance of each
+    hyperparameter as bars (none: too few finished trials)."""
+    fig = Figure(figsize=(16, 5), layout="constrained")
+    best_ax, curves_ax, importance_ax = fig.subplots(1, 3, width_ratios=(1, 1.2, 0.8))
+    timeline = device_timeline(trials, epochs)
+    unit = "GPU" if (trials["gpus_per_trial"] > 0).any() else "CPU"
+    best_ax.step(timeline["device_hours"], 100 * timeline["best_val_acc"], where="post", color="black")
+    best_ax.set(xlabel=f"{unit}-hours spent (trials laid end to end)", ylabel="best validation accuracy so far (%)",
+                title="best so far against device time")
+    for status, colour in STATUS_COLOURS.items():
+        rows = trials[trials["status"] == status]
+        if rows.empty:
+            continue
+        for trial_id in rows["trial_id"]:
+            curve = epochs[epochs["trial_id"] == trial_id].sort_values("epoch")
+            curves_ax.plot(curve["epoch"], 100 * curve["val_acc"], color=colour, alpha=0.6, linewidth=1,
+                           marker="o" if len(curve) == 1 else None, markersize=3)
+        curves_ax.plot([], [], color=colour, label=f"{status} ({len(rows)})")  # one legend entry a status
+    for milestone in rung_epochs(run["max_epochs"], run["grace"], run["eta"]):
+        curves_ax.axvline(milestone, color="tab:orange", linestyle="--", linewidth=1)
+    curves_ax.plot([], [], color="tab:orange", linestyle="--", label="ASHA rung")
+    curves_ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="every trial's validation curve")
+    curves_ax.xaxis.get_major_locator().set_params(integer=True)
+    curves_ax.legend(loc="lower right")
+    if importance.empty:
+        importance_ax.text(0.5, 0.5, "too few finished trials\nfor importance", ha="center", va="center")
+        importance_ax.set_axis_off()
+    else:
+        ranked = importance.iloc[::-1]  # most important at the top
+        importance_ax.barh(ranked["parameter"], ranked["importance"], color="tab:purple")
+        importance_ax.set(xlabel="importance (share, PED-ANOVA)", title="hyperparameter importance")
+    for ax in (best_ax, curves_ax):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return fig
 
 
 def learning_curves(epochs: pd.DataFrame, path: str | os.PathLike, title: str = "") -> Path:

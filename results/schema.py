@@ -179,6 +179,11 @@ def write_json(value: Any, path: str | os.PathLike) -> None:
     _write_atomically(path, lambda out: out.write(text.encode()))
 
 
+def write_bytes(data: bytes, path: str | os.PathLike) -> None:
+    """A file such as a PNG, atomically, locally or at a URI."""
+    _write_atomically(path, lambda out: out.write(data))
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """The JSON value in `path`; ValueError naming the file when it is empty or not JSON."""
     fs, inner = locate(path)

@@ -2,7 +2,8 @@
 
 One experiment: a summary, the hyperparameters ranked by importance, the top trials with the
 hyperparameters that matter most (as many as the width holds), and, once the winner was retrained,
-its test accuracy and per-class scores. `columns=all`: the top trials with every hyperparameter
+its test accuracy and per-class scores; and a figure of the search, written to
+runs/NAME/report/search.png and named on the last line (results.figures.search_figure). `columns=all`: the top trials with every hyperparameter
 that varies, a column per trial. `trial=ID`: one trial in full (config, metrics, every epoch).
 Several experiments: side by side. A folder with only a retrain (config=PRESET) shows the retrain.
 
@@ -30,7 +31,7 @@ from model import overrides
 from results.importance import MIN_TRIALS, varying
 from results.load import Experiment, load
 from results.numbers import counted, loss, missing, number, percent
-from results.schema import CONFIG_COLUMNS, REPORT_FOLDER, join
+from results.schema import CONFIG_COLUMNS, REPORT_FOLDER, join, write_bytes
 from results.status import ranked
 
 # Test accuracies in the seed report: its final CNN (BN + augmentation) and its baseline, for scale.
@@ -434,6 +435,25 @@ def show(experiments: list[Experiment], console: Console, trial: str | None = No
     for part in parts:
         console.print(part)
         console.print()
+    if exp.searched and not exp.trials.empty:
+        console.print(figure_text(exp), markup=False, highlight=False)
+
+
+SEARCH_FIGURE = "search.png"  # in the report folder, beside the tables it is drawn from
+
+
+def figure_text(exp: Experiment) -> str:
+    """Write the search's figure into its report folder; the line that names it (or says why not)."""
+    from results import figures  # here: matplotlib takes a second to import, and only this view draws
+
+    path = join(exp.path, REPORT_FOLDER, SEARCH_FIGURE)
+    fig = figures.search_figure(exp.trials, exp.epochs, exp.importance, exp.run, title=f"{exp.name}: {counted(len(exp.trials), 'trial')} ("
+                                  + ", ".join(f"{n} {status}" for status, n in exp.status_counts().items()) + ")")
+    try:
+        write_bytes(figures.png(fig), path)
+    except OSError as error:  # a folder this user may only read: the tables above are what was asked for
+        return f"figure not written to {path}: {' '.join(str(error).split())}"
+    return f"figure: {path}"
 
 
 def main(argv: list[str]) -> int:

@@ -331,3 +331,41 @@ def test_no_line_ends_in_spaces_and_a_narrow_table_keeps_its_title_whole(tmp_pat
         assert shown.returncode == 0, shown.stderr
         assert [line for line in shown.stdout.splitlines() if line != line.rstrip()] == [], args
     assert "one: top 1 trial, every hyperparameter that varies" in show(str(folder), "columns=all").stdout.splitlines()
+
+
+def test_show_writes_and_names_a_figure_of_the_search(full, show):
+    done = show(str(full))
+    assert done.returncode == 0, done.stderr
+    figure = full / "report" / "search.png"
+    assert done.stdout.rstrip().splitlines()[-1] == f"figure: {figure}"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_search_figure_colours_curves_by_outcome_marks_the_rungs_and_ranks_importance(full):
+    from matplotlib.colors import to_hex
+
+    from results.figures import STATUS_COLOURS, search_figure
+
+    exp = load(full)
+    best_ax, curves_ax, importance_ax = search_figure(exp.trials, exp.epochs, exp.importance, exp.run, "t").axes
+    drawn = [line for line in curves_ax.get_lines() if len(line.get_xdata()) and line.get_linestyle() == "-"]
+    by_colour = pd.Series([to_hex(line.get_color()) for line in drawn]).value_counts().to_dict()
+    assert by_colour == {to_hex(STATUS_COLOURS[s]): n for s, n in exp.status_counts().items()}  # a curve a trial
+    rungs = sorted({line.get_xdata()[0] for line in curves_ax.get_lines() if line.get_linestyle() == "--" and len(line.get_xdata())})
+    assert rungs == [1, 3]  # grace 1, eta 3, max_epochs 9
+    bars = {label.get_text() for label in importance_ax.get_yticklabels()}
+    assert bars == set(exp.importance["parameter"]) and importance_ax.patches[-1].get_width() == exp.importance["importance"].max()
+    (step,) = best_ax.get_lines()
+    assert step.get_ydata()[-1] == pytest.approx(100 * ranked(exp.trials).iloc[0]["last_val_acc"])
+
+
+def test_device_time_lays_the_trials_end_to_end_and_best_counts_a_trials_latest_epoch():
+    from results.figures import device_timeline
+
+    trials = pd.DataFrame({"trial_id": ["b", "a"], "gpus_per_trial": [0.5, 0.0], "cpus_per_trial": [1.0, 2.0]})
+    epochs = pd.DataFrame({"trial_id": ["a", "b", "b"], "epoch": [1, 2, 1], "seconds": [1800.0, 3600.0, 3600.0],
+                           "val_acc": [0.7, 0.6, 0.8]})
+    timeline = device_timeline(trials, epochs)
+    # b first (the table's order), its epochs in order at half a GPU; then a at 2 CPUs
+    assert timeline["device_hours"].tolist() == [0.5, 1.0, 2.0]
+    assert timeline["best_val_acc"].tolist() == [0.8, 0.6, 0.7]  # b's epoch 2 replaces its epoch 1
