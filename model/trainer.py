@@ -274,14 +274,13 @@ def _schedule(cfg: Config, opt: torch.optim.Optimizer, steps_per_epoch: int) -> 
 def train(
     cfg: Config,
     split: Split,
-    epochs: int | None = None,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     device: str | torch.device | None = None,
     cuda_graph: bool | None = None,
 ) -> Trainer:
-    """Train `cfg` for `epochs` (default cfg.epochs), calling `on_epoch` after each; returns the Trainer."""
+    """Train `cfg` for cfg.epochs (also its schedule's length), calling `on_epoch` after each; returns the Trainer."""
     trainer = Trainer(cfg, split, device, cuda_graph)
-    for _ in range(epochs or cfg.epochs):
+    for _ in range(cfg.epochs):
         metrics = trainer.run_epoch()
         if on_epoch:
             on_epoch(metrics)
