@@ -192,7 +192,7 @@ def engine_clock(watch: Stopwatch):
     from contextlib import ExitStack
 
     from search.asha import FairASHA, RungKeeper
-    from search.internals import tune_controller_class
+    from internals import tune_controller_class
     from search.progress import Progress
     from search.searcher import HonestOptunaSearch
 

@@ -23,7 +23,7 @@ DEFAULT = "cluster.yaml"
 
 def problems(config: dict) -> list[str]:
     """Ray's refusal (if any), then every rule broken as written or as Ray completes the config."""
-    from search.internals import validate_cluster_config  # here: importing Ray takes seconds
+    from internals import validate_cluster_config  # here: importing Ray takes seconds
 
     # Ray's autoscaler logs at INFO what defaults it fills in ("setting max workers for head node
     # type to 0"), on every run: not news to the user. Its warnings still show.

@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 from ray.tune import ExperimentAnalysis
 
+from internals import EXPERIMENT_ANALYSIS_LOGGER, trial_folder
 from model import overrides
 from model.config import Config
 from results.load import load, read_run
@@ -47,7 +48,6 @@ from results.schema import (
     write_table,
 )
 from results.status import ranked, trial_status
-from search.internals import EXPERIMENT_ANALYSIS_LOGGER, trial_folder
 
 EPOCH_METRICS = tuple(name for name in EPOCHS.names if name != "trial_id")
 REPORTED_KEYS = (*EPOCH_METRICS, "params")  # what search.run's trainable reports every epoch

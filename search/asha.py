@@ -26,7 +26,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from results.schema import write_json
-from search.internals import asha_rungs
+from internals import asha_rungs
 
 RUNGS_FILE = "rungs.json"
 GROUP_BY = "schedule"  # the config key whose trials are compared only among themselves

@@ -25,9 +25,10 @@ from ray.tune.search.sample import Domain
 import spaces
 from model.data import Split
 from model.overrides import interrupted_code, reject
+import internals
 from results.collect import collect
 from results.schema import is_file, join, locate, write_json
-from search import internals, study
+from search import study
 from search.asha import RungKeeper, make_scheduler
 from search.devices import mps_note
 from search.lock import Lock, LockError

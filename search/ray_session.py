@@ -68,7 +68,7 @@ def ray_session(address: str = "", num_cpus: int | None = None, verbose: bool = 
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    from search import internals  # here: it imports Ray Tune and Optuna
+    import internals  # here: it imports Ray Tune and Optuna
 
     if ray.is_initialized():
         raise RuntimeError("Ray is already initialised in this process; ray_session() owns its own runtime")

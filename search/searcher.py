@@ -39,10 +39,11 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+import internals
 from model.config import Config
 from model.net import parameters_of
 from results.status import ran_to_the_end
-from search import internals, study
+from search import study
 from search.settings import draw_config
 from search.spend import DeviceSpend, unlimited
 
@@ -191,7 +192,7 @@ class HonestOptunaSearch(OptunaSearch):
         if journal_bytes is not None:
             self.journal = journal
             _replace(journal, journal_bytes)
-            internals.point_journal(internals.optuna_study(self), journal)
+            internals.point_journal(internals.optuna_study(self), study.DriverJournal(journal))
 
     @property
     def study(self) -> optuna.Study:

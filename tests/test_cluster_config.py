@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from cluster_check import CLUSTER_PYTHON, check, ray_version
-from search.internals import FAKE_MULTINODE_PROVIDER, validate_cluster_config
+from internals import FAKE_MULTINODE_PROVIDER, validate_cluster_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"

@@ -1,4 +1,4 @@
-"""Every private attribute of Ray and Optuna the project uses (search/internals.py), on real objects.
+"""Every private attribute of Ray and Optuna the project uses (internals/), on real objects.
 
 When a Ray or Optuna upgrade moves one, this file fails and names it; nothing else in the project
 touches them. No running Ray: these are plain objects.
@@ -16,7 +16,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from search import internals
+import internals
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,7 +93,7 @@ def test_a_journal_storage_can_be_pointed_at_another_file(tmp_path):
     study = optuna.create_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(tmp_path / "a.log"))))
     study.ask()
     (tmp_path / "b.log").write_bytes((tmp_path / "a.log").read_bytes())
-    internals.point_journal(study, str(tmp_path / "b.log"))
+    internals.point_journal(study, JournalFileBackend(str(tmp_path / "b.log")))
     study.ask()
     count = [optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(tmp_path / n)))).trials
              for n in ("a.log", "b.log")]

@@ -192,7 +192,7 @@ def test_only_a_torn_last_line_of_a_result_file_is_dropped():
 def test_collect_counts_a_torn_last_line_and_refuses_a_damaged_file(tuned, tmp_path):
     import logging
 
-    from search.internals import EXPERIMENT_ANALYSIS_LOGGER
+    from internals import EXPERIMENT_ANALYSIS_LOGGER
 
     copy = tmp_path / "copy"
     shutil.copytree(tuned[0], copy)

@@ -16,7 +16,7 @@ import pytest
 from ray import tune
 
 from model.config import Config
-from search import internals
+import internals
 from search.searcher import REFUSED_ATTR, HonestOptunaSearch
 
 STARTUP = 6  # TPE's random start-up, in trials

@@ -1,5 +1,7 @@
 """Every private attribute of Ray and Optuna the project relies on, and nowhere else.
 
+A layer below `search` and `results` (both read Tune's files through it); it imports neither.
+
 Neither library offers these through public API. An upgrade may rename or move them without
 notice; tests/test_internals.py exercises each one on real objects, so the upgrade fails there, by
 name, rather than in the middle of a search or a resume. Ray is pinned (ray[tune]==2.60.0) and
@@ -16,6 +18,7 @@ from typing import Any
 
 import optuna
 import pyarrow.fs as pafs
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 import ray.cloudpickle as cloudpickle
 from ray.autoscaler._private.util import prepare_config, validate_config
@@ -25,7 +28,6 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from search.study import DriverJournal
 
 # --- Ray's OptunaSearch keeps its study, its Optuna trials and what it has told privately. ----------
 
@@ -56,10 +58,10 @@ def use_storage(searcher: OptunaSearch, storage: optuna.storages.BaseStorage) ->
     searcher._storage = storage
 
 
-def point_journal(study: optuna.Study, path: str) -> None:
-    """Make a study unpickled from a snapshot read and write the journal file at `path`: its
+def point_journal(study: optuna.Study, backend: JournalFileBackend) -> None:
+    """Make a study unpickled from a snapshot read and write the journal file of `backend`: its
     JournalStorage keeps the path it was pickled with (an experiment folder may have moved since)."""
-    study._storage._backend = DriverJournal(path)
+    study._storage._backend = backend
 
 
 # --- Optuna's TPESampler reads a study's trials through the private Study._get_trials. -------------
