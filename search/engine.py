@@ -78,13 +78,7 @@ def run_search(s: Settings, split: Split) -> int:
                 print(note, file=sys.stderr)
             lock = _take_lock(s)
             tuner = _restore(s, split) if s.resume and is_file(join(s.experiment, TUNER_FILE)) else create_tuner(s, split)
-            # A search made before the engine added its JSON logger gets Tune's default loggers back.
-            json_logged = any(isinstance(c, JsonLoggerCallback) for c in internals.tuner_callbacks(tuner))
-            os.environ[AUTO_LOGGERS] = "1" if json_logged else "0"
-            try:
-                tuner.fit()  # Ctrl-C: Tune stops the trials, saves the experiment and returns what finished
-            finally:
-                stop_frames()  # a second Ctrl-C skips the live view's end
+            fit(tuner)
         collect(s.experiment)
         return print_report(s.location, _expected_trials(s, internals.tuner_searcher(tuner)), s.resume_command(), MAX_FAILURES)
     except (RayUnavailable, LockError) as e:
@@ -175,15 +169,30 @@ def create_tuner(s: Settings, split: Split, make_trainer=None):
         base={k: v for k, v in space.items() if not isinstance(v, Domain)}, max_params=s.max_params,
         spend=DeviceSpend(hours * 3600 if hours else math.inf, devices), first_rung=s.grace,
     )
+    return build_tuner(
+        s, trainable(s, split, make_trainer), param_space=space, search_alg=searcher, scheduler=scheduler,
+        callbacks=[
+            RungKeeper(scheduler, s.experiment),
+            Progress(s.trials, s.max_epochs, shown=sorted(spaces.get(s.space).PARAMS), grace=s.grace, eta=s.eta),
+        ],
+        stop=SpendStopper(searcher),  # stops everything once the device budget is spent
+    )
+
+
+def build_tuner(s: Settings, trainable, *, search_alg, callbacks: list, stop, trials: int | None = None,
+                scheduler=None, param_space: dict | None = None) -> tune.Tuner:
+    """The one way this service makes a Tuner (a search, a recording): `s`'s storage, name,
+    concurrency and verbosity; trials named by id; reused actors; the last checkpoint kept; failed
+    trials retried; result.json for results.collect. trials: s.trials unless given."""
     return tune.Tuner(
-        trainable(s, split, make_trainer),
-        param_space=space,
+        trainable,
+        param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode=MODE,
-            search_alg=searcher,
+            search_alg=search_alg,
             scheduler=scheduler,
-            num_samples=s.trials,
+            num_samples=s.trials if trials is None else trials,
             max_concurrent_trials=s.concurrency,
             reuse_actors=True,
             trial_name_creator=trial_name,
@@ -192,17 +201,25 @@ def create_tuner(s: Settings, split: Split, make_trainer=None):
         run_config=tune.RunConfig(
             name=s.name,
             storage_path=resolve(s.storage),  # absolute: Tune fails on a relative local path
-            callbacks=[
-                RungKeeper(scheduler, s.experiment),
-                Progress(s.trials, s.max_epochs, shown=sorted(spaces.get(s.space).PARAMS), grace=s.grace, eta=s.eta),
-                JsonLoggerCallback(),  # result.json, which results.collect reads; see AUTO_LOGGERS
-            ],
-            stop=SpendStopper(searcher),  # stops everything once the device budget is spent
+            callbacks=[*callbacks, JsonLoggerCallback()],  # result.json, which results.collect reads; see AUTO_LOGGERS
+            stop=stop,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             verbose=2 if s.verbose else 0,
         ),
     )
+
+
+def fit(tuner: tune.Tuner) -> None:
+    """tuner.fit(), with Tune's CSV and TensorBoard loggers off where the Tuner has its own JSON
+    logger (a search made before it had one gets Tune's defaults back) and the live view taken
+    down however it ends. Ctrl-C: Tune stops the trials, saves the experiment and returns."""
+    json_logged = any(isinstance(c, JsonLoggerCallback) for c in internals.tuner_callbacks(tuner))
+    os.environ[AUTO_LOGGERS] = "1" if json_logged else "0"
+    try:
+        tuner.fit()
+    finally:
+        stop_frames()  # a second Ctrl-C skips the live view's end
 
 
 def trial_name(trial) -> str:

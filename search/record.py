@@ -31,7 +31,6 @@ from importlib.metadata import version
 
 import numpy as np
 import ray
-from ray import tune
 from ray.tune.search import Searcher
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -42,7 +41,7 @@ from results.collect import collect
 from results.load import load
 from results.schema import join, write_json
 from search import run
-from search.settings import MAX_FAILURES, METRIC, MODE, RUN_FILE, Settings, draw_config, param_space
+from search.settings import RUN_FILE, Settings, draw_config, param_space
 from search.records import RECORD_FILE, params_to_json, searched, space_params
 
 OWN_KEYS = ("configs", "repeats", "width")
@@ -125,10 +124,9 @@ class RecordedConfigs(Searcher):
 
 
 def record(rs: RecordSettings, split: fmnist.Split, data_source: str) -> int:
-    from search.engine import quiet, resources_problem, trainable, trial_name  # engine imports the trainer: torch
+    from search.engine import build_tuner, fit, quiet, resources_problem, trainable  # engine imports the trainer: torch
     from search.progress import Progress
     from search.ray_session import ray_session
-    from search.storage import resolve
 
     s = rs.run
     points = draw(rs)
@@ -139,33 +137,17 @@ def record(rs: RecordSettings, split: fmnist.Split, data_source: str) -> int:
         problem = resources_problem(s, resources)
         if problem:
             return overrides.reject(ValueError(problem))
-        tuner = tune.Tuner(
-            trainable(s, split),
-            tune_config=tune.TuneConfig(
-                metric=METRIC,
-                mode=MODE,
-                search_alg=RecordedConfigs(points),  # no scheduler: FIFO, every trial to max_epochs
-                num_samples=len(points),
-                max_concurrent_trials=s.concurrency,
-                reuse_actors=True,
-                trial_name_creator=trial_name,
-                trial_dirname_creator=trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name=s.name,
-                storage_path=resolve(s.storage),  # absolute: Tune fails on a relative local path
-                # Ended by Tune at max_epochs rather than by the trainable returning: Tune then reuses
-                # the trial's actor for the next configuration (it did not for returned ones).
-                stop={"training_iteration": s.max_epochs},
-                callbacks=[Progress(len(points), s.max_epochs, shown=sorted(searched(rs.params())))],
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
-                verbose=2 if s.verbose else 0,
-            ),
+        tuner = build_tuner(
+            s, trainable(s, split), trials=len(points),
+            search_alg=RecordedConfigs(points),  # no scheduler: FIFO, every trial to max_epochs
+            callbacks=[Progress(len(points), s.max_epochs, shown=sorted(searched(rs.params())))],
+            # Ended by Tune at max_epochs rather than by the trainable returning: Tune then reuses
+            # the trial's actor for the next configuration (it did not for returned ones).
+            stop={"training_iteration": s.max_epochs},
         )
         write_json({**s.recorded(), "started": started}, join(s.experiment, RUN_FILE))  # results.collect reads it
         clock = time.monotonic()
-        tuner.fit()
+        fit(tuner)
         wall = time.monotonic() - clock
         collect(s.experiment)
         exp = load(s.experiment)
