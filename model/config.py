@@ -47,7 +47,7 @@ class Config:
     # centre-cropped when valid padding shrinks the map). Off in the report's networks.
     residual: bool = False
     # Evaluation (validation, test, model.pt, ONNX) averages the logits of the image and its mirror:
-    # the flip symmetry used at test time too (+0.15 to 0.27 points in the H200 runs of issue 11).
+    # the flip symmetry used at test time too (+0.15 to 0.27 points in the H200 runs of 2026-11-26).
     mirror_tta: bool = False
     # --- augmentation: effective value = strength * knob; knobs are the report's settings --
     strength: float = 1.0  # 0 = exactly no augmentation, 1 = the report's augmentation

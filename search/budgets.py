@@ -46,7 +46,7 @@ BUDGETS: Registry[Budget] = Registry("budget", {
     # ends it is the device budget: 0.09 GPU-hours of trial epochs (epoch seconds x 0.25) is 324
     # GPU-seconds, the trials' share of 8 minutes less Ray's start (~25 s) at an efficiency of 0.75
     # (the target is 0.85). At 1.0-1.4 s an epoch (four trials packed, seed to 1M-parameter
-    # networks) and ~7 epochs a trial under ASHA, that is about 130-180 trials: `trials` is the cap
+    # networks) and 7-9 epochs a trial under ASHA, that is about 100-180 trials: `trials` is the cap
     # should the trials be cheaper than that.
     "standard": Budget(trials=160, max_epochs=30, grace=3, eta=3, concurrency=8, cpus_per_trial=1,
                        gpus_per_trial=0.25, subset=None, val_size=6000, gpu_hours=0.09),

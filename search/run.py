@@ -56,7 +56,8 @@ SEARCH_KEYS = ("space", "budget", *(f.name for f in fields(budgets.Budget)), "se
 KEYS = (*SEARCH_KEYS, *SESSION_KEYS)
 KEY_HELP = {
     "space": "the space to search: " + ", ".join(spaces.SPACES) + " (python -m search.run list)",
-    "budget": "smoke (8 trials, 3 epochs, 3,000 images, CPU) or standard (128 trials, 30 epochs, all data, 0.25 GPU)",
+    "budget": "smoke (8 trials, 3 epochs, 3,000 images, CPU) or standard (8 minutes of each GPU: 0.09 GPU-hours, "
+              "up to 160 trials of up to 30 epochs, all data, 0.25 GPU a trial)",
     "trials": "trials to run (overrides the budget's)",
     "max_epochs": "ASHA's max epochs, also each trial's schedule length",
     "grace": "epochs before ASHA may stop a trial (its first rung)",

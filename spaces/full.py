@@ -2,7 +2,7 @@
 
 One optimizer, on purpose: learning rates that suit AdamW diverge or crawl with SGD (and the
 other way round), and a flat search space cannot tie a range to an optimizer. AdamW with
-decoupled weight decay trained the best small networks in the H200 runs of issue 11. The range is
+decoupled weight decay trained the best small networks in the H200 runs of 2026-11-26. The range is
 per 64 images (model.Config.lr): at batch 512 AdamW steps at up to 4e-3 * sqrt(8) = 0.011.
 """
 
