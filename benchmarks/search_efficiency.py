@@ -313,7 +313,7 @@ def plot(searches: list[Search], strategies: list[Strategy], summary: dict, path
     import matplotlib.pyplot as plt
 
     scale = {"s": 1, "min": 60, "h": 3600}[unit]
-    first = min(x.seconds[0] for x in searches)
+    first = float(np.median([x.seconds[0] for x in searches]))  # where half the searches have named a best
     grid = np.geomspace(first, max(x.used for x in searches), 200)
     fig, ax = plt.subplots(figsize=(8, 5))
     for s in strategies:
@@ -431,7 +431,7 @@ def main(argv: list[str]) -> int:
           f"{predicted:.0%} of the replayed epochs were predictions")
     print(tables(summary, chosen, args.unit))
     title = (f"{record.space} (width {record.width}), {record.max_epochs} epochs, {meta['subset'] or 'all'} images, "
-             f"{record.device}: {args.seeds} seeds, concurrency {args.concurrency}, "
+             f"{record.device}:\n{args.seeds} seeds, concurrency {args.concurrency}, "
              + (f"{args.trials} trials each" if args.same_trials else
                 f"random + FIFO's device-time ({args.trials} trials) for each"))
     plot(searches, chosen, summary, args.png, title, args.unit)
