@@ -12,6 +12,7 @@ Every trial logs, on its worker, when it started and when each epoch's sleep beg
 the driver times Tuner.fit() and, for the engine, each of its parts. Printed per run:
 
   efficiency   slept seconds / (slots x Tuner.fit wall): 1.0 means no slot ever sat idle
+  steady       slept seconds / the slots' seconds from their first trial to the end: the start left out
   start        from fit() until every slot has begun its first trial (actors start once each)
   born         from fit() until the last slot's worker process was born
   to_first     median, from a worker process's birth to its first trial's start
@@ -299,6 +300,8 @@ def summary(trials: list[Trial], start: float, end: float, slots: int) -> dict:
     return {
         "trials": len(trials), "epochs": sum(len(t.sleeps) for t in trials), "actors": len(by_pid),
         "wall": wall, "slept": slept, "efficiency": slept / (slots * wall),
+        # The same once each slot has started: its own idle time only (gaps, tail), not the processes' start.
+        "steady": slept / sum(end - t.start for t in list(first.values())[:slots]) if first else float("nan"),
         "start": (firsts[slots - 1] if len(firsts) >= slots else firsts[-1]) - start,
         "epoch_gap": statistics.median(epoch_gaps) if epoch_gaps else float("nan"),
         "trial_gap": statistics.median(trial_gaps) if trial_gaps else float("nan"),
@@ -315,7 +318,7 @@ def epochs_per_trial(trials: list[Trial]) -> list[int]:
     return [len(t.sleeps) for t in trials]
 
 
-ROWS = (("efficiency", "{:.3f}"), ("wall", "{:.1f} s"), ("slept", "{:.1f} s"), ("start", "{:.2f} s"),
+ROWS = (("efficiency", "{:.3f}"), ("steady", "{:.3f}"), ("wall", "{:.1f} s"), ("slept", "{:.1f} s"), ("start", "{:.2f} s"),
         ("born", "{:.2f} s"), ("to_first", "{:.2f} s"),
         ("epoch_gap", "{:.3f} s"), ("trial_gap", "{:.3f} s"), ("tail", "{:.2f} s"), ("trials", "{}"),
         ("epochs", "{}"), ("actors", "{}"))
@@ -363,7 +366,8 @@ def main(argv: list[str] | None = None) -> dict:
     engine = figures["engine"]
     for run in RUNS[1:]:
         other = figures[run]
-        print(f"engine / {run}: efficiency {engine['efficiency'] / other['efficiency']:.2f}, "
+        print(f"engine / {run}: efficiency {engine['efficiency'] / other['efficiency']:.2f} "
+              f"(steady {engine['steady'] / other['steady']:.2f}), "
               f"start {engine['start'] - other['start']:+.2f} s, trial gap {engine['trial_gap'] - other['trial_gap']:+.3f} s")
     print("the engine's driver, by part (seconds, calls):")
     for label, seconds in sorted(watch.seconds.items(), key=lambda kv: -kv[1]):

@@ -35,6 +35,7 @@ def test_orchestration_accounts_for_every_slot_second_of_made_up_trials():
     ]
     figures = summary(trials, start=0.0, end=10.0, slots=2)
     assert figures["slept"] == pytest.approx(6.0) and figures["efficiency"] == pytest.approx(6.0 / 20)
+    assert figures["steady"] == pytest.approx(6.0 / ((10 - 2.0) + (10 - 3.0)))  # from each slot's first trial
     assert figures["start"] == pytest.approx(3.0)  # the second slot's first trial began at 3 s
     assert figures["born"] == pytest.approx(0.6) and figures["to_first"] == pytest.approx((1.5 + 2.4) / 2)
     assert figures["trial_gap"] == pytest.approx(0.2)  # actor 1: its first trial's last sleep to its next trial
