@@ -62,13 +62,9 @@ from typing import Any
 
 import numpy as np
 from ray import tune
-from ray.tune.logger import JsonLoggerCallback
-from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.sample import Categorical, Float, Integer, LogUniform, Uniform
 
-from results.schema import join, write_json
 from search.records import Record, searched
-from search.settings import METRIC, MODE, RUN_FILE
 
 CURVE_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_second")
 # The categorical keys that bend a learning curve: a prediction's shape comes from curves that share them.
@@ -224,44 +220,6 @@ def replay_trainable(surrogate: Surrogate, seed: int, time_scale: float) -> Any:
     """The trainable to hand a Tuner in place of search.trainable's; the surrogate goes to the object store once."""
     return tune.with_resources(
         tune.with_parameters(replay_trial, surrogate=surrogate, seed=seed, time_scale=time_scale), {"cpu": REPLAY_CPUS}
-    )
-
-
-def replay_tuner(
-    trainable: Any, record: Record, run: dict, *, time_scale: float, search_alg, scheduler, storage: str,
-    callbacks: list, param_space: dict | None = None,
-) -> tune.Tuner:
-    """A Tuner whose trials replay `record`: `trainable` is replay_trainable(...) (or the name it
-    was registered under), search_alg and scheduler as the caller's search has them.
-
-    `run` is the search's run.json (search.run's keys: space, trials, max_epochs, concurrency, seed,
-    name, ... and budget_of(record)); written into storage/name with the replay's marks added, so
-    that results.collect writes the usual report. param_space: the record's (Record.param_space)
-    unless given; {} for a searcher that hands out whole configurations."""
-    write_json({**run, **replay_marks(record, time_scale)}, join(storage, run["name"], RUN_FILE))
-    return tune.Tuner(
-        trainable,
-        param_space=record.param_space() if param_space is None else param_space,
-        tune_config=tune.TuneConfig(
-            metric=METRIC,
-            mode=MODE,
-            search_alg=search_alg,
-            scheduler=scheduler,
-            num_samples=run["trials"],
-            # Tune ignores max_concurrent_trials for a BasicVariantGenerator (it limits itself)
-            max_concurrent_trials=None if isinstance(search_alg, BasicVariantGenerator) else run["concurrency"],
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=run["name"],
-            storage_path=storage,
-            # Ended by Tune at the last epoch rather than by replay_trial returning: Tune reuses the
-            # actor of a trial it stopped, not of one that returned (4 vs 41-63 processes started
-            # for 64 trials of random + FIFO, 10 s vs 33-68 s).
-            stop={"training_iteration": record.max_epochs},
-            callbacks=[*callbacks, JsonLoggerCallback()],  # result.json, which results.collect reads
-            verbose=0,
-        ),
     )
 
 

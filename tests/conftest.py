@@ -101,15 +101,14 @@ def lock_holder() -> Iterator[Callable[[Path], subprocess.Popen]]:
             proc.wait()
 
 
-# A sitecustomize that holds trials: every trainer that is about to start its epoch $HOLD_EPOCH + 1
-# writes held-<pid> into the folder $HOLD_GATE and waits there until the file "open" appears in it
-# (a trial that reaches the gate once it is open goes straight on). On the PYTHONPATH of the Ray
-# workers (they inherit the driver's environment), it makes "a trial N epochs in" a state that lasts
-# until the test says so, instead of a moment to catch by polling.
-HOLD_TRIALS = """
+# A sitecustomize (source) that replaces Trainer.run_epoch by WRAP(run_epoch) once model.trainer is
+# imported. Put on PYTHONPATH, it reaches the Ray workers too, which inherit the driver's environment.
+_PATCH_RUN_EPOCH = """
 import importlib.abc, importlib.util, os, sys, time
 
-class HoldTrials(importlib.abc.MetaPathFinder):
+WRAP_SOURCE
+
+class PatchRunEpoch(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name != "model.trainer":
             return None
@@ -119,20 +118,37 @@ class HoldTrials(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             run_module(module)
-            run_epoch = module.Trainer.run_epoch
-            gate, epoch = os.environ["HOLD_GATE"], int(os.environ.get("HOLD_EPOCH", "1"))
-
-            def held(self):
-                if self.epoch == epoch and not os.path.exists(os.path.join(gate, "open")):
-                    open(os.path.join(gate, f"held-{os.getpid()}"), "w").close()
-                    while not os.path.exists(os.path.join(gate, "open")):
-                        time.sleep(0.1)
-                return run_epoch(self)
-
-            module.Trainer.run_epoch = held
+            module.Trainer.run_epoch = wrap(module.Trainer.run_epoch)
 
         spec.loader.exec_module = exec_module
         return spec
 
-sys.meta_path.insert(0, HoldTrials())
+sys.meta_path.insert(0, PatchRunEpoch())
 """
+
+# Holds trials: every trainer about to start its epoch $HOLD_EPOCH + 1 writes held-<pid> into the
+# folder $HOLD_GATE and waits there until the file "open" appears in it (a trial that reaches the
+# gate once it is open goes straight on). "A trial N epochs in" becomes a state that lasts until
+# the test says so, instead of a moment to catch by polling.
+HOLD_TRIALS = _PATCH_RUN_EPOCH.replace("WRAP_SOURCE", """
+def wrap(run_epoch):
+    gate, epoch = os.environ["HOLD_GATE"], int(os.environ.get("HOLD_EPOCH", "1"))
+
+    def held(self):
+        if self.epoch == epoch and not os.path.exists(os.path.join(gate, "open")):
+            open(os.path.join(gate, f"held-{os.getpid()}"), "w").close()
+            while not os.path.exists(os.path.join(gate, "open")):
+                time.sleep(0.1)
+        return run_epoch(self)
+
+    return held
+""")
+
+# Breaks every trial's training (the driver never trains).
+BREAK_TRAINING = _PATCH_RUN_EPOCH.replace("WRAP_SOURCE", """
+def wrap(run_epoch):
+    def broken(self):
+        raise RuntimeError("injected failure: this trainer breaks on purpose")
+
+    return broken
+""")

@@ -19,11 +19,12 @@ from model.config import Config, preset
 from results.collect import collect
 from results.load import load
 from results.schema import EPOCHS, TRIALS, write_json, write_table
-from search import records
+from search import records, run
 from search.asha import make_scheduler
 from search.record import RecordedConfigs
-from search.replay import CURVE_KEYS, Surrogate, budget_of, replay_trainable, replay_tuner
+from search.replay import CURVE_KEYS, Surrogate, replay_marks, replay_trainable
 from search.searcher import HonestOptunaSearch
+from search.settings import RUN_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
@@ -205,11 +206,20 @@ def test_on_the_committed_record_no_answer_beats_its_best_curve():
 # --- replayed searches on the tiny record, through Ray Tune -----------------------------------
 def _search(record, surrogate, storage: Path, name: str, search_alg, scheduler, seed: int, trials: int,
             param_space: dict | None = None) -> Path:
-    run = {"space": "full", "budget": "replay", "trials": trials, **budget_of(record), "grace": 1, "eta": 2,
-           "concurrency": 1, "seed": seed, "name": name}
-    tuner = replay_tuner(replay_trainable(surrogate, seed, 0.01), record, run, time_scale=0.01, search_alg=search_alg,
-                         scheduler=scheduler, storage=str(storage), callbacks=[], param_space=param_space)
-    tuner.fit()
+    """A replayed search built as the service builds every search (search.engine.build_tuner), with
+    the given searcher and scheduler; run.json marked as a replay, as search.run writes it."""
+    from search import engine
+
+    s = run.parse(["space=full", f"replay={','.join(record.paths)}", f"trials={trials}", "grace=1", "eta=2",
+                   "concurrency=1", f"seed={seed}", f"name={name}", f"storage={storage}"])
+    write_json({**s.recorded(), **replay_marks(record, 0.01)}, f"{s.experiment}/{RUN_FILE}")
+    tuner = engine.build_tuner(
+        s, replay_trainable(surrogate, seed, 0.01), search_alg=search_alg, scheduler=scheduler, callbacks=[],
+        param_space=record.param_space() if param_space is None else param_space,
+        # Ended by Tune at the last epoch: Tune reuses the actor of a trial it stopped, not of one that returned.
+        stop={"training_iteration": record.max_epochs},
+    )
+    engine.fit(tuner)
     collect(storage / name)
     return storage / name
 

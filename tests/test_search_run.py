@@ -35,32 +35,6 @@ ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 # The seed network on 600 training images: about a second an epoch here.
 SMALL = ["space=augmentation", "subset=600", "val_size=300", "concurrency=2"]
 SMOKE = [*SMALL, "trials=6", "max_epochs=2", "grace=1", "eta=4", "name=smoke"]
-# A sitecustomize that breaks every trial's training (the driver never trains): put on PYTHONPATH,
-# it reaches the Ray workers too, which inherit the driver's environment.
-BREAK_TRAINING = '''
-import importlib.abc, importlib.util, sys
-
-class BreakTraining(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "model.trainer":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        run_module = spec.loader.exec_module
-
-        def exec_module(module):
-            run_module(module)
-
-            def run_epoch(self):
-                raise RuntimeError("injected failure: this trainer breaks on purpose")
-
-            module.Trainer.run_epoch = run_epoch
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-sys.meta_path.insert(0, BreakTraining())
-'''
 
 
 def search(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -377,6 +351,8 @@ def test_two_concurrent_starts_of_one_name_run_one_search(tmp_path):
 
 
 def test_a_search_whose_every_trial_fails_exits_1_and_lists_the_errors(tmp_path):
+    from conftest import BREAK_TRAINING
+
     (tmp_path / "inject").mkdir()
     (tmp_path / "inject" / "sitecustomize.py").write_text(BREAK_TRAINING)
     env = {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "inject"), os.environ.get("PYTHONPATH")]))}
