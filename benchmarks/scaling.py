@@ -44,9 +44,10 @@ from ray import tune  # noqa: E402
 
 import spaces  # noqa: E402
 from search.asha import make_scheduler  # noqa: E402
-from search.engine import quiet  # noqa: E402
+from search.engine import build_tuner, fit, quiet  # noqa: E402
 from search.ray_session import ray_session  # noqa: E402
 from search.searcher import HonestOptunaSearch  # noqa: E402
+from search.settings import Settings  # noqa: E402
 
 CPUS_PER_TRIAL, GPUS_PER_TRIAL = 1, 0.25
 SLOTS_PER_NODE = 4  # a node: 4 CPUs and 1 logical GPU, 4 trials at once
@@ -105,33 +106,25 @@ def measure(nodes: int, args: argparse.Namespace, storage: str, per_node: int = 
         with ray_session(cluster.address):
             scheduler = make_scheduler(args.max_epochs, args.grace, args.eta)
             clock = Clock()
-            tuner = tune.Tuner(
-                tune.with_resources(sleeping_trial, {"cpu": CPUS_PER_TRIAL, "gpu": GPUS_PER_TRIAL}),
+            settings = Settings(
+                space="augmentation", budget="smoke", trials=trials, max_epochs=args.max_epochs, grace=args.grace,
+                eta=args.eta, concurrency=slots, cpus_per_trial=CPUS_PER_TRIAL, gpus_per_trial=GPUS_PER_TRIAL, seed=0,
+                subset=None, val_size=1000, name=f"nodes{nodes}x{per_node}-{time.time_ns()}", storage=storage,
+                address=cluster.address, shared=True,
+            )
+            tuner = build_tuner(  # the search's own Tuner, over trials that sleep
+                settings, tune.with_resources(sleeping_trial, {"cpu": CPUS_PER_TRIAL, "gpu": GPUS_PER_TRIAL}),
                 param_space={
                     **spaces.get("augmentation").PARAMS,
                     "epochs": args.max_epochs,
                     "epoch_seconds": args.epoch_seconds,
                     "checkpoint": args.checkpoint,
                 },
-                tune_config=tune.TuneConfig(
-                    metric="val_acc",
-                    mode="max",
-                    search_alg=HonestOptunaSearch(max_epochs=args.max_epochs, seed=0),
-                    scheduler=scheduler,
-                    num_samples=trials,
-                    max_concurrent_trials=slots,
-                    reuse_actors=True,
-                ),
-                run_config=tune.RunConfig(
-                    name=f"nodes{nodes}x{per_node}-{time.time_ns()}",
-                    storage_path=storage,
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                    callbacks=[clock],
-                    verbose=0,
-                ),
+                search_alg=HonestOptunaSearch(max_epochs=args.max_epochs, seed=0), scheduler=scheduler,
+                callbacks=[clock], stop=None,
             )
             start = time.perf_counter()
-            grid = tuner.fit()
+            grid = fit(tuner)
             wall = time.perf_counter() - start
     finally:
         cluster.shutdown()

@@ -210,14 +210,14 @@ def build_tuner(s: Settings, trainable, *, search_alg, callbacks: list, stop, tr
     )
 
 
-def fit(tuner: tune.Tuner) -> None:
+def fit(tuner: tune.Tuner) -> tune.ResultGrid:
     """tuner.fit(), with Tune's CSV and TensorBoard loggers off where the Tuner has its own JSON
     logger (a search made before it had one gets Tune's defaults back) and the live view taken
     down however it ends. Ctrl-C: Tune stops the trials, saves the experiment and returns."""
     json_logged = any(isinstance(c, JsonLoggerCallback) for c in internals.tuner_callbacks(tuner))
     os.environ[AUTO_LOGGERS] = "1" if json_logged else "0"
     try:
-        tuner.fit()
+        return tuner.fit()
     finally:
         stop_frames()  # a second Ctrl-C skips the live view's end
 
