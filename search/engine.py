@@ -215,11 +215,17 @@ def fit(tuner: tune.Tuner) -> tune.ResultGrid:
     logger (a search made before it had one gets Tune's defaults back) and the live view taken
     down however it ends. Ctrl-C: Tune stops the trials, saves the experiment and returns."""
     json_logged = any(isinstance(c, JsonLoggerCallback) for c in internals.tuner_callbacks(tuner))
+    before = os.environ.get(AUTO_LOGGERS)
     os.environ[AUTO_LOGGERS] = "1" if json_logged else "0"
     try:
         return tuner.fit()
     finally:
         stop_frames()  # a second Ctrl-C skips the live view's end
+        # Only for this fit: another Tuner in this process (a test's, a user's) gets Tune's defaults.
+        if before is None:
+            os.environ.pop(AUTO_LOGGERS, None)
+        else:
+            os.environ[AUTO_LOGGERS] = before
 
 
 def trial_name(trial) -> str:
