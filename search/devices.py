@@ -68,8 +68,12 @@ def local_gpus(env: dict | None = None) -> int:
     env = os.environ if env is None else env
     visible = env.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        ids = [d.strip() for d in visible.split(",") if d.strip()]
-        return len(ids[: next((i for i, d in enumerate(ids) if d.startswith("-")), len(ids))])  # "-1" ends the list
+        count = 0
+        for device in visible.split(","):
+            if not device.strip() or device.strip().startswith("-"):  # CUDA stops at the first invalid id ("-1")
+                break
+            count += 1
+        return count
     try:
         return len(os.listdir(NVIDIA_GPUS))
     except OSError:
