@@ -48,7 +48,7 @@ def _run(args: list[str]) -> float:
 @contextmanager
 def mps():
     """NVIDIA's Multi-Process Service for the block, started (and stopped after) unless it already runs."""
-    from search.devices import MPS_START, mps_running
+    from search.runtime.devices import MPS_START, mps_running
 
     started = False
     if not mps_running():

@@ -192,10 +192,10 @@ def engine_clock(watch: Stopwatch):
     """The engine's parts, timed where the driver calls them (class attributes: nothing pickled changes)."""
     from contextlib import ExitStack
 
-    from search.asha import FairASHA, RungKeeper
+    from search.strategy.asha import FairASHA, RungKeeper
     from internals import tune_controller_class
     from search.progress import Progress
-    from search.searcher import HonestOptunaSearch
+    from search.strategy.searcher import HonestOptunaSearch
 
     events = ["setup", "on_step_begin", "on_step_end", "on_trial_start", "on_trial_result", "on_trial_complete",
               "on_trial_error", "on_checkpoint", "on_experiment_end", "get_state"]
@@ -229,7 +229,7 @@ def run_engine(args, storage: str, make: SleepingTrainers) -> tuple[float, float
     split = fmnist.split(images, labels, settings.val_size, settings.subset, seed=fmnist.SPLIT_SEED)
     engine.quiet()
     watch = Stopwatch()
-    from search.ray_session import ray_session
+    from search.runtime.ray_session import ray_session
 
     with ray_session(num_cpus=cpus):
         tuner = engine.create_tuner(settings, split, make_trainer=make)
@@ -244,7 +244,7 @@ def run_bare(args, storage: str, make: SleepingTrainers, epochs: list[int], payl
     """(fit start, fit end) of bare Ray Tune over one sleeping trial per entry of `epochs`."""
     from ray import tune
 
-    from search.ray_session import ray_session
+    from search.runtime.ray_session import ray_session
 
     cpus = os.cpu_count() or 1
     with ray_session(num_cpus=cpus):

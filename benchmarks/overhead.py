@@ -24,8 +24,8 @@ from results.collect import collect  # noqa: E402
 from results.load import load  # noqa: E402
 from results.schema import CONFIG_COLUMNS  # noqa: E402
 from search import engine  # noqa: E402
-from search.ray_session import ray_session  # noqa: E402
 from search.run import parse  # noqa: E402
+from search.runtime.ray_session import ray_session  # noqa: E402
 
 
 def main() -> None:

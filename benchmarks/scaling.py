@@ -4,7 +4,7 @@ Each node count gets its own simulated cluster (ray.cluster_utils.Cluster on thi
 head with no CPUs (nothing runs there) plus N worker nodes of 4 CPUs and 1 logical GPU. Trials ask
 for {"cpu": 1, "gpu": 0.25}, so each node runs 4 at once and concurrency is 4 x N. A trial sleeps
 `--epoch-seconds` per epoch instead of training and reports through tune.report once per epoch with
-a small checkpoint, like search.trainable; ASHA (search.asha.make_scheduler) stops the weak ones,
+a small checkpoint, like search.trainable; ASHA (search.strategy.asha.make_scheduler) stops the weak ones,
 HonestOptunaSearch proposes configs from the augmentation space, reuse_actors=True as in the real
 search. 16 trials per node keep every slot busy (four waves).
 
@@ -43,11 +43,11 @@ sys.path.insert(0, str(REPO))
 from ray import tune  # noqa: E402
 
 import spaces  # noqa: E402
-from search.asha import make_scheduler  # noqa: E402
 from search.engine import build_tuner, fit, quiet  # noqa: E402
-from search.ray_session import ray_session  # noqa: E402
-from search.searcher import HonestOptunaSearch  # noqa: E402
+from search.runtime.ray_session import ray_session  # noqa: E402
 from search.settings import Settings  # noqa: E402
+from search.strategy.asha import make_scheduler  # noqa: E402
+from search.strategy.searcher import HonestOptunaSearch  # noqa: E402
 
 CPUS_PER_TRIAL, GPUS_PER_TRIAL = 1, 0.25
 SLOTS_PER_NODE = 4  # a node: 4 CPUs and 1 logical GPU, 4 trials at once

@@ -1,10 +1,10 @@
-"""Which search finds good models fastest, measured on recorded learning curves (search.replay).
+"""Which search finds good models fastest, measured on recorded learning curves (search.replay.surrogate).
 
-Each strategy runs S seeds over the same record as simulated searches (search.simulate): the real
+Each strategy runs S seeds over the same record as simulated searches (search.replay.simulate): the real
 searchers and schedulers, a discrete-event clock instead of Ray Tune's loop and actors, so that a
 search is the same at every run and takes about a second.
 
-    tpe-asha      this project's search: HonestOptunaSearch (TPE told the truth) + FairASHA (search.asha)
+    tpe-asha      this project's search: HonestOptunaSearch (TPE told the truth) + FairASHA (search.strategy.asha)
     stock-asha    Ray's OptunaSearch (the same TPE sampler settings) + Ray's ASHAScheduler: the stock search
     random-asha   random configurations + FairASHA
     random-fifo   random configurations, every trial to max_epochs
@@ -50,11 +50,11 @@ import optuna  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
-from search import records  # noqa: E402
-from search.asha import make_scheduler  # noqa: E402
-from search.replay import CURVE_KEYS, Surrogate  # noqa: E402
-from search.searcher import HonestOptunaSearch  # noqa: E402
-from search.simulate import RandomSearch, simulate  # noqa: E402
+from search.replay import records  # noqa: E402
+from search.replay.simulate import RandomSearch, simulate  # noqa: E402
+from search.replay.surrogate import CURVE_KEYS, Surrogate  # noqa: E402
+from search.strategy.asha import make_scheduler  # noqa: E402
+from search.strategy.searcher import HonestOptunaSearch  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Strategy:
     key: str
     label: str
     searcher: str  # "honest", "stock" or "random"
-    scheduler: str  # "fair" (search.asha), "asha" (Ray's ASHAScheduler) or "fifo"
+    scheduler: str  # "fair" (search.strategy.asha), "asha" (Ray's ASHAScheduler) or "fifo"
 
 
 STRATEGIES = (
@@ -371,7 +371,7 @@ def surrogate_quality(record: records.Record, neighbours: list[int]) -> list[str
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--record", required=True,
-                    help="record folder(s) written by python -m search.record, comma-separated")
+                    help="record folder(s) written by python -m search.replay.record, comma-separated")
     ap.add_argument("--seeds", type=int, default=20, help="seeds per strategy (1..S)")
     ap.add_argument("--trials", type=int, default=64,
                     help="trials of random + FIFO; the others may spend its device-time (IQM over seeds)")

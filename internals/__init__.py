@@ -73,7 +73,7 @@ def study_seen_running(study: optuna.Study, running: Callable[[FrozenTrial], boo
 
     TPESampler reads trials only through Study._get_trials (its start-up count, its good/bad split),
     and with constant_liar=True puts a RUNNING trial among the bad ones without counting it towards
-    n_startup_trials or the size of the good set. search.searcher.TPEWithRefusals hands it this view."""
+    n_startup_trials or the size of the good set. search.strategy.searcher.TPEWithRefusals hands it this view."""
     return _RunningView(study, running)
 
 
@@ -177,7 +177,7 @@ EXPERIMENT_ANALYSIS_LOGGER = "ray.tune.analysis.experiment_analysis"
 
 def ray_temp_dir(folder: str) -> dict[str, str]:
     """ray.init's keyword that makes a local Ray keep its session files (sockets, logs) under
-    `folder` instead of /tmp/ray (search.ray_session)."""
+    `folder` instead of /tmp/ray (search.runtime.ray_session)."""
     return {"_temp_dir": folder}
 
 

@@ -1,7 +1,7 @@
 """Which hyperparameters mattered: Optuna's PED-ANOVA over the trials' final ranking.
 
 Computed from the trials table alone (no Ray, no search space, no Optuna journal), so it works on
-any collected experiment. The ranking is the one the search's TPE learned from (search.searcher
+any collected experiment. The ranking is the one the search's TPE learned from (search.strategy.searcher
 tells Optuna the same): completed trials by their last validation accuracy, then pruned trials by
 how many epochs they got and their last accuracy there. Failed and unfinished trials are left out.
 

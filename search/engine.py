@@ -28,18 +28,19 @@ from model.overrides import interrupted_code, reject
 import internals
 from results.collect import collect
 from results.schema import is_file, join, locate, write_json
-from search import study
-from search.asha import RungKeeper, make_scheduler
-from search.devices import mps_note
-from search.lock import Lock, LockError
 from search.progress import Progress, stop_frames
-from search.ray_session import RayUnavailable, ray_session
-from search import records, replay
+from search.replay import records
+from search.replay import surrogate as replay
 from search.report import FAILED, print_report
-from search.storage import resolve
+from search.runtime.devices import mps_note
+from search.runtime.lock import Lock, LockError
+from search.runtime.ray_session import RayUnavailable, ray_session
+from search.runtime.storage import resolve
 from search.settings import MAX_FAILURES, METRIC, MODE, RUN_FILE, Settings, param_space
-from search.searcher import HonestOptunaSearch
-from search.spend import DeviceSpend, SpendStopper
+from search.strategy import study
+from search.strategy.asha import RungKeeper, make_scheduler
+from search.strategy.searcher import HonestOptunaSearch
+from search.strategy.spend import DeviceSpend, SpendStopper
 from search.trainable import SharedSplit, train_trial
 
 # Tune's own console output is replaced by search.progress unless verbose=true; a snapshot of the

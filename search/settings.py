@@ -1,6 +1,6 @@
 """What a search is: its settings (recorded in run.json, continued by a resume) and the trial
-config they give. Shared by the command line (search.run), the engine and the recorder, so that
-none of them imports another."""
+config they give. Shared by the command lines (search.run, search.replay.record), their key
+parsing (search.arguments) and the engine, which imports no command line."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import spaces
 from model.config import preset
 from results.schema import join
-from search.storage import experiment_path
+from search.runtime.storage import experiment_path
 
 METRIC, MODE = "val_acc", "max"
 # Seconds of a trial's work between its checkpoints: what a crash may cost each running trial.
@@ -39,7 +39,7 @@ class Settings:
     max_params: int | None = None  # networks with more parameters are never trained
     gpu_hours: float | None = None  # device budget: trials' epoch seconds x GPUs (None: no limit)
     cpu_hours: float | None = None  # the same for a CPU search
-    replay: str = ""  # record folders (search.records), comma-separated: answer trials from them; "": train
+    replay: str = ""  # record folders (search.replay.records), comma-separated: answer trials from them; "": train
     # Session options: how to run, not what to search; free to change on resume.
     address: str = ""
     data_dir: str | None = None

@@ -26,7 +26,7 @@ from ray import tune
 from model.config import Config
 from model.data import Split
 from model.trainer import DeviceSplit, Trainer
-from search.devices import assigned_device
+from search.runtime.devices import assigned_device
 from search.settings import CHECKPOINT_EVERY_S
 
 STATE_FILE = "state.pt"

@@ -68,9 +68,9 @@ def test_set(fmnist_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 # Another process that takes an experiment's lock, says so, and holds it for two minutes.
-_HOLD = ("import sys, time; from search.lock import Lock; held = Lock(sys.argv[1], 'a test'); held.acquire(); "
+_HOLD = ("import sys, time; from search.runtime.lock import Lock; held = Lock(sys.argv[1], 'a test'); held.acquire(); "
          "print('held', flush=True); time.sleep(120)")
-HOLD_READY_S = 60  # the holder imports search.lock (pyarrow) first: seconds, even on a busy machine
+HOLD_READY_S = 60  # the holder imports search.runtime.lock (pyarrow) first: seconds, even on a busy machine
 
 
 @pytest.fixture

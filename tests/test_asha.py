@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from search.asha import RungKeeper, make_scheduler, rungs
+from search.strategy.asha import RungKeeper, make_scheduler, rungs
 
 STOP = TrialScheduler.STOP
 EPOCHS = 9

@@ -11,7 +11,9 @@ import pytest
 
 from model import data as fmnist
 from model.config import Config
-from search import devices, retrain, run
+from search import run
+from search.retrain import __main__ as retrain
+from search.runtime import devices
 
 import model.train as train
 
@@ -80,7 +82,7 @@ def test_model_train_refuses_cuda_without_a_gpu(capsys):
     assert err.count("\n") == 1 and "device=cuda: PyTorch sees no CUDA GPU" in err
 
 
-COMMANDS = ["model.train", "search.run", "search.retrain", "search.record", "results.show", "cluster_check.__main__"]
+COMMANDS = ["model.train", "search.run", "search.retrain.__main__", "search.replay.record", "results.show", "cluster_check.__main__"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -134,7 +136,7 @@ def test_local_gpus_follow_cuda_visible_devices(visible, gpus):
 
 
 def test_a_gpu_budget_grows_with_the_gpus_of_the_machine():
-    from search import budgets
+    from search.strategy import budgets
 
     one, four = budgets.get("standard").values(1), budgets.get("standard").values(4)
     assert (four["trials"], four["concurrency"], four["gpu_hours"]) == (4 * one["trials"], 4 * one["concurrency"],

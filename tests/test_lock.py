@@ -1,4 +1,4 @@
-"""search.lock for real: a lock held by another process, the stale lock of a dead one, a folder
+"""search.runtime.lock for real: a lock held by another process, the stale lock of a dead one, a folder
 made and removed, and the marker used on object stores (on pyarrow's SubTreeFileSystem, a
 filesystem that is not the local one, over a temporary folder)."""
 
@@ -13,8 +13,8 @@ import sys
 import pyarrow.fs as pafs
 import pytest
 
-from search import lock
-from search.lock import LOCK_FILE, Lock, LockHeld
+from search.runtime import lock
+from search.runtime.lock import LOCK_FILE, Lock, LockHeld
 
 @pytest.fixture
 def holder(tmp_path, lock_holder):
@@ -109,7 +109,7 @@ def test_taking_over_a_dead_holders_lock_stops_the_ray_it_left_and_removes_its_f
     import tempfile
     import time
 
-    from search.ray_session import TEMP_PARENT
+    from search.runtime.ray_session import TEMP_PARENT
 
     theirs, other = (tempfile.mkdtemp(prefix="ray-", dir=TEMP_PARENT) for _ in range(2))
     os.makedirs(f"{theirs}/logs")

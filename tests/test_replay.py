@@ -1,4 +1,4 @@
-"""Recording learning curves (search.record) and replaying searches on them (search.replay,
+"""Recording learning curves (search.replay.record) and replaying searches on them (search.replay.surrogate,
 benchmarks/search_efficiency.py): a tiny real record, real Ray Tune, Optuna and Parquet."""
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from model.config import Config, preset
 from results.collect import collect
 from results.load import load
 from results.schema import EPOCHS, TRIALS, write_json, write_table
-from search import records, run
-from search.asha import make_scheduler
-from search.record import RecordedConfigs
-from search.replay import CURVE_KEYS, Surrogate, replay_marks, replay_trainable
-from search.searcher import HonestOptunaSearch
+from search import run
+from search.replay import records
+from search.replay.record import RecordedConfigs
+from search.replay.surrogate import CURVE_KEYS, Surrogate, replay_marks, replay_trainable
 from search.settings import RUN_FILE
+from search.strategy.asha import make_scheduler
+from search.strategy.searcher import HonestOptunaSearch
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
@@ -37,7 +38,7 @@ TINY = ["space=full", "width=0.0625", "configs=6", "repeats=2", "max_epochs=2", 
 def tiny(tmp_path_factory, fmnist_dir) -> Path:
     storage = tmp_path_factory.mktemp("records")
     done = subprocess.run(
-        [sys.executable, "-m", "search.record", *TINY, f"storage={storage}", "name=tiny", f"data_dir={fmnist_dir}"],
+        [sys.executable, "-m", "search.replay.record", *TINY, f"storage={storage}", "name=tiny", f"data_dir={fmnist_dir}"],
         env=ENV, capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -61,7 +62,7 @@ def test_a_record_says_what_made_it(tiny):
 def test_record_refuses_bad_input_in_one_line():
     for args, said in ((["configs=3", "trials=5"], "give configs=N"), (["configs=3", "grace=1"], "stops nothing early"),
                        (["configs=0"], "at least 1"), (["configs=2", "repeats=3"], "repeats=3 exceeds configs=2")):
-        done = subprocess.run([sys.executable, "-m", "search.record", "space=full", *args],
+        done = subprocess.run([sys.executable, "-m", "search.replay.record", "space=full", *args],
                               env=ENV, capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert done.returncode == 2 and said in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
@@ -228,7 +229,7 @@ def _search(record, surrogate, storage: Path, name: str, search_alg, scheduler, 
 def replayed(tiny, tmp_path_factory) -> dict[str, Path]:
     """Four replayed searches in one Ray session: the record's own configurations, and TPE + ASHA
     with seed 3 twice and seed 4 once (one trial at a time: then the order of results is fixed)."""
-    from search.ray_session import ray_session
+    from search.runtime.ray_session import ray_session
 
     record = records.load(str(tiny))
     surrogate = Surrogate(record)

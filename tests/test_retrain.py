@@ -27,9 +27,11 @@ from model import evaluation, export
 from model.config import Config, field_types
 from model.data import CLASSES
 from results.schema import EPOCHS, RETRAIN_EPOCHS, TRIALS, WINNER_TABLES, empty_frame, read_table, write_table
-from search import ray_session as session
-from search import retrain
-from search.ray_session import check_address, ray_session
+from search.retrain import seeds, winner
+from search.retrain.__main__ import main as retrain_main
+from search.retrain.plan import parse_args
+from search.runtime import ray_session as session
+from search.runtime.ray_session import check_address, ray_session
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["filters=16,32", "dense=64", "batch_size=128", "lr=2e-3"]
@@ -109,7 +111,7 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, capsys, a
     (tmp_path / "a-file").write_text("not a folder")
     fill = {"{missing}": str(tmp_path / "runs" / "missing"), "{file}": str(tmp_path / "a-file")}
     argv = [next((a.replace(k, v) for k, v in fill.items() if k in a), a) for a in args]
-    assert retrain.main(argv) == 2
+    assert retrain_main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
@@ -124,7 +126,7 @@ def test_an_unwritable_run_folder_is_refused_before_training(tmp_path, capsys) -
     else:
         folder.chmod(0o555)
     try:
-        assert retrain.main([str(folder / "x"), "config=seed"]) == 2
+        assert retrain_main([str(folder / "x"), "config=seed"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"{folder} is not writable by this user" in err, err
         assert list(folder.iterdir()) == []
@@ -136,7 +138,7 @@ def test_an_unwritable_run_folder_is_refused_before_training(tmp_path, capsys) -
 
 
 def test_a_folder_without_search_results_is_rejected(tmp_path, capsys) -> None:
-    assert retrain.main([str(tmp_path)]) == 2
+    assert retrain_main([str(tmp_path)]) == 2
     assert "config=seed" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
@@ -177,15 +179,15 @@ def _fake_experiment(folder: Path) -> None:
 def test_the_best_trial_or_a_named_one_is_retrained(tmp_path, scheme) -> None:
     _fake_experiment(tmp_path)
     run = f"{scheme}{tmp_path}"
-    plan = retrain.parse_args([run, "epochs=7", "seeds=2", "dense=32"])
+    plan = parse_args([run, "epochs=7", "seeds=2", "dense=32"])
     assert plan.source == "best trial t_best" and plan.run == run
     assert (plan.cfg.filters, plan.cfg.lr, plan.cfg.dense, plan.cfg.epochs) == ((32, 64), 1e-3, 32, 7)
     assert plan.seeds == (0, 1)
-    plan = retrain.parse_args([run, "trial=t_other", "seed=5"])
+    plan = parse_args([run, "trial=t_other", "seed=5"])
     assert plan.source == "trial t_other" and plan.cfg.dense == 128 and plan.cfg.epochs == 30
     assert plan.seeds == (5, 6, 7)
     with pytest.raises(ValueError, match="not a trial"):
-        retrain.parse_args([run, "trial=t_nope"])
+        parse_args([run, "trial=t_nope"])
 
 
 def test_a_search_whose_every_trial_failed_says_so_not_yet(tmp_path) -> None:
@@ -194,7 +196,7 @@ def test_a_search_whose_every_trial_failed_says_so_not_yet(tmp_path) -> None:
     write_table(trials.assign(status="error", epochs_run=0), tmp_path / "report" / "trials.parquet", TRIALS)
     (tmp_path / "report" / "best.json").write_text("null")  # as results.collect writes it when no trial reported
     with pytest.raises(ValueError, match=r"no trial of the search reported a result \(trials: 2 error\), so there is no best"):
-        retrain.parse_args([str(tmp_path)])
+        parse_args([str(tmp_path)])
 
 
 @pytest.mark.parametrize(("cluster", "expected"), [
@@ -204,10 +206,10 @@ def test_a_search_whose_every_trial_failed_says_so_not_yet(tmp_path) -> None:
     ({"CPU": 6}, (2.0, 0.0, "cpu")),  # the CPUs shared between the seeds
 ])
 def test_the_seeds_share_the_gpus_there_are(tmp_path, cluster, expected) -> None:
-    plan = retrain.parse_args([str(tmp_path / "run"), "config=seed", "seeds=3"])
-    assert retrain._resources(plan, cluster) == pytest.approx(expected)
+    plan = parse_args([str(tmp_path / "run"), "config=seed", "seeds=3"])
+    assert seeds.resources(plan, cluster) == pytest.approx(expected)
     # Ray fits three thirds on one GPU (its quantities are fixed-point, 1e-4).
-    assert 3 * round(retrain._resources(plan, {"CPU": 16, "GPU": 1})[1], 4) <= 1
+    assert 3 * round(seeds.resources(plan, {"CPU": 16, "GPU": 1})[1], 4) <= 1
 
 
 def test_winner_files_reach_an_object_store_one_object_each(tmp_path) -> None:
@@ -218,7 +220,7 @@ def test_winner_files_reach_an_object_store_one_object_each(tmp_path) -> None:
     store = tmp_path / "store"
     store.mkdir()
     fs = pafs.SubTreeFileSystem(str(store), pafs.LocalFileSystem())  # not the local filesystem's type
-    retrain.upload(staging, fs, "runs/x/winner")
+    winner.upload(staging, fs, "runs/x/winner")
     assert sorted(p.name for p in (store / "runs" / "x" / "winner").iterdir()) == ["model.pt", "retrain.parquet"]
     assert (store / "runs" / "x" / "winner" / "model.pt").read_bytes() == b"weights"
 
@@ -269,8 +271,8 @@ def _descends_from(pid: int, ancestor: int) -> bool:
 
 def test_a_seed_whose_worker_dies_is_retried(fmnist_dir) -> None:
     argv = ["unused", "config=seed", "seeds=1", "epochs=1", "subset=600", f"data_dir={fmnist_dir}", *SMALL]
-    plan = retrain.parse_args(argv)  # nothing is written to the run folder: train_seeds returns the results
-    split, (test_images, test_labels) = retrain.load_data(plan)
+    plan = parse_args(argv)  # nothing is written to the run folder: train_seeds returns the results
+    split, (test_images, test_labels) = seeds.load_data(plan)
     test = (test_images[:500], test_labels[:500])
     killed: list[int] = []
 
@@ -300,7 +302,7 @@ def test_a_seed_whose_worker_dies_is_retried(fmnist_dir) -> None:
     try:
         with ray_session(num_cpus=1):
             killer.start()
-            (out,) = retrain.train_seeds(plan, split, test, log=lambda line: None)
+            (out,) = seeds.train_seeds(plan, split, test, log=lambda line: None)
             killer.join()
         decoy_cmdline = Path(f"/proc/{decoy_pid}/cmdline")
         assert decoy_cmdline.exists() and decoy_cmdline.read_bytes().startswith(b"ray::retrain_seed"), "the decoy was killed"

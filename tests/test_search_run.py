@@ -25,9 +25,10 @@ import pytest
 from optuna.trial import TrialState
 
 from results.schema import EPOCHS, TRIALS, read_table
-from search import run, study
-from search.lock import LOCK_FILE, holder
-from search.ray_session import JOIN_TIMEOUT_S
+from search import run
+from search.runtime.lock import LOCK_FILE, holder
+from search.runtime.ray_session import JOIN_TIMEOUT_S
+from search.strategy import study
 from model.overrides import INTERRUPTED
 from search.report import FAILED
 
@@ -524,7 +525,7 @@ def test_a_damaged_run_json_is_named_when_resuming(tmp_path, monkeypatch, capsys
 
 
 def test_an_experiment_in_use_is_refused_saying_who_holds_it(smoke, workdir, monkeypatch, capsys, lock_holder):
-    from search.lock import Lock
+    from search.runtime.lock import Lock
 
     holder = lock_holder(smoke)
     monkeypatch.chdir(workdir)

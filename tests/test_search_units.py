@@ -11,8 +11,8 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import TrialScheduler
 
-from search.asha import RungKeeper, make_scheduler, rungs
-from search.searcher import HonestOptunaSearch
+from search.strategy.asha import RungKeeper, make_scheduler, rungs
+from search.strategy.searcher import HonestOptunaSearch
 
 STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
 

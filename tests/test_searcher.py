@@ -1,4 +1,4 @@
-"""What TPE makes of refusals and of trials running side by side: search.searcher.HonestOptunaSearch
+"""What TPE makes of refusals and of trials running side by side: search.strategy.searcher.HonestOptunaSearch
 driven directly (suggest, then made-up results), no Ray cluster, no training.
 
 The made-up objectives depend on the learning rate alone; the network sizes decide the refusals
@@ -17,7 +17,7 @@ from ray import tune
 
 from model.config import Config
 import internals
-from search.searcher import REFUSED_ATTR, HonestOptunaSearch
+from search.strategy.searcher import REFUSED_ATTR, HonestOptunaSearch
 
 STARTUP = 6  # TPE's random start-up, in trials
 BASE = {**Config(padding="same").to_flat(), "epochs": 1}

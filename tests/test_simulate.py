@@ -1,4 +1,4 @@
-"""Simulated searches (search.simulate) and the comparison built on them (benchmarks/search_efficiency.py):
+"""Simulated searches (search.replay.simulate) and the comparison built on them (benchmarks/search_efficiency.py):
 the committed 12-epoch CPU record, real Optuna, Ray's and this project's schedulers; no Ray session."""
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from results.status import ranked
-from search import records
-from search.asha import make_scheduler
-from search.replay import Surrogate
-from search.searcher import HonestOptunaSearch
-from search.simulate import Ended, RandomSearch, Simulation, simulate
+from search.replay import records
+from search.replay.simulate import Ended, RandomSearch, Simulation, simulate
+from search.replay.surrogate import Surrogate
+from search.strategy.asha import make_scheduler
+from search.strategy.searcher import HonestOptunaSearch
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "benchmarks" / "records" / "full-cpu-12ep-2026-11-26"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
-from search.spend import DeviceSpend, SpendStopper, unlimited
+from search.strategy.spend import DeviceSpend, SpendStopper, unlimited
 
 
 def test_gpu_seconds_are_epoch_seconds_times_the_gpus_a_trial_holds():
@@ -38,7 +38,7 @@ def test_a_spent_budget_stops_the_search_and_no_budget_never_does():
 def _searcher(**kwargs):
     from ray import tune
 
-    from search.searcher import HonestOptunaSearch
+    from search.strategy.searcher import HonestOptunaSearch
 
     searcher = HonestOptunaSearch(max_epochs=1, seed=0, **kwargs)
     space = {"lr": tune.loguniform(1e-5, 1e-1), "filters": tune.choice(["8,16", "64,128", "256,512"])}
@@ -67,7 +67,7 @@ def test_the_searcher_starts_no_trial_the_budget_cannot_pay_for():
 
 def test_max_params_refuses_larger_networks_without_counting_them_as_trials():
     from model.config import Config
-    from search.searcher import REFUSED_ATTR
+    from search.strategy.searcher import REFUSED_ATTR
 
     base = {**Config(padding="same", dense=0).to_flat(), "epochs": 1}
     searcher = _searcher(base=base, max_params=60_000)

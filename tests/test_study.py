@@ -24,9 +24,9 @@ from optuna.trial import TrialState
 from model.config import Config
 from results.collect import collect
 from results.schema import EPOCHS, TRIALS, read_table
-from search import study
 from search.progress import Progress
-from search.searcher import HonestOptunaSearch
+from search.strategy import study
+from search.strategy.searcher import HonestOptunaSearch
 
 MAX_EPOCHS = 4
 TRIALS_RUN = 8

@@ -9,7 +9,7 @@ The file says who holds the lock: host, pid, start time and command. It is the f
 search or a retrain writes into the folder, and it is removed on every exit that runs Python's
 cleanup (success, error, Ctrl-C). After SIGKILL or a crash of the machine it stays behind; the
 next process takes it over and says so. The file also names the session folder of the holder's
-embedded Ray (search.ray_session), if it has one: taking over a dead holder's lock on the same host
+embedded Ray (search.runtime.ray_session), if it has one: taking over a dead holder's lock on the same host
 stops the Ray processes it left and removes that folder.
 
 Local folders (also NFS, storage with shared=true) are locked with flock(2) on the file: the
@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 import pyarrow.fs as pafs
 
 from results.schema import locate
-from search.ray_session import embedded_temp_dir, remove_leftovers
+from search.runtime.ray_session import embedded_temp_dir, remove_leftovers
 
 LOCK_FILE = "lock.json"
 RETRIES = 3  # a probe (holder()) shares the flock for microseconds: try again before saying "held"

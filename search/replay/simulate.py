@@ -1,6 +1,6 @@
 """Replayed searches on a simulated clock: the real searcher and scheduler, no Tune loop, no sleep.
 
-`simulate` runs one search the way Ray Tune's controller would, over the curves a search.replay
+`simulate` runs one search the way Ray Tune's controller would, over the curves a search.replay.surrogate
 Surrogate answers, as a discrete-event simulation (syne-tune's simulated backend is the model):
 
 - at most `concurrency` trials run; whenever a slot is free the searcher is asked for the next
@@ -21,7 +21,7 @@ about a second). What it leaves out: Tune's own seconds per trial start and per 
 part of an epoch a trial may run between reporting and being stopped.
 
 The schedulers see `SimTrial` in place of ray.tune.experiment.Trial: the trial id and the trial's
-config are all that Ray's ASHAScheduler, FIFOScheduler and search.asha.FairASHA read of a trial;
+config are all that Ray's ASHAScheduler, FIFOScheduler and search.strategy.asha.FairASHA read of a trial;
 they get None as the TuneController, which none of them reads. `RandomSearch` draws each
 configuration at random (Tune's domains, seeded), as BasicVariantGenerator does for a param space
 without grid search, but as a Searcher, so that it takes the same calls as the others.
@@ -41,7 +41,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.sample import Domain
 
 from results.status import COMPLETED, PRUNED, ran_to_the_end, ranked
-from search.replay import Surrogate
+from search.replay.surrogate import Surrogate
 from search.settings import METRIC, MODE, draw_config
 
 
@@ -137,7 +137,7 @@ def simulate(
     """One search of `trials` trials, `concurrency` at a time, answered by `surrogate` with `seed`
     (module docstring). The searcher and the scheduler get metric and mode here, as Tune gives them.
 
-    device_budget: device-seconds after which the search ends, as search.spend.SpendStopper ends a
+    device_budget: device-seconds after which the search ends, as search.strategy.spend.SpendStopper ends a
     search: once the epochs reported add up to it, no epoch more is reported and every running
     trial ends where it stands (pruned, as results.status names a trial stopped early, with its
     last result; one that reported nothing is not a trial of the report)."""

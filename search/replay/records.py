@@ -1,13 +1,13 @@
 """What a record of learning curves is: a folder with record.json and the usual report tables.
 
     RECORD/record.json              what produced the curves: space (its name, width and every
-                                    domain), data, budget, machines, device, versions (search.record)
+                                    domain), data, budget, machines, device, versions (search.replay.record)
     RECORD/report/trials.parquet    one row per trial (results.schema.TRIALS)
     RECORD/report/epochs.parquet    one row per trial and epoch (results.schema.EPOCHS)
 
-An experiment folder written by `python -m search.record` is a record as it stands; a copy of just
+An experiment folder written by `python -m search.replay.record` is a record as it stands; a copy of just
 these three files (benchmarks/records/...) is one too. Only completed trials (trained to
-max_epochs) are curves: the replay (search.replay) never sees a partial one.
+max_epochs) are curves: the replay (search.replay.surrogate) never sees a partial one.
 
 A record may be made with narrower networks than its space names (`width`): every channel count
 in `filters` and `dense` is multiplied by it, so `full` at width 0.125 searches filters 4,8 ...
@@ -141,7 +141,7 @@ def load(paths: list[str] | tuple[str, ...] | str) -> Record:
     if isinstance(paths, str):
         paths = [p for p in paths.split(",") if p]
     if not paths:
-        raise ValueError("give at least one record folder (written by python -m search.record)")
+        raise ValueError("give at least one record folder (written by python -m search.replay.record)")
     metas, trials, epochs = [], [], []
     for i, path in enumerate(map(os.fspath, paths)):
         meta = read_meta(path)
@@ -175,9 +175,9 @@ def load(paths: list[str] | tuple[str, ...] | str) -> Record:
 def read_meta(path: str) -> dict:
     file = join(path, RECORD_FILE)
     if file_type(path) == pafs.FileType.NotFound:  # a mistyped path: "not a record" would send one looking inside it
-        raise ValueError(f"{path} does not exist; give a record folder (make one with python -m search.record)")
+        raise ValueError(f"{path} does not exist; give a record folder (make one with python -m search.replay.record)")
     if not is_file(file):
-        raise ValueError(f"{path} is not a record: it has no {RECORD_FILE} (make one with python -m search.record)")
+        raise ValueError(f"{path} is not a record: it has no {RECORD_FILE} (make one with python -m search.replay.record)")
     return read_json(file)
 
 

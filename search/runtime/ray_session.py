@@ -10,7 +10,7 @@ that only disconnects this driver; the cluster keeps running); a Ctrl-C during t
 for it to finish. An embedded Ray keeps its session files (sockets, logs) in a temporary folder of
 its own, /tmp/ray-XXXXXXXX, removed on exit: Ray's default, /tmp/ray/session_*, would keep them
 for ever. A process killed outright (SIGKILL, the OOM killer) cannot remove it, and Ray's agents
-outlive it for minutes: the experiment's lock records the folder (search.lock), and the next run
+outlive it for minutes: the experiment's lock records the folder (search.runtime.lock), and the next run
 that takes the dead holder's lock stops those processes and removes the folder (remove_leftovers).
 Joining fails with RayUnavailable (a ValueError, one line) within JOIN_TIMEOUT_S when
 nothing answers at the address: Ray itself retries for minutes.

@@ -1,19 +1,19 @@
-"""`python -m search.record space=NAME configs=N [key=value ...]`: learning curves to replay searches on.
+"""`python -m search.replay.record space=NAME configs=N [key=value ...]`: learning curves to replay searches on.
 
 Draws N configurations of the space at random (seeded), trains every one to max_epochs with no
 early stopping, a few at a time as Ray Tune trials (the search's own trainable), and writes the
 usual report tables plus record.json: which space and width, data, budget, machines and device
-produced the curves (see search.records). `repeats=R` trains the first R configurations a second
+produced the curves (see search.replay.records). `repeats=R` trains the first R configurations a second
 time with another weight seed: the seed-to-seed spread that the replay adds to its predictions.
 
-    python -m search.record space=full configs=120 repeats=8 width=0.125 max_epochs=8 subset=3000 val_size=2000
-    python -m search.record space=full configs=150 repeats=10 max_epochs=15 subset=10000 \\
+    python -m search.replay.record space=full configs=120 repeats=8 width=0.125 max_epochs=8 subset=3000 val_size=2000
+    python -m search.replay.record space=full configs=150 repeats=10 max_epochs=15 subset=10000 \\
         budget=standard gpus_per_trial=0.25 concurrency=8 data_dir=... storage=...
 
 Keys: those of search.run (budget, max_epochs, concurrency, cpus_per_trial, gpus_per_trial,
 subset, val_size, seed, name, storage, address, data_dir, shared, verbose), except trials, grace
 and eta (a record stops nothing early); plus configs, repeats and width (channel counts times
-width: search.records). seed draws the configurations. A record is made in one go: an interrupted
+width: search.replay.records). seed draws the configurations. A record is made in one go: an interrupted
 one keeps its finished trials (the replay uses completed trials only) but cannot be resumed.
 """
 
@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import socket
-import sys
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -40,14 +39,14 @@ from model.config import Config
 from results.collect import collect
 from results.load import load
 from results.schema import join, write_json
-from search import run
+from search import arguments
+from search.replay.records import RECORD_FILE, params_to_json, searched, space_params
 from search.settings import RUN_FILE, Settings, draw_config, param_space
-from search.records import RECORD_FILE, params_to_json, searched, space_params
 
 OWN_KEYS = ("configs", "repeats", "width")
 NOT_FOR_A_RECORD = {"trials": "give configs=N", "grace": "a record stops nothing early",
                     "eta": "a record stops nothing early", "resume": "a record is made in one go"}
-KEYS = (*OWN_KEYS, *(k for k in run.KEYS if k not in NOT_FOR_A_RECORD))
+KEYS = (*OWN_KEYS, *(k for k in arguments.KEYS if k not in NOT_FOR_A_RECORD))
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ def parse(argv: list[str]) -> RecordSettings:
         raise ValueError(f"repeats={repeats} exceeds configs={configs}: only recorded configurations can be repeated")
     space = args.get("space", "")
     args.setdefault("name", f"record-{space}-{args.get('budget', 'smoke')}")
-    settings = run.parse([f"{k}={v}" for k, v in args.items()] + [f"trials={configs + repeats}", "grace=1"])
+    settings = arguments.parse([f"{k}={v}" for k, v in args.items()] + [f"trials={configs + repeats}", "grace=1"])
     settings = replace(settings, grace=settings.max_epochs)
     domains = searched(space_params(space, width))
     if repeats and "seed" in domains:
@@ -126,7 +125,7 @@ class RecordedConfigs(Searcher):
 def record(rs: RecordSettings, split: fmnist.Split, data_source: str) -> int:
     from search.engine import build_tuner, fit, quiet, resources_problem, trainable  # engine imports the trainer: torch
     from search.progress import Progress
-    from search.ray_session import ray_session
+    from search.runtime.ray_session import ray_session
 
     s = rs.run
     points = draw(rs)
@@ -207,7 +206,7 @@ def describe_nodes(nodes: list[str], gpus_per_trial: float) -> list[dict]:
 
 @ray.remote(num_cpus=0)
 def _machine() -> dict:
-    from search.devices import assigned_device  # the device choice of search.trainable
+    from search.runtime.devices import assigned_device  # the device choice of search.trainable
 
     device = assigned_device()
     if device != "cpu":

@@ -7,7 +7,7 @@ and a trial that ended before `max_epochs` without error is told as PRUNED (resu
 as for the result tables). Optuna's TPE then ranks pruned trials below complete ones, by how far
 they got and their last value.
 
-With `journal` (a local file, search.study.journal_path(experiment)), the study lives in Optuna's
+With `journal` (a local file, search.strategy.study.journal_path(experiment)), the study lives in Optuna's
 journal storage: optuna-dashboard and optuna.load_study read it while the search runs and after.
 Tune snapshots the searcher (save) with the rest of the experiment and restores it after Ctrl-C, a
 crash or SIGKILL (restore). By then the journal may hold more than the snapshot: trials asked,
@@ -20,9 +20,9 @@ also as a violated constraint, Trial.set_constraint), and another configuration 
 instead. TPE (TPEWithRefusals) takes a refusal for a bad example and nothing more: it counts towards
 neither the random start-up nor the good set, so a refusal is not a trial, yet TPE learns to avoid
 the region. The same mechanism, Optuna's constant liar, spreads the suggestions made while other
-trials run. With a device budget (`spend`, search.spend) it starts no trial the rest cannot pay for
+trials run. With a device budget (`spend`, search.strategy.spend) it starts no trial the rest cannot pay for
 to the first rung, and counts each epoch's device-seconds once (a resumed trial repeats epochs);
-search.spend.SpendStopper ends the search once the budget is spent.
+search.strategy.spend.SpendStopper ends the search once the budget is spent.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ import internals
 from model.config import Config
 from model.net import parameters_of
 from results.status import ran_to_the_end
-from search import study
 from search.settings import draw_config
-from search.spend import DeviceSpend, unlimited
+from search.strategy import study
+from search.strategy.spend import DeviceSpend, unlimited
 
 PARAMS_ATTR, REFUSED_ATTR = "params", "refused"  # user attributes of an Optuna trial
 MAX_REFUSALS = 1000  # suggestions in a row above max_params before the search gives up on the space

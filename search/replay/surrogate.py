@@ -64,7 +64,7 @@ import numpy as np
 from ray import tune
 from ray.tune.search.sample import Categorical, Float, Integer, LogUniform, Uniform
 
-from search.records import Record, searched
+from search.replay.records import Record, searched
 
 CURVE_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_second")
 # The categorical keys that bend a learning curve: a prediction's shape comes from curves that share them.

@@ -1,10 +1,10 @@
 """The Optuna study of a search, stored as Optuna's own journal file inside the experiment folder.
 
     optuna-dashboard runs/NAME/optuna-journal.log           # the study in a browser, live
-    study = search.study.load("runs/NAME")                  # or, as with any Optuna journal:
+    study = search.strategy.study.load("runs/NAME")                  # or, as with any Optuna journal:
     optuna.load_study(study_name="search", storage=JournalStorage(JournalFileBackend(path)))
 
-The search's driver is the journal's only writer (search.searcher.HonestOptunaSearch appends to it
+The search's driver is the journal's only writer (search.strategy.searcher.HonestOptunaSearch appends to it
 as it asks, reports and tells), so a plain file needs no database and no locking beyond Optuna's
 own. Every Optuna trial carries its Tune trial id as the user attribute "trial_id", the id of the
 result tables.
