@@ -22,7 +22,7 @@ from search.runtime.lock import LOCK_FILE, LockHeld, held_message, holder
 from search.runtime.ray_session import check_address
 from search.runtime.storage import check_writable, expand_home, is_uri
 from search.settings import CHECKPOINT_EVERY_S, DEFAULT_STORAGE, RUN_FILE, Settings, param_space
-from search.strategy import budgets
+from search.strategy import budgets, warm
 
 MAX_COUNT = 1_000_000  # trials, concurrency, eta: a sane cap, far beyond any real search
 # (minimum, maximum) of each numeric search key; None: no bound.
@@ -35,7 +35,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 OPTIONAL = ("subset", "max_params", "gpu_hours", "cpu_hours")  # keys that take "none" (subset: "all")
 
 SESSION_KEYS = ("name", "storage", "address", "data_dir", "shared", "resume", "verbose", "checkpoint_every")
-SEARCH_KEYS = ("space", "budget", *(f.name for f in fields(budgets.Budget)), "seed", "replay")
+SEARCH_KEYS = ("space", "budget", *(f.name for f in fields(budgets.Budget)), "seed", "replay", "warm_start")
 KEYS = (*SEARCH_KEYS, *SESSION_KEYS)
 KEY_HELP = {
     "space": "the space to search: " + ", ".join(spaces.SPACES) + " (python -m search.run list)",
@@ -55,6 +55,8 @@ KEY_HELP = {
     "cpu_hours": "the same for a CPU search (epoch seconds x cpus_per_trial)",
     "seed": f"Optuna's sampler seed, 0..{MAX_SEED} (default 0)",
     "replay": "record folders (python -m search.replay.record), comma-separated: replay their curves instead of training",
+    "warm_start": "earlier searches of the same space, comma-separated (runs/OLD,s3://...): TPE starts from their "
+                  "finished trials",
     "name": "the experiment's folder name (default SPACE-BUDGET)",
     "storage": f"where experiments live: a folder (default {DEFAULT_STORAGE}) or a URI (s3://...)",
     "address": "empty: a local Ray; auto or host:port: join a running cluster",
@@ -83,6 +85,8 @@ def parse(argv: list[str]) -> Settings:
     else:
         settings = _fresh(args, storage, session)
         check_values(settings)
+        if settings.warm_start:  # read at the start only: a resume finds the warm trials in its study
+            warm.check(settings.warm_start, settings.space)
     _check_folder(settings)
     return settings
 
@@ -113,7 +117,7 @@ def _fresh(args: dict[str, str], storage: str, session: dict) -> Settings:
     budget.update({key: value for key, value in values.items() if key in budget})
     name = _name(args["name"]) if "name" in args else f"{values['space']}-{budget_name}"
     return Settings(space=values["space"], budget=budget_name, seed=values.get("seed", 0), name=name, storage=storage,
-                    replay=values.get("replay", ""), **budget, **session)
+                    replay=values.get("replay", ""), warm_start=values.get("warm_start", ""), **budget, **session)
 
 
 def parse_search_value(key: str, text: str):
@@ -127,6 +131,8 @@ def parse_search_value(key: str, text: str):
         except ValueError as e:  # what is wrong with the record, said of the key that named it
             raise ValueError(f"replay={text}: {e}") from None
         return text
+    if key == "warm_start":
+        return ",".join(warm.sources(text))
     if key in OPTIONAL and text.lower() in ("all", "none"):
         return None
     if key in ("cpus_per_trial", "gpus_per_trial", "gpu_hours", "cpu_hours"):

@@ -37,7 +37,7 @@ from search.runtime.lock import Lock, LockError
 from search.runtime.ray_session import RayUnavailable, ray_session
 from search.runtime.storage import resolve
 from search.settings import MAX_FAILURES, METRIC, MODE, RUN_FILE, Settings, param_space
-from search.strategy import study
+from search.strategy import study, warm
 from search.strategy.asha import RungKeeper, make_scheduler
 from search.strategy.searcher import HonestOptunaSearch
 from search.strategy.spend import DeviceSpend, SpendStopper
@@ -165,10 +165,13 @@ def create_tuner(s: Settings, split: Split, make_trainer=None):
     scheduler = make_scheduler(s.max_epochs, s.grace, s.eta)
     hours, devices = s.device_hours
     space = records.load(s.replay).param_space() if s.replay else param_space(s)  # a record's narrowed widths
+    start = warm.load(s.warm_start, space, s.max_epochs) if s.warm_start else warm.WarmStart((), ())
+    for note in start.notes:
+        print(note, file=sys.stderr)
     searcher = HonestOptunaSearch(
         max_epochs=s.max_epochs, seed=s.seed, journal=study.journal_path(s.experiment),
         base={k: v for k, v in space.items() if not isinstance(v, Domain)}, max_params=s.max_params,
-        spend=DeviceSpend(hours * 3600 if hours else math.inf, devices), first_rung=s.grace,
+        spend=DeviceSpend(hours * 3600 if hours else math.inf, devices), first_rung=s.grace, warm=start.trials,
     )
     return build_tuner(
         s, trainable(s, split, make_trainer), param_space=space, search_alg=searcher, scheduler=scheduler,

@@ -40,6 +40,7 @@ class Settings:
     gpu_hours: float | None = None  # device budget: trials' epoch seconds x GPUs (None: no limit)
     cpu_hours: float | None = None  # the same for a CPU search
     replay: str = ""  # record folders (search.replay.records), comma-separated: answer trials from them; "": train
+    warm_start: str = ""  # earlier searches of the space, comma-separated: TPE starts from their trials (search.strategy.warm)
     # Session options: how to run, not what to search; free to change on resume.
     address: str = ""
     data_dir: str | None = None

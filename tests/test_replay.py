@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from search.replay.record import RecordedConfigs
 from search.replay.surrogate import CURVE_KEYS, Surrogate, replay_marks, replay_trainable
 from search.settings import RUN_FILE
 from search.strategy.asha import make_scheduler
+from search.strategy import study, warm
 from search.strategy.searcher import HonestOptunaSearch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -306,14 +308,21 @@ def test_the_comparison_runs_end_to_end(tiny, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_search_run_replays_a_record(tiny, tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "search.run", "space=full", f"replay={tiny}", "trials=6", "concurrency=2", "grace=1",
-         "eta=2", f"storage={tmp_path}", "name=replayed"],
-        env=ENV, capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )
+def _replay_search(*keys: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "search.run", "space=full", "concurrency=2", "grace=1", "eta=2", *keys],
+                          env=ENV, capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def replayed_search(tiny, tmp_path_factory) -> Path:
+    storage = tmp_path_factory.mktemp("replayed")
+    done = _replay_search(f"replay={tiny}", "trials=6", f"storage={storage}", "name=replayed")
     assert done.returncode == 0, done.stderr[-3000:]
-    exp = load(tmp_path / "replayed")
+    return storage / "replayed"
+
+
+def test_search_run_replays_a_record(tiny, replayed_search, tmp_path):
+    exp = load(replayed_search)
     # The record's schedule length and data, without being given; marked as a replay of a CPU record.
     assert (exp.run["max_epochs"], exp.run["subset"], exp.run["val_size"]) == (2, 600, 300)
     assert exp.run["replay"] == str(tiny) and exp.run["replay_device"] == "cpu"
@@ -325,4 +334,37 @@ def test_search_run_replays_a_record(tiny, tmp_path):
          "name=refused"], env=ENV, capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     assert refused.returncode == 2 and "the record holds space=full" in refused.stderr
+    assert not (tmp_path / "refused").exists()
+
+
+def test_a_search_warm_started_from_an_earlier_one_hands_tpe_its_trials(tiny, replayed_search, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(replayed_search, old)
+    trials = load(old).trials
+    first = trials["trial_id"].min()
+    trials.loc[trials["trial_id"] == first, "lr"] = 0.5  # far above the space's range
+    write_table(trials, old / "report" / "trials.parquet", TRIALS)
+    kept = trials[(trials["trial_id"] != first) & trials["status"].isin(["completed", "pruned"])]
+    finished, completed = len(kept) + 1, int((kept["status"] == "completed").sum())
+
+    done = _replay_search(f"replay={tiny}", "trials=2", f"warm_start={old}", f"storage={tmp_path}", "name=new")
+    assert done.returncode == 0, done.stderr[-3000:]
+    notes = [line for line in done.stderr.splitlines() if line.startswith("warm start from")]
+    assert notes == [f"warm start from {old}: {len(kept)} finished trials ({completed} completed, {len(kept) - completed} "
+                     f"pruned or of another schedule length); 1 left out, outside this space (first: {first}: lr=0.5)"], done.stderr
+    assert load(tmp_path / "new").run["warm_start"] == str(old)
+    told = study.load(tmp_path / "new").trials
+    warm_trials = [t for t in told if t.user_attrs.get(warm.SOURCE_ATTR) == str(old)]
+    assert len(warm_trials) == finished - 1 and len(told) == finished - 1 + 2
+    # A resume keeps the warm start: another one is refused, the recorded one accepted.
+    again = _replay_search(f"replay={tiny}", "trials=2", f"warm_start={replayed_search}", f"storage={tmp_path}",
+                           "name=new", "resume=true")
+    assert again.returncode == 2 and f"warm_start={replayed_search} differs from warm_start={old}" in again.stderr
+    # Another space's search is no source: refused in one line, nothing written.
+    refused = subprocess.run(
+        [sys.executable, "-m", "search.run", "space=augmentation", f"warm_start={old}", f"storage={tmp_path}",
+         "name=refused"], env=ENV, capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "a search of space=full, not space=augmentation" in refused.stderr
     assert not (tmp_path / "refused").exists()

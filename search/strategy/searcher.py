@@ -92,18 +92,21 @@ class HonestOptunaSearch(OptunaSearch):
         self, *, max_epochs: int, seed: int, metric: str | None = None, mode: str | None = None,
         journal: str | os.PathLike | None = None, base: dict | None = None, max_params: int | None = None,
         spend: DeviceSpend | None = None, first_rung: int = 1, startup_trials: int = 10,
+        warm: tuple[optuna.trial.FrozenTrial, ...] = (),
     ) -> None:
         """metric and mode: give them here or in TuneConfig, not both (Tune refuses two sources).
         base: the fixed values of the trial config (what a suggestion is applied to, to count a
         network's parameters); first_rung: the epochs a new trial must be able to pay for;
         startup_trials: trials drawn at random before TPE models the results (Optuna's default, 10;
-        refused suggestions do not count)."""
+        refused suggestions do not count); warm: finished trials of earlier searches
+        (search.strategy.warm), added to a new study before the first suggestion."""
         sampler = TPEWithRefusals(seed=seed, n_startup_trials=startup_trials)
         super().__init__(metric=metric, mode=mode, sampler=sampler, study_name=study.STUDY_NAME)
         self.max_epochs = max_epochs
         self.journal = os.path.abspath(journal) if journal is not None else None
         self.base, self.max_params = dict(base or {}), max_params
         self.spend, self.first_rung = spend or unlimited(1.0), first_rung
+        self.warm = warm  # emptied once in the study: Tune's snapshots carry the study, not these
         self.refused = 0  # suggestions refused for max_params so far
         self._last_step: dict[str, int] = {}  # trial id -> last epoch told to Optuna (resumes repeat epochs)
 
@@ -119,6 +122,9 @@ class HonestOptunaSearch(OptunaSearch):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.study.set_metric_names([self.metric])
+        if self.warm and not self.study.trials:  # a new study (a journal left by a first attempt has them)
+            self.study.add_trials(self.warm)
+        self.warm = ()
         return True
 
     def suggest(self, trial_id: str) -> dict | str | None:
