@@ -65,14 +65,20 @@ class Config:
     # square-root rule for adaptive methods). The report: Adam 5e-4 at batch 64, so exactly 5e-4.
     lr: float = 5e-4
     weight_decay: float = 0.0  # L2 for adam/sgd, decoupled for adamw
-    momentum: float = 0.9  # SGD (Nesterov) only
+    # SGD's (Nesterov) momentum, on every schedule: one-cycle schedules the learning rate only, so
+    # this value holds throughout (PyTorch's OneCycleLR would cycle it between 0.95 and 0.85 unless
+    # told not to). Adam and AdamW keep PyTorch's beta1 = 0.9 throughout, one-cycle included.
+    momentum: float = 0.9
     batch_size: int = 64  # the report's batch size; larger batches run faster on a GPU
     label_smoothing: float = 0.0
-    # Validation, test and export use an exponential moving average of the weights: this is its decay
-    # per optimizer step (0 = off; 0.999 averages over ~1,000 steps). Bias-corrected as Adam's moments,
-    # so the average holds only trained weights from the first step on (short ASHA rungs included).
-    ema: float = 0.0
-    schedule: str = "constant"  # lr over the run's epochs: constant / cosine to 0 / one-cycle
+    # Validation, test and export use an exponential moving average of the weights, with BatchNorm
+    # statistics recomputed for it (model/ema.py). This is its horizon in epochs: its time constant
+    # 1/(1 - decay) in optimizer steps over the steps per epoch (training images // batch_size), so one
+    # value averages the same share of training at every batch size and subset. 0 = off; a horizon
+    # under one step is the last weights. Bias-corrected as Adam's moments, so the average holds only
+    # trained weights from the first step on (short ASHA rungs included).
+    ema_epochs: float = 0.0
+    schedule: str = "constant"  # lr only, over the run's epochs: constant / cosine to 0 / one-cycle
     epochs: int = 30  # schedule length; a search sets it to max_epochs so every rung sees one schedule
     seed: int = 0  # weights, batch order and augmentation draws
 
@@ -98,8 +104,9 @@ class Config:
             raise ValueError(f"kernel_size={self.kernel_size}: must be odd, between 1 and {IMAGE_SIZE - 1}")
         if not 0 <= self.dense <= MAX_WIDTH * 16:
             raise ValueError(f"dense={self.dense}: must lie between 0 and {MAX_WIDTH * 16:,} (0 means a global-average-pool head)")
-        if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"ema={self.ema}: the average's decay per step must lie in [0, 1) (0 = off)")
+        if not 0.0 <= self.ema_epochs <= MAX_EPOCHS:
+            raise ValueError(f"ema_epochs={self.ema_epochs}: the weight average's horizon must lie between 0 (off) "
+                             f"and {MAX_EPOCHS:,} epochs, e.g. 2")
         for name in ("block_dropout", "dense_dropout", "flip", "erasing", "label_smoothing", "strength"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}={getattr(self, name)}: must lie in [0, 1]")

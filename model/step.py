@@ -3,8 +3,8 @@
 A 28x28 CNN at batch 128 is launch-bound on a modern GPU: about a hundred small kernels, each
 costing more to launch from Python than to run. A CUDA graph replays all of them with one launch.
 What stays outside the graph, and why:
-- the optimizer step: fused (a few kernels) and free to read the learning rate and momentum the
-  schedule sets each step as plain floats, exactly as the eager path does;
+- the optimizer step: fused (a few kernels) and free to read the learning rate the schedule sets
+  each step as a plain float, exactly as the eager path does;
 - the batch: copied into the graph's fixed input buffers, one copy per tensor per step.
 
 The captured function must be free of host work (no .item(), no Python branches on tensor

@@ -8,7 +8,7 @@ caps throughput far below what the network can do.
 On CUDA the step is launch-bound, not arithmetic-bound (a 28x28 CNN at batch 128 runs ~100
 small kernels), so forward and backward are captured once as a CUDA graph and replayed: one
 launch per step instead of ~100. The optimizer (fused) and the schedule stay outside the graph,
-so learning rate, one-cycle momentum and checkpoints behave exactly as in the plain path.
+so the learning rate and checkpoints behave exactly as in the plain path.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ AUGMENT_CHUNK = 8192
 # of the seed network at batch 128 (H200, benchmarks/throughput.py: 144k vs 34k img/s): it pays for
 # itself after ~7 steps. Below this many steps in the whole run the plain step is kept.
 GRAPH_MIN_STEPS = 20
+# Unaugmented training images on which the weight average's BatchNorm statistics are computed at each
+# evaluation (model/ema.py): one batch, one forward pass; per-channel statistics over 2,048 images
+# (times the map's pixels) vary far less than the average's weights do.
+BN_IMAGES = 2048
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,13 @@ class Trainer:
         if cuda:
             torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv kernels once
         self.optimizer = _optimizer(cfg, self.net, fused=cuda)
-        self.average = WeightAverage(self.net, cfg.ema) if cfg.ema else None
+        self.average = None
+        if cfg.ema_epochs:
+            # The horizon in steps, from epochs; under one step (a tiny subset at a large batch) the last weights.
+            self.average = WeightAverage(self.net, max(1.0, cfg.ema_epochs * self.steps_per_epoch))
+            # A fixed random sample, from a generator of its own: the training draws stay as they are.
+            pick = torch.randperm(len(self.train_x), generator=torch.Generator().manual_seed(cfg.seed))[:BN_IMAGES]
+            self.bn_images = self.train_x[pick.to(self.device)]
         self.schedule = _schedule(cfg, self.optimizer, self.steps_per_epoch)
         self.epoch = 0
         # bf16 autocast on CUDA only: the CPU has no fast bf16 path for these convs here. No cast
@@ -189,10 +199,13 @@ class Trainer:
         )
 
     def eval_net(self) -> torch.nn.Module:
-        """The network that validation, test and export use: the weight average when cfg.ema is on,
-        else the trained network itself. In eval mode."""
+        """The network that validation, test and export use: the weight average (with its own
+        BatchNorm statistics) when cfg.ema_epochs is on, else the trained network itself. In eval mode."""
         self.net.eval()
-        return self.average.averaged(self.net) if self.average else self.net
+        if not self.average:
+            return self.net
+        with self.autocast:  # the BatchNorm pass sees what evaluation sees
+            return self.average.averaged(self.net, to_input(self.bn_images))
 
     def logits(self, images_u8: torch.Tensor) -> torch.Tensor:
         """float32 logits for uint8 images (N, 28, 28), in large batches, eval mode."""
@@ -262,10 +275,11 @@ def _optimizer(cfg: Config, net: torch.nn.Module, fused: bool) -> torch.optim.Op
 
 
 def _schedule(cfg: Config, opt: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once per batch; the run's length is cfg.epochs."""
+    """Stepped once per batch; the run's length is cfg.epochs. The learning rate only: momentum and
+    Adam's beta1 stay as the optimizer was built (see Config.momentum), one-cycle included."""
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.step_lr(), total_steps=total + 1)
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.step_lr(), total_steps=total + 1, cycle_momentum=False)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)

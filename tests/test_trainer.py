@@ -3,6 +3,7 @@ bad input with exit code 2 and one line on stderr."""
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import math
@@ -111,8 +112,9 @@ def test_batch_larger_than_the_training_set_is_refused(small_split):
         (["bogus=1"], "unknown key 'bogus'"),
         (["epochs=2", "lr=fast"], "lr='fast'"),
         (["batchnorm=sometimes"], "none, every, block, single"),
+        (["ema_epochs=-1"], "ema_epochs=-1.0: the weight average's horizon must lie between 0 (off) and 10,000 epochs"),
     ],
-    ids=["unknown-key", "bad-number", "bad-choice"],
+    ids=["unknown-key", "bad-number", "bad-choice", "bad-horizon"],
 )
 def test_cli_rejects_bad_input_with_one_line(args, fragment):
     done = subprocess.run(
@@ -191,7 +193,7 @@ def test_weight_average_matches_its_closed_form():
 
     decay = 0.9
     net = torch.nn.Linear(3, 2)
-    average = WeightAverage(net, decay)
+    average = WeightAverage(net, horizon=1 / (1 - decay))
     history = []
     for step in range(1, 6):
         with torch.no_grad():
@@ -199,7 +201,7 @@ def test_weight_average_matches_its_closed_form():
                 p.copy_(torch.randn_like(p))  # any sequence of weights
         history.append([p.detach().clone() for p in net.parameters()])
         average.update(net)
-        got = list(average.averaged(net).parameters())
+        got = list(average.averaged(net, torch.rand(4, 3)).parameters())
         for j, value in enumerate(got):
             # (1 - d) * sum_i d^(t-i) w_i / (1 - d^t)
             expected = sum((1 - decay) * decay ** (step - i) * history[i - 1][j] for i in range(1, step + 1))
@@ -208,7 +210,7 @@ def test_weight_average_matches_its_closed_form():
 
 
 def test_validation_uses_the_weight_average_and_resumes_exactly(small_split):
-    cfg = _tiny(ema=0.99, epochs=2)
+    cfg = _tiny(ema_epochs=2.0, epochs=2)
     straight = Trainer(cfg, small_split, "cpu")
     straight.run_epoch()
     expected = straight.run_epoch()
@@ -226,6 +228,50 @@ def test_validation_uses_the_weight_average_and_resumes_exactly(small_split):
     assert _without_timing(resumed.run_epoch()) == _without_timing(expected)
     a, b = resumed.eval_net().state_dict(), straight.eval_net().state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a) and not torch.equal(a["dense.weight"], resumed.net.dense.weight)
+
+
+@pytest.mark.parametrize(("batch_size", "steps_per_epoch"), [(64, 16), (256, 4)])
+def test_the_weight_average_spans_the_same_epochs_at_every_batch_size(small_split, batch_size, steps_per_epoch):
+    # 1,024 training images: a horizon of 2 epochs is 32 steps at batch 64 and 8 steps at batch 256.
+    trainer = Trainer(_tiny(ema_epochs=2.0, batch_size=batch_size), small_split, "cpu")
+    assert trainer.steps_per_epoch == steps_per_epoch
+    assert trainer.average.decay == pytest.approx(1 - 1 / (2 * steps_per_epoch))
+    # Under one step (a tenth of an epoch of 2 steps) the average is the last weights: decay 0.
+    assert Trainer(_tiny(ema_epochs=0.1, batch_size=512), small_split, "cpu").average.decay == 0
+    assert Trainer(_tiny(), small_split, "cpu").average is None  # ema_epochs=0: off
+
+
+def test_the_averaged_network_normalises_with_its_own_statistics(small_split):
+    # Its BatchNorm statistics are the averaged weights' own on unaugmented training images, as
+    # torch.optim.swa_utils.update_bn computes them, not the live network's, which were gathered
+    # with other weights. No dropout: update_bn would draw it, the trainer's pass leaves it off.
+    cfg = _tiny(ema_epochs=1.0, lr=3e-3, block_dropout=0.0, dense_dropout=0.0)
+    trainer = Trainer(cfg, small_split, "cpu")
+    trainer.run_epoch()
+    averaged = trainer.eval_net()
+    assert not averaged.training
+    own = copy.deepcopy(averaged)
+    torch.optim.swa_utils.update_bn([model_input(trainer.bn_images)], own)
+    got, expected, live = averaged.state_dict(), own.state_dict(), trainer.net.state_dict()
+    stats = [k for k in got if k.endswith(("running_mean", "running_var"))]
+    assert len(stats) == 2 * 4  # BatchNorm after each of the four convs
+    assert all(torch.allclose(got[k], expected[k], rtol=1e-4, atol=1e-5) for k in stats)
+    assert not any(torch.allclose(got[k], live[k], rtol=1e-2) for k in stats)
+    assert len(trainer.bn_images) == 1024  # every training image, as 1,024 < BN_IMAGES
+    assert trainer.eval_net().state_dict()["dense.weight"].data_ptr() == got["dense.weight"].data_ptr()
+
+
+@pytest.mark.parametrize(("optimizer", "key", "value"), [("sgd", "momentum", 0.8), ("adamw", "betas", (0.9, 0.999))])
+def test_one_cycle_schedules_the_learning_rate_only(small_split, optimizer, key, value):
+    cfg = _tiny(optimizer=optimizer, momentum=0.8, schedule="onecycle", epochs=1)
+    trainer = Trainer(cfg, small_split, "cpu")
+    group = trainer.optimizer.param_groups[0]
+    seen_lr = set()
+    for x, y in trainer.batches():
+        assert group[key] == value  # as configured at every step, not PyTorch's 0.95 -> 0.85 cycle
+        trainer.train_step(x, y)
+        seen_lr.add(group["lr"])
+    assert len(seen_lr) == trainer.steps_per_epoch  # the learning rate does move every step
 
 
 @pytest.mark.parametrize(("optimizer", "batch_size", "factor"), [("adam", 64, 1), ("adamw", 256, 2), ("sgd", 256, 4), ("sgd", 32, 0.5)])
