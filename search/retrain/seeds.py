@@ -103,12 +103,12 @@ def train_seeds(plan: Plan, split: Split, test: tuple[np.ndarray, np.ndarray], l
     import ray
     from ray.util.queue import Queue
 
-    cpus, gpus, device = resources(plan, ray.clusterresources())
+    cpus, gpus, device = resources(plan, ray.cluster_resources())
     log(
         f"training {counted(len(plan.seeds), 'seed')} x {counted(plan.cfg.epochs, 'epoch')} on {len(split.train_images):,} images "
         f"(tasks of {cpus:g} CPU, {gpus:g} GPU, device {device})"
     )
-    note = None if plan.address else mps_note(gpus, ray.clusterresources().get("GPU", 0))
+    note = None if plan.address else mps_note(gpus, ray.cluster_resources().get("GPU", 0))
     if note:
         log(note)
     task = ray.remote(retrain_seed).options(num_cpus=cpus, num_gpus=gpus, max_retries=MAX_RETRIES)
