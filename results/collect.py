@@ -52,6 +52,7 @@ from results.status import ranked, trial_status
 EPOCH_METRICS = tuple(name for name in EPOCHS.names if name != "trial_id")
 REPORTED_KEYS = (*EPOCH_METRICS, "params")  # what search.run's trainable reports every epoch
 ACCURACIES = ("train_acc", "val_acc")
+LATENCIES = ("latency_ms", "latency_ms_256")  # reported with every epoch by a search that measures them
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,7 @@ def _trial_row(trial, history: pd.DataFrame, run: dict[str, Any]) -> dict[str, A
         "best_val_loss": history["val_loss"].min() if ran else float("nan"),
         "last_val_loss": history["val_loss"].iloc[-1] if ran else float("nan"),
         "params": history["params"].iloc[-1] if ran else None,
+        **{name: history[name].iloc[-1] if ran and name in history else float("nan") for name in LATENCIES},
         "seconds": float(history["seconds"].sum()),
         "images_per_second": history["images_per_second"].mean() if ran else float("nan"),
         "node": history["node"].iloc[-1] if ran else None,  # where its last epoch ran

@@ -22,6 +22,8 @@ from results.status import COMPLETED, ERROR, PRUNED, UNFINISHED
 DPI = 110
 # How each trial ended, as a colour: kept to the end, stopped by ASHA, failed, cut off by Ctrl-C.
 STATUS_COLOURS = {COMPLETED: "tab:green", PRUNED: "tab:gray", ERROR: "tab:red", UNFINISHED: "tab:blue"}
+# The cost objectives of results.pareto, as an axis label.
+COST_AXES = {"params": "trainable parameters", "latency_ms": "latency, ms per batch of 1 on the trial's device"}
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
@@ -104,6 +106,34 @@ def search_figure(trials: pd.DataFrame, epochs: pd.DataFrame, importance: pd.Dat
     for ax in (best_ax, curves_ax):
         ax.grid(alpha=0.3)
     fig.suptitle(title)
+    return fig
+
+
+def pareto_figure(trials: pd.DataFrame, front: pd.DataFrame, cost: str, title: str) -> Figure:
+    """Validation accuracy against the cost objective (params or latency_ms, a log axis): every
+    trial that reported, at its last epoch and coloured by how it ended, in the background; the
+    Pareto front on top, joined as the staircase it is (each step: the accuracy the next larger or
+    slower network buys), each point named by its trial id."""
+    column = COST_AXES[cost]
+    fig = Figure(figsize=(8, 5.5), layout="constrained")
+    ax = fig.subplots()
+    for status, colour in STATUS_COLOURS.items():
+        rows = trials[(trials["status"] == status) & trials[cost].notna() & trials["last_val_acc"].notna()]
+        if not rows.empty:
+            ax.scatter(rows[cost], 100 * rows["last_val_acc"], s=14, color=colour, alpha=0.35,
+                       label=f"{status} ({len(rows)}; pruned: at the epoch it stopped)" if status == PRUNED
+                       else f"{status} ({len(rows)})")
+    by_cost = front.sort_values(cost)
+    ax.step(by_cost[cost], 100 * by_cost["last_val_acc"], where="post", color="black", linewidth=1.2)
+    ax.scatter(by_cost[cost], 100 * by_cost["last_val_acc"], s=36, color="black", zorder=3,
+               label=f"Pareto front ({len(front)})")
+    for _, trial in by_cost.iterrows():
+        ax.annotate(trial["trial_id"], (trial[cost], 100 * trial["last_val_acc"]), textcoords="offset points",
+                    xytext=(4, -10), fontsize=7)
+    ax.set_xscale("log")
+    ax.set(xlabel=column, ylabel="validation accuracy at the last epoch (%)", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right", fontsize=8)
     return fig
 
 

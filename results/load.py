@@ -4,6 +4,7 @@
     exp.trials.sort_values("best_val_acc")    # one row per trial (schema TRIALS)
     exp.best["config"]                        # the winner's flat config, for Config.from_flat
     exp.importance                            # hyperparameters by importance (results.importance)
+    exp.pareto                                # the trials no other trial beats on every objective
 
 A folder that only holds a retrain (`search.retrain runs/NAME config=baseline`: winner/ and no
 run.json) loads too, with no trials.
@@ -23,6 +24,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from results.importance import importance
+from results.pareto import DEFAULT_OBJECTIVE, front
 from results.schema import (
     REPORT_FOLDER,
     REPORT_TABLES,
@@ -70,6 +72,19 @@ class Experiment:
         """{status: number of trials}, in STATUSES order, without the statuses no trial has."""
         counts = self.trials["status"].value_counts()
         return {status: int(counts[status]) for status in STATUSES if status in counts}
+
+    @property
+    def objective(self) -> str:
+        """What the search optimised (results.pareto.OBJECTIVES); val_acc for a search recorded before objective=."""
+        return self.run.get("objective", DEFAULT_OBJECTIVE)
+
+    @cached_property
+    def pareto(self) -> pd.DataFrame:
+        """The Pareto front: the completed trials that no other completed trial beats on every
+        objective of the search (results.pareto.front; rows of `trials`), most accurate first. For
+        a search of val_acc alone, the completed trial(s) with the highest last val_acc: best.json's
+        trial, and any that tie with it."""
+        return front(self.trials, self.objective)
 
     @cached_property
     def importance(self) -> pd.DataFrame:

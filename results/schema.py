@@ -49,7 +49,9 @@ CONFIG_COLUMNS = tuple(field_types())
 
 # One row per trial. seconds: training + validation time summed over its epochs;
 # images_per_second: mean over its epochs; epochs_run: distinct epochs reported (the Config
-# field `epochs`, further right, is the schedule length it was configured with).
+# field `epochs`, further right, is the schedule length it was configured with); latency_ms and
+# latency_ms_256: milliseconds per forward pass of a batch of 1 and of 256 images on the trial's
+# device (model.latency), measured only by a search whose objective names latency_ms, else empty.
 TRIALS = pa.schema(
     [
         ("trial_id", pa.string()),
@@ -57,6 +59,7 @@ TRIALS = pa.schema(
         ("epochs_run", pa.int64()),
         *_floats("best_val_acc", "last_val_acc", "best_val_loss", "last_val_loss"),
         ("params", pa.int64()),
+        *_floats("latency_ms", "latency_ms_256"),
         *_floats("seconds", "images_per_second"),
         ("node", pa.string()),
         *_floats("cpus_per_trial", "gpus_per_trial"),
@@ -105,6 +108,10 @@ PER_CLASS = pa.schema(
 # Rows: the true class (column "true"); one count column per predicted class, in CLASSES order.
 CONFUSION = pa.schema([("true", pa.string()), *[(name, pa.int64()) for name in CLASSES]])
 
+# Columns added after tables had been written: a table without them (a report collected before, a
+# record, a frame built by hand) reads and writes with them empty (null).
+LATER_COLUMNS = frozenset({"latency_ms", "latency_ms_256"})
+
 # File name (without .parquet) -> schema, per folder.
 REPORT_TABLES = {"trials": TRIALS, "epochs": EPOCHS}
 WINNER_TABLES = {"retrain": RETRAIN, "retrain_epochs": RETRAIN_EPOCHS, "per_class": PER_CLASS, "confusion": CONFUSION}
@@ -137,7 +144,9 @@ def is_file(path: str | os.PathLike) -> bool:
 
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema) -> None:
-    """Write `frame` as Parquet with exactly `schema`'s columns, in its order and types."""
+    """Write `frame` as Parquet with exactly `schema`'s columns, in its order and types (LATER_COLUMNS
+    it lacks: empty)."""
+    frame = _with_later_columns(frame, schema)
     problems = _column_problems(list(frame.columns), schema)
     if problems:
         raise ValueError(f"{os.fspath(path)}: the frame does not match the table's schema ({'; '.join(problems)})")
@@ -159,6 +168,9 @@ def read_table(path: str | os.PathLike, schema: pa.Schema) -> pd.DataFrame:
         table = pq.read_table(inner, filesystem=fs)
     except pa.ArrowInvalid:  # truncated, overwritten, not Parquet at all: pyarrow's text names footers and magic bytes
         raise ValueError(f"{os.fspath(path)} is damaged: not a readable Parquet file") from None
+    for field in schema:
+        if field.name in LATER_COLUMNS and field.name not in table.schema.names:
+            table = table.append_column(field, pa.nulls(len(table), type=field.type))
     problems = _column_problems(table.schema.names, schema) + [
         f"column {field.name} is {table.schema.field(field.name).type}, expected {field.type}"
         for field in schema
@@ -167,6 +179,11 @@ def read_table(path: str | os.PathLike, schema: pa.Schema) -> pd.DataFrame:
     if problems:
         raise ValueError(f"{os.fspath(path)} does not match its table's schema ({'; '.join(problems)})")
     return table.select(schema.names).to_pandas()
+
+
+def _with_later_columns(frame: pd.DataFrame, schema: pa.Schema) -> pd.DataFrame:
+    later = [name for name in schema.names if name in LATER_COLUMNS and name not in frame.columns]
+    return frame.assign(**{name: None for name in later}) if later else frame
 
 
 def empty_frame(schema: pa.Schema) -> pd.DataFrame:

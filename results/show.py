@@ -1,9 +1,11 @@
 """`python -m results.show runs/NAME [runs/OTHER ...] [trial=ID] [columns=all]`: results on the terminal.
 
 One experiment: a summary, the hyperparameters ranked by importance, the top trials with the
-hyperparameters that matter most (as many as the width holds), and, once the winner was retrained,
-its test accuracy and per-class scores; and a figure of the search, written to
-runs/NAME/report/search.png and named on the last line (results.figures.search_figure). `columns=all`: the top trials with every hyperparameter
+hyperparameters that matter most (as many as the width holds), for a multi-objective search
+(objective=val_acc,params or val_acc,latency_ms) its Pareto front, and, once the winner was
+retrained, its test accuracy and per-class scores; and a figure of the search, written to
+runs/NAME/report/search.png and named on the last line (results.figures.search_figure), after that
+of the Pareto front (report/pareto.png: every trial behind the front, results.figures.pareto_figure). `columns=all`: the top trials with every hyperparameter
 that varies, a column per trial. `trial=ID`: one trial in full (config, metrics, every epoch).
 Several experiments: side by side. A folder with only a retrain (config=PRESET) shows the retrain.
 
@@ -31,8 +33,9 @@ from model import overrides
 from results.importance import MIN_TRIALS, varying
 from results.load import Experiment, load
 from results.numbers import counted, loss, missing, number, percent
+from results.pareto import names
 from results.schema import CONFIG_COLUMNS, REPORT_FOLDER, join, write_bytes
-from results.status import ranked
+from results.status import COMPLETED, ranked
 
 # Test accuracies in the seed report: its final CNN (BN + augmentation) and its baseline, for scale.
 REPORT_TEST_ACC = {"report: with augmentation": 0.9274, "report: baseline": 0.885}
@@ -152,6 +155,31 @@ def top_trials_table(exp: Experiment, n: int = TOP) -> Fitted:
         return table
 
     return Fitted(build, len(params))
+
+
+def multi_objective(exp: Experiment) -> bool:
+    return len(names(exp.objective)) > 1
+
+
+def pareto_table(exp: Experiment) -> Table:
+    """A multi-objective search's Pareto front (Experiment.pareto), most accurate first: its first
+    row is best.json's trial, what search.retrain takes without trial=."""
+    cost = names(exp.objective)[1]
+    front = exp.pareto
+    completed = int((exp.trials["status"] == COMPLETED).sum())
+    beaten = "smaller" if cost == "params" else "faster"
+    caption = (f"no other completed trial is both more accurate and {beaten}; the first is the best (best.json); "
+               f"retrain any: python -m search.retrain {exp.path} trial=ID")
+    table = _table(f"{exp.name}: Pareto front, {len(front)} of {completed} completed trials, val acc against {cost}",
+                   caption)
+    latency = cost == "latency_ms"
+    headers = ("trial", "val acc", "params", *(("ms/batch 1", "ms/batch 256") if latency else ()))
+    for header in headers:
+        table.add_column(header, justify="left" if header == "trial" else "right", no_wrap=True)
+    for _, trial in front.iterrows():
+        timings = (f"{trial['latency_ms']:.3g}", f"{trial['latency_ms_256']:.3g}") if latency else ()
+        table.add_row(trial["trial_id"], percent(trial["last_val_acc"]), _thousands(trial["params"]), *timings)
+    return table
 
 
 def all_columns_table(exp: Experiment, n: int = TOP) -> Fitted:
@@ -426,6 +454,8 @@ def show(experiments: list[Experiment], console: Console, trial: str | None = No
     parts: list[RenderableType] = []
     if exp.searched:
         parts += [summary_table(exp), importance_table(exp), all_columns_table(exp) if all_columns else top_trials_table(exp)]
+        if multi_objective(exp):
+            parts.append(pareto_table(exp))
     else:
         parts.append(f"[bold]{exp.path}[/]: a retrain only, no search")
     if not exp.retrain.empty:
@@ -436,24 +466,39 @@ def show(experiments: list[Experiment], console: Console, trial: str | None = No
         console.print(part)
         console.print()
     if exp.searched and not exp.trials.empty:
+        if multi_objective(exp):
+            console.print(pareto_figure_text(exp), markup=False, highlight=False)
         console.print(figure_text(exp), markup=False, highlight=False)
 
 
 SEARCH_FIGURE = "search.png"  # in the report folder, beside the tables it is drawn from
+PARETO_FIGURE = "pareto.png"
 
 
 def figure_text(exp: Experiment) -> str:
     """Write the search's figure into its report folder; the line that names it (or says why not)."""
     from results import figures  # here: matplotlib takes a second to import, and only this view draws
 
-    path = join(exp.path, REPORT_FOLDER, SEARCH_FIGURE)
     fig = figures.search_figure(exp.trials, exp.epochs, exp.importance, exp.run, title=f"{exp.name}: {counted(len(exp.trials), 'trial')} ("
                                   + ", ".join(f"{n} {status}" for status, n in exp.status_counts().items()) + ")")
+    return _written(figures.png(fig), join(exp.path, REPORT_FOLDER, SEARCH_FIGURE), "figure")
+
+
+def pareto_figure_text(exp: Experiment) -> str:
+    """Write the Pareto front's figure (every trial behind it) into the report folder; the line that names it."""
+    from results import figures
+
+    cost = names(exp.objective)[1]
+    fig = figures.pareto_figure(exp.trials, exp.pareto, cost, title=f"{exp.name}: Pareto front of val acc against {cost}")
+    return _written(figures.png(fig), join(exp.path, REPORT_FOLDER, PARETO_FIGURE), "Pareto front figure")
+
+
+def _written(data: bytes, path: str, what: str) -> str:
     try:
-        write_bytes(figures.png(fig), path)
+        write_bytes(data, path)
     except OSError as error:  # a folder this user may only read: the tables above are what was asked for
-        return f"figure not written to {path}: {' '.join(str(error).split())}"
-    return f"figure: {path}"
+        return f"{what} not written to {path}: {' '.join(str(error).split())}"
+    return f"{what}: {path}"
 
 
 def main(argv: list[str]) -> int:

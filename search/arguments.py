@@ -14,6 +14,7 @@ import spaces
 from model import data as fmnist
 from model import overrides
 from model.config import MAX_EPOCHS, MAX_SEED, preset
+from results import pareto
 from results.schema import file_type, is_file, join, locate, read_json
 from search.replay import records
 from search.replay import surrogate as replay
@@ -35,7 +36,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 OPTIONAL = ("subset", "max_params", "gpu_hours", "cpu_hours")  # keys that take "none" (subset: "all")
 
 SESSION_KEYS = ("name", "storage", "address", "data_dir", "shared", "resume", "verbose", "checkpoint_every")
-SEARCH_KEYS = ("space", "budget", *(f.name for f in fields(budgets.Budget)), "seed", "replay", "warm_start")
+SEARCH_KEYS = ("space", "budget", *(f.name for f in fields(budgets.Budget)), "seed", "objective", "replay", "warm_start")
 KEYS = (*SEARCH_KEYS, *SESSION_KEYS)
 KEY_HELP = {
     "space": "the space to search: " + ", ".join(spaces.SPACES) + " (python -m search.run list)",
@@ -54,6 +55,8 @@ KEY_HELP = {
     "gpu_hours": "stop when the trials have used this many GPU-hours (epoch seconds x gpus_per_trial; default none)",
     "cpu_hours": "the same for a CPU search (epoch seconds x cpus_per_trial)",
     "seed": f"Optuna's sampler seed, 0..{MAX_SEED} (default 0)",
+    "objective": "val_acc (default), val_acc,params or val_acc,latency_ms (ms a batch of 1 on the trial's device): "
+                 "several find a Pareto front, with MO-ASHA (docs/search.md)",
     "replay": "record folders (python -m search.replay.record), comma-separated: replay their curves instead of training",
     "warm_start": "earlier searches of the same space, comma-separated (runs/OLD,s3://...): TPE starts from their "
                   "finished trials",
@@ -117,6 +120,7 @@ def _fresh(args: dict[str, str], storage: str, session: dict) -> Settings:
     budget.update({key: value for key, value in values.items() if key in budget})
     name = _name(args["name"]) if "name" in args else f"{values['space']}-{budget_name}"
     return Settings(space=values["space"], budget=budget_name, seed=values.get("seed", 0), name=name, storage=storage,
+                    objective=values.get("objective", pareto.DEFAULT_OBJECTIVE),
                     replay=values.get("replay", ""), warm_start=values.get("warm_start", ""), **budget, **session)
 
 
@@ -124,6 +128,9 @@ def parse_search_value(key: str, text: str):
     """One search key's value, parsed as a new search parses it."""
     if key in ("space", "budget"):
         (spaces.get if key == "space" else budgets.get)(text)
+        return text
+    if key == "objective":
+        pareto.names(text)
         return text
     if key == "replay":
         try:
@@ -241,8 +248,15 @@ def check_values(s: Settings) -> None:
     replace(start, epochs=s.max_epochs)  # Config's own checks of the schedule length
     fmnist.check_sizes(s.val_size, s.subset, largest_batch(space.PARAMS.get("batch_size", start.batch_size)))
     record = records.load(s.replay) if s.replay else None
+    objectives = pareto.names(s.objective)
     if record is not None:
         replay.check_search(record, s.space, max_epochs=s.max_epochs, subset=s.subset, val_size=s.val_size)
+    if s.warm_start and len(objectives) > 1:
+        raise ValueError(f"warm_start= with objective={s.objective}: a warm start carries val_acc alone; "
+                         "give objective=val_acc, or leave warm_start out")
+    if record is not None and "latency_ms" in objectives:
+        raise ValueError(f"objective={s.objective} with replay=: a record holds no latencies; "
+                         f"choose objective={' or '.join(o for o in pareto.OBJECTIVES if 'latency_ms' not in o)}")
     if s.max_params is not None:
         from search.strategy.searcher import check_max_params  # here: Optuna takes a while to import
 

@@ -147,7 +147,8 @@ def trainable(s: Settings, split: Split | None, make_trainer=None):
         return replay.replay_trainable(replay.Surrogate(record), s.seed, replay.time_scale_for(record, replay.EPOCH_SLEEP))
     extra = {"make_trainer": make_trainer} if make_trainer else {}
     return tune.with_resources(
-        tune.with_parameters(train_trial, split=SharedSplit.put(split), checkpoint_every=s.checkpoint_every, **extra),
+        tune.with_parameters(train_trial, split=SharedSplit.put(split), checkpoint_every=s.checkpoint_every,
+                             measure_latency="latency_ms" in s.objectives, **extra),
         {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial},
     )
 
@@ -162,7 +163,7 @@ def create_tuner(s: Settings, split: Split, make_trainer=None):
             record = records.load(s.replay)
             marks = replay.replay_marks(record, replay.time_scale_for(record, replay.EPOCH_SLEEP))
         write_json({**s.recorded(), "started": started, **marks}, join(s.experiment, RUN_FILE))
-    scheduler = make_scheduler(s.max_epochs, s.grace, s.eta)
+    scheduler = make_scheduler(s.max_epochs, s.grace, s.eta, s.objectives)
     hours, devices = s.device_hours
     space = records.load(s.replay).param_space() if s.replay else param_space(s)  # a record's narrowed widths
     start = warm.load(s.warm_start, space, s.max_epochs) if s.warm_start else warm.WarmStart((), ())
@@ -172,6 +173,7 @@ def create_tuner(s: Settings, split: Split, make_trainer=None):
         max_epochs=s.max_epochs, seed=s.seed, journal=study.journal_path(s.experiment),
         base={k: v for k, v in space.items() if not isinstance(v, Domain)}, max_params=s.max_params,
         spend=DeviceSpend(hours * 3600 if hours else math.inf, devices), first_rung=s.grace, warm=start.trials,
+        objectives=s.objectives,
     )
     return build_tuner(
         s, trainable(s, split, make_trainer), param_space=space, search_alg=searcher, scheduler=scheduler,

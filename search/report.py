@@ -19,7 +19,7 @@ from model.overrides import interrupted_code
 from results.load import load
 from results.schema import is_file, join, locate
 from results.status import ERROR, FINISHED, UNFINISHED
-from results.show import top_trials_table, wide_console
+from results.show import multi_objective, pareto_table, top_trials_table, wide_console
 
 FAILED = 1  # some trial ended in error
 TOP = 5
@@ -55,6 +55,8 @@ def print_report(location: str, trials: int, resume_command: str, retries: int) 
     exp = load(location)
     console = wide_console()
     console.print(top_trials_table(exp, n=TOP))
+    if multi_objective(exp):  # best.json's trial is its first row: the most accurate of the front
+        console.print(pareto_table(exp))
     counts = exp.status_counts()
     done = sum(counts.get(status, 0) for status in FINISHED)
     summary = ", ".join(f"{n} {status}" for status, n in counts.items())

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 
 import spaces
 from model.config import preset
+from results.pareto import DEFAULT_OBJECTIVE, names
 from results.schema import join
 from search.runtime.storage import experiment_path
 
@@ -39,6 +40,7 @@ class Settings:
     max_params: int | None = None  # networks with more parameters are never trained
     gpu_hours: float | None = None  # device budget: trials' epoch seconds x GPUs (None: no limit)
     cpu_hours: float | None = None  # the same for a CPU search
+    objective: str = DEFAULT_OBJECTIVE  # what the search optimises: results.pareto.OBJECTIVES (several: a Pareto front)
     replay: str = ""  # record folders (search.replay.records), comma-separated: answer trials from them; "": train
     warm_start: str = ""  # earlier searches of the space, comma-separated: TPE starts from their trials (search.strategy.warm)
     # Session options: how to run, not what to search; free to change on resume.
@@ -55,6 +57,11 @@ class Settings:
         if self.gpus_per_trial:
             return self.gpu_hours, self.gpus_per_trial
         return self.cpu_hours, self.cpus_per_trial
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        """("val_acc",), or the objectives of a multi-objective search ("val_acc", "params")."""
+        return names(self.objective)
 
     @property
     def experiment(self) -> str:

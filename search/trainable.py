@@ -23,6 +23,7 @@ import ray
 import torch
 from ray import tune
 
+from model import latency
 from model.config import Config
 from model.data import Split
 from model.trainer import DeviceSplit, Trainer
@@ -58,12 +59,15 @@ def on_device(data: SharedSplit, device: str) -> DeviceSplit:
 
 
 def train_trial(
-    config: dict, split: SharedSplit, checkpoint_every: float = CHECKPOINT_EVERY_S, make_trainer: Callable[..., Trainer] = Trainer
+    config: dict, split: SharedSplit, checkpoint_every: float = CHECKPOINT_EVERY_S, make_trainer: Callable[..., Trainer] = Trainer,
+    measure_latency: bool = False,
 ) -> None:
     """`config` is a flat Config dict; `split` the search's data (SharedSplit, through tune.with_parameters).
     `checkpoint_every`: seconds between checkpoints (0: after every epoch but the last).
     `make_trainer(cfg, data, device=...)` (data: a DeviceSplit) builds what trains: benchmarks/orchestration.py hands in
-    one that sleeps, to measure everything around the training through this very loop."""
+    one that sleeps, to measure everything around the training through this very loop.
+    `measure_latency`: time the network's forward passes once, before training (model.latency), and
+    report latency_ms and latency_ms_256 with every epoch (a search whose objective names latency_ms)."""
     saved = time.monotonic()  # the work since then is what a crash would cost
     cfg = Config.from_flat(config)
     device = assigned_device()  # the GPU Ray assigned this trial, else the CPU
@@ -72,10 +76,11 @@ def train_trial(
     if checkpoint:
         with checkpoint.as_directory() as folder:
             trainer.load_state_dict(torch.load(Path(folder) / STATE_FILE, weights_only=True, map_location="cpu"))
+    timed = latency.measure(trainer.net, trainer.device, trainer.autocast) if measure_latency else {}
     # Host name plus Ray's node id: simulated nodes on one machine share a host name.
     node = f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:8]}"
     while trainer.epoch < cfg.epochs:
-        result = {**asdict(trainer.run_epoch()), "params": trainer.params, "node": node}
+        result = {**asdict(trainer.run_epoch()), "params": trainer.params, **timed, "node": node}
         if trainer.epoch == cfg.epochs or time.monotonic() - saved < checkpoint_every:
             tune.report(result)
             continue

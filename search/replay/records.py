@@ -34,7 +34,8 @@ from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUnifo
 
 import spaces
 from model.config import Config
-from results.schema import CONFIG_COLUMNS, EPOCHS, REPORT_FOLDER, TRIALS, file_type, is_file, join, locate, read_json
+from results.schema import (CONFIG_COLUMNS, EPOCHS, LATER_COLUMNS, REPORT_FOLDER, TRIALS, file_type, is_file, join, locate,
+                            read_json)
 
 RECORD_FILE = "record.json"
 WIDTH_KEYS = ("filters", "dense")  # the Config fields that are channel counts
@@ -124,8 +125,11 @@ class Record:
         return self.meta[0]["device"]
 
     def params(self) -> dict[str, Any]:
-        """The space the record was drawn from: Tune domains and fixed values."""
-        return params_from_json(self.meta[0]["params"])
+        """The space the record was drawn from: Tune domains and fixed values. A key that is no
+        longer a Config field (`ema`, a decay per step, replaced by `ema_epochs`) is left out: such a
+        record replays as if its space had not varied the key, whose effect then adds to the spread
+        of the surrogate's neighbours; its trials tables hold the new field at its default."""
+        return params_from_json({k: v for k, v in self.meta[0]["params"].items() if k in CONFIG_COLUMNS})
 
     def param_space(self) -> dict[str, Any]:
         """A replayed search's flat trial config: what the record's trials were trained with (each
@@ -191,6 +195,8 @@ def read_report_table(path: str, schema: pa.Schema) -> pd.DataFrame:
     for name in schema.names:
         if name not in frame and name in defaults:
             frame[name] = defaults[name]
+        if name not in frame and name in LATER_COLUMNS:  # measured by no record: empty, as read_table leaves them
+            frame[name] = None
     missing = [name for name in schema.names if name not in frame]
     if missing:
         raise ValueError(f"{path} lacks the columns {', '.join(missing)}: not a report table of a record")

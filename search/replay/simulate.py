@@ -41,7 +41,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.sample import Domain
 
 from results.status import COMPLETED, PRUNED, ran_to_the_end, ranked
-from search.replay.surrogate import Surrogate
+from search.replay.surrogate import Surrogate, trial_params
 from search.settings import METRIC, MODE, draw_config
 
 
@@ -73,6 +73,7 @@ class Ended:
     status: str  # completed or pruned (results.status)
     epochs_run: int
     last_val_acc: float
+    params: int | None = None  # trainable parameters (objective=val_acc,params)
 
 
 @dataclass
@@ -154,6 +155,7 @@ def simulate(
     running: dict[str, tuple[SimTrial, dict[str, np.ndarray], str]] = {}
     created, finished, now, spent = 0, False, 0.0, 0.0
     last: dict[str, dict] = {}  # trial id -> its last result
+    params: dict[str, int] = {}  # trial id -> its network's parameters, reported with every result
 
     def start_trials() -> None:
         nonlocal created, finished
@@ -171,6 +173,7 @@ def simulate(
             scheduler.on_trial_add(None, trial)
             answer = surrogate.answer(trial.config, seed)
             running[trial_id] = (trial, answer.curves, answer.source)
+            params[trial_id] = trial_params(trial.config, answer)
             heapq.heappush(events, (now + float(answer.curves["seconds"][0]), next(order), trial_id, 1))
             created += 1
 
@@ -182,7 +185,7 @@ def simulate(
         searcher.on_trial_complete(trial.trial_id, result=result)
         epochs = result["training_iteration"]
         status = COMPLETED if ran_to_the_end(epochs, max_epochs) else PRUNED
-        out.ended.append(Ended(now, trial.trial_id, trial.config, status, epochs, result[METRIC]))
+        out.ended.append(Ended(now, trial.trial_id, trial.config, status, epochs, result[METRIC], result["params"]))
         del running[trial.trial_id]
 
     start_trials()
@@ -190,7 +193,8 @@ def simulate(
         now, _, trial_id, epoch = heapq.heappop(events)
         trial, curves, source = running[trial_id]
         values = {k: float(v[epoch - 1]) for k, v in curves.items()}
-        result = {"training_iteration": epoch, "epoch": epoch, **values, "trial_id": trial_id, "done": False}
+        result = {"training_iteration": epoch, "epoch": epoch, **values, "params": params[trial_id], "trial_id": trial_id,
+                  "done": False}
         out.results.append(Result(now, trial_id, epoch, values["seconds"], values[METRIC], source))
         spent += values["seconds"]
         last[trial_id] = result

@@ -64,6 +64,8 @@ import numpy as np
 from ray import tune
 from ray.tune.search.sample import Categorical, Float, Integer, LogUniform, Uniform
 
+from model.config import Config
+from model.net import parameters_of
 from search.replay.records import Record, searched
 
 CURVE_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_second")
@@ -201,6 +203,12 @@ class Surrogate:
         return Answer(dict(zip(CURVE_KEYS, curves)), "predicted", None)
 
 
+def trial_params(config: dict, answer: Answer) -> int:
+    """A replayed trial's parameters: recorded, or counted for a predicted configuration (exact:
+    the network is built on the meta device) -- objective=val_acc,params needs them for every trial."""
+    return answer.params if answer.params is not None else parameters_of(Config.from_flat(config))
+
+
 def _entropy(seed: int, key: tuple) -> int:
     """A stable integer from the search seed and the configuration (Python's hash() is salted per process)."""
     text = json.dumps([seed, *key], default=str)
@@ -210,10 +218,11 @@ def _entropy(seed: int, key: tuple) -> int:
 def replay_trial(config: dict, surrogate: Surrogate, seed: int, time_scale: float) -> None:
     """The Tune function trainable of a replay; `surrogate` arrives through tune.with_parameters."""
     answer = surrogate.answer(config, seed)
+    params = trial_params(config, answer)
     for epoch in range(surrogate.max_epochs):
         values = {k: float(v[epoch]) for k, v in answer.curves.items()}
         time.sleep(time_scale * values["seconds"])
-        tune.report({"epoch": epoch + 1, **values, "params": answer.params, "node": f"replay:{answer.source}"})
+        tune.report({"epoch": epoch + 1, **values, "params": params, "node": f"replay:{answer.source}"})
 
 
 def replay_trainable(surrogate: Surrogate, seed: int, time_scale: float) -> Any:

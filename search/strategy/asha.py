@@ -18,32 +18,99 @@ uninterrupted one stops. `RungKeeper` is a Tune callback whose state (the rungs 
 Tune writes with every experiment snapshot, next to the searcher's, and hands back on restore. It
 holds the scheduler itself: both are pickled together in tuner.pkl, so after a restore they are
 still the same object.
+
+Several objectives (MO-ASHA, as syne-tune's). With objective=val_acc,params or val_acc,latency_ms
+a rung cannot cut at an accuracy percentile: a small network a little less accurate is as much
+worth keeping as a large one a little more. `ParetoASHA` keeps ASHA's rungs (grace * eta^k epochs,
+Ray's milestones) and its asynchronous rule, one decision when a trial reaches a rung, against the
+trials recorded there before it, but ranks the values by non-domination (results.pareto.order:
+rank, then crowding distance, then accuracy, then the trial id): a trial goes on when it is
+among the first ceil(n / eta) of the n trials recorded at the rung, itself included, as Ray's
+ASHA keeps those at or above the (1 - 1/eta) percentile (the first trial at a rung always goes on).
+Fair groups and RungKeeper work as for one objective: one ParetoASHA per schedule, and its rungs,
+{trial_id: [value per objective]}, saved and restored the same way.
 """
 
 from __future__ import annotations
 
-from ray.tune import Callback
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+import math
 
+import numpy as np
+from ray.tune import Callback
+from ray.tune.result import TRAINING_ITERATION
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+from results import pareto
 from results.schema import write_json
 from internals import asha_rungs
 
 RUNGS_FILE = "rungs.json"
 GROUP_BY = "schedule"  # the config key whose trials are compared only among themselves
 
-# One {"group": schedule, "milestone": epochs, "recorded": {trial_id: metric * sign}} per rung and group.
+# One {"group": schedule, "milestone": epochs, "recorded": {trial_id: value}} per rung and group;
+# value: metric * sign for one objective (Ray's ASHA), [value per objective] as reported for several.
 Rungs = list[dict]
 
 
-class FairASHA(FIFOScheduler):
-    """One ASHA (one bracket, rungs at grace * eta^k epochs) per value of config[GROUP_BY]."""
+class ParetoASHA:
+    """One group's MO-ASHA (module docstring): the calls FairASHA makes of a group's scheduler."""
 
-    def __init__(self, max_epochs: int, grace: int, eta: int) -> None:
+    def __init__(self, max_epochs: int, grace: int, eta: int, objectives: tuple[str, ...]) -> None:
+        self.max_epochs, self.eta, self.objectives = max_epochs, eta, objectives
+        count = int(np.log(max_epochs / grace) / np.log(eta) + 1)  # Ray's _Bracket: the same milestones
+        # [(milestone, {trial_id: [value per objective]})], highest milestone first, as Ray's bracket keeps them.
+        self.rungs: list[tuple[int, dict[str, list[float]]]] = [(grace * eta**k, {}) for k in reversed(range(count))]
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        pass
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if TRAINING_ITERATION not in result or any(name not in result for name in self.objectives):
+            return TrialScheduler.CONTINUE
+        epoch = result[TRAINING_ITERATION]
+        decision = TrialScheduler.STOP if epoch >= self.max_epochs else TrialScheduler.CONTINUE
+        for milestone, recorded in self.rungs:
+            if epoch < milestone or trial.trial_id in recorded:
+                continue
+            recorded[trial.trial_id] = [float(result[name]) for name in self.objectives]
+            if not self.keeps(recorded, trial.trial_id):
+                decision = TrialScheduler.STOP
+            break
+        return decision
+
+    def keeps(self, recorded: dict[str, list[float]], trial_id: str) -> bool:
+        """Whether `trial_id` is among the first ceil(n / eta) of the n trials recorded at a rung."""
+        ids = sorted(recorded)  # the last tie-break: the trial id, whatever order the rung was filled in
+        best_first = pareto.order(pareto.gains([recorded[t] for t in ids], self.objectives))
+        place = list(best_first).index(ids.index(trial_id))
+        return place < math.ceil(len(ids) / self.eta)
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        pass
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        pass
+
+    def set_search_properties(self, metric: str | None, mode: str | None) -> bool:
+        return True  # the objectives were given when it was made
+
+    def debug_string(self) -> str:
+        return "MO-ASHA rungs: " + ", ".join(f"{m}: {len(rec)}" for m, rec in reversed(self.rungs))
+
+
+class FairASHA(FIFOScheduler):
+    """One ASHA (one bracket, rungs at grace * eta^k epochs) per value of config[GROUP_BY]; with
+    several objectives, one ParetoASHA per value."""
+
+    objectives: tuple[str, ...] = ()  # several: MO-ASHA on these; else Ray's ASHA on Tune's metric
+
+    def __init__(self, max_epochs: int, grace: int, eta: int, objectives: tuple[str, ...] = ()) -> None:
         if grace > max_epochs:
             raise ValueError(f"grace={grace} exceeds max_epochs={max_epochs}: ASHA would never stop a trial")
         super().__init__()
         self.max_epochs, self.grace, self.eta = max_epochs, grace, eta
-        self.groups: dict[str, ASHAScheduler] = {}  # public on purpose: the rungs, per group
+        self.objectives = tuple(objectives) if len(objectives) > 1 else ()
+        self.groups: dict[str, ASHAScheduler | ParetoASHA] = {}  # public on purpose: the rungs, per group
         self._group_of: dict[str, str] = {}  # trial id -> group
         self._mode: str | None = None  # this class's own: Ray's FIFOScheduler keeps a metric, no mode
 
@@ -56,7 +123,9 @@ class FairASHA(FIFOScheduler):
             asha.set_search_properties(metric, mode)
         return True
 
-    def group(self, name: str) -> ASHAScheduler:
+    def group(self, name: str) -> ASHAScheduler | ParetoASHA:
+        if name not in self.groups and self.objectives:
+            self.groups[name] = ParetoASHA(self.max_epochs, self.grace, self.eta, self.objectives)
         if name not in self.groups:
             self.groups[name] = ASHAScheduler(
                 time_attr="training_iteration", metric=self.metric, mode=self._mode, max_t=self.max_epochs,
@@ -83,13 +152,19 @@ class FairASHA(FIFOScheduler):
     def debug_string(self) -> str:
         return "FairASHA: " + "; ".join(f"{name}: {s.debug_string()}" for name, s in self.groups.items())
 
-    def _of(self, trial) -> ASHAScheduler:
+    def _of(self, trial) -> ASHAScheduler | ParetoASHA:
         return self.groups[self._group_of[trial.trial_id]]
 
 
-def make_scheduler(max_epochs: int, grace: int, eta: int) -> FairASHA:
-    """ASHA on epochs (one result per epoch), fair between schedules; metric and mode come from TuneConfig."""
-    return FairASHA(max_epochs, grace, eta)
+def make_scheduler(max_epochs: int, grace: int, eta: int, objectives: tuple[str, ...] = ()) -> FairASHA:
+    """ASHA on epochs (one result per epoch), fair between schedules; metric and mode come from
+    TuneConfig. objectives: two or more (results.pareto) make it MO-ASHA on them."""
+    return FairASHA(max_epochs, grace, eta, objectives)
+
+
+def _rungs_of(group: ASHAScheduler | ParetoASHA) -> list[tuple[float, dict]]:
+    """A group's live (milestone, recorded) pairs, highest milestone first."""
+    return group.rungs if isinstance(group, ParetoASHA) else asha_rungs(group)
 
 
 def rungs(scheduler: FairASHA) -> Rungs:
@@ -97,13 +172,13 @@ def rungs(scheduler: FairASHA) -> Rungs:
     return [
         {"group": name, "milestone": int(m), "recorded": dict(rec)}
         for name, asha in scheduler.groups.items()
-        for m, rec in reversed(asha_rungs(asha))
+        for m, rec in reversed(_rungs_of(asha))
     ]
 
 
 def set_rungs(scheduler: FairASHA, state: Rungs) -> None:
     for rung in state:
-        by_milestone = {int(m): rec for m, rec in asha_rungs(scheduler.group(rung["group"]))}
+        by_milestone = {int(m): rec for m, rec in _rungs_of(scheduler.group(rung["group"]))}
         if rung["milestone"] not in by_milestone:
             raise ValueError("saved ASHA rungs do not match this scheduler's milestones")
         by_milestone[rung["milestone"]].clear()

@@ -23,6 +23,21 @@ the region. The same mechanism, Optuna's constant liar, spreads the suggestions 
 trials run. With a device budget (`spend`, search.strategy.spend) it starts no trial the rest cannot pay for
 to the first rung, and counts each epoch's device-seconds once (a resumed trial repeats epochs);
 search.strategy.spend.SpendStopper ends the search once the budget is spent.
+
+Several objectives (objective=val_acc,params or val_acc,latency_ms; results.pareto). The study
+gets a direction per objective and Optuna's TPE its multi-objective split; Tune's metric stays
+val_acc. Trial.report raises in such a study (optuna/optuna#3450), so no epoch reaches Optuna: a
+completed trial is told its values at its last epoch, and a trial MO-ASHA stopped is told PRUNED,
+its values at the stop kept as the user attribute "stopped" for readers. What TPE makes of it:
+its good set is filled first with COMPLETE trials by non-dominated rank (ties broken by
+hypervolume contribution); PRUNED ones, which Optuna scores by a last intermediate value that a
+multi-objective study cannot hold, all tie and fill only what is left of it, oldest first, and are
+otherwise in the bad set. Told COMPLETE with their values at the stop, as stock OptunaSearch
+would, stopped trials would stand on the front beside full-length ones: on val_acc,params the
+smallest networks, stopped at their first rung, are non-dominated whatever their one-epoch
+accuracy (nothing is smaller), and TPE's good set would fill with them. So PRUNED, the truth as far
+as Optuna allows. Refusals and the constant liar work unchanged: TPE puts running (and refused)
+trials in the bad set in both splits, and counts neither.
 """
 
 from __future__ import annotations
@@ -42,12 +57,14 @@ from ray.tune.search.optuna import OptunaSearch
 import internals
 from model.config import Config
 from model.net import parameters_of
+from results import pareto
 from results.status import ran_to_the_end
 from search.settings import draw_config
 from search.strategy import study
 from search.strategy.spend import DeviceSpend, unlimited
 
-PARAMS_ATTR, REFUSED_ATTR = "params", "refused"  # user attributes of an Optuna trial
+# User attributes of an Optuna trial; stopped: {"epoch", objective: value, ...} of a trial MO-ASHA stopped.
+PARAMS_ATTR, REFUSED_ATTR, STOPPED_ATTR = "params", "refused", "stopped"
 MAX_REFUSALS = 1000  # suggestions in a row above max_params before the search gives up on the space
 
 
@@ -87,19 +104,21 @@ def _refused(trial: optuna.trial.FrozenTrial) -> bool:
 
 class HonestOptunaSearch(OptunaSearch):
     journal: str | None = None  # the study's journal file; None: in memory, inside Tune's snapshots only
+    objectives: tuple[str, ...] = ()  # several: a multi-objective study (a searcher pickled before has none)
 
     def __init__(
         self, *, max_epochs: int, seed: int, metric: str | None = None, mode: str | None = None,
         journal: str | os.PathLike | None = None, base: dict | None = None, max_params: int | None = None,
         spend: DeviceSpend | None = None, first_rung: int = 1, startup_trials: int = 10,
-        warm: tuple[optuna.trial.FrozenTrial, ...] = (),
+        warm: tuple[optuna.trial.FrozenTrial, ...] = (), objectives: tuple[str, ...] = (),
     ) -> None:
         """metric and mode: give them here or in TuneConfig, not both (Tune refuses two sources).
         base: the fixed values of the trial config (what a suggestion is applied to, to count a
         network's parameters); first_rung: the epochs a new trial must be able to pay for;
         startup_trials: trials drawn at random before TPE models the results (Optuna's default, 10;
         refused suggestions do not count); warm: finished trials of earlier searches
-        (search.strategy.warm), added to a new study before the first suggestion."""
+        (search.strategy.warm), added to a new study before the first suggestion; objectives: two
+        or more (results.pareto) make the study multi-objective on them, whatever Tune's metric."""
         sampler = TPEWithRefusals(seed=seed, n_startup_trials=startup_trials)
         super().__init__(metric=metric, mode=mode, sampler=sampler, study_name=study.STUDY_NAME)
         self.max_epochs = max_epochs
@@ -107,6 +126,7 @@ class HonestOptunaSearch(OptunaSearch):
         self.base, self.max_params = dict(base or {}), max_params
         self.spend, self.first_rung = spend or unlimited(1.0), first_rung
         self.warm = warm  # emptied once in the study: Tune's snapshots carry the study, not these
+        self.objectives = tuple(objectives) if len(objectives) > 1 else ()
         self.refused = 0  # suggestions refused for max_params so far
         self._last_step: dict[str, int] = {}  # trial id -> last epoch told to Optuna (resumes repeat epochs)
 
@@ -115,13 +135,15 @@ class HonestOptunaSearch(OptunaSearch):
         if self.journal is not None:
             os.makedirs(os.path.dirname(self.journal), exist_ok=True)
             internals.use_storage(self, study.storage(self.journal))
+        if self.objectives:  # Tune's one metric stays Tune's; the study gets a direction per objective
+            metric, mode = list(self.objectives), [pareto.DIRECTIONS[name] for name in self.objectives]
         if not super().set_search_properties(metric, mode, config, **spec):
             return False
         # optuna-dashboard labels its axes val_acc, not "Objective Value". Experimental since Optuna
         # 3.2 (still in 5), and says so on every search's console unless hushed.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self.study.set_metric_names([self.metric])
+            self.study.set_metric_names(list(self._names))
         if self.warm and not self.study.trials:  # a new study (a journal left by a first attempt has them)
             self.study.add_trials(self.warm)
         self.warm = ()
@@ -163,19 +185,28 @@ class HonestOptunaSearch(OptunaSearch):
         if error:
             internals.optuna_study(self).tell(trial, state=TrialState.FAIL)
         elif result and ran_to_the_end(epochs, self.max_epochs):
-            internals.optuna_study(self).tell(trial, result[self.metric])
-        else:  # Optuna keeps the last intermediate value as a pruned trial's value
+            values = [result[name] for name in self._names]
+            internals.optuna_study(self).tell(trial, values if self.objectives else values[0])
+        else:  # one objective: Optuna keeps the last intermediate value as a pruned trial's value
+            if self.objectives and result:  # several: no intermediate values; the stop's, for readers only
+                trial.set_user_attr(STOPPED_ATTR, {"epoch": epochs, **{name: result[name] for name in self._names}})
             internals.optuna_study(self).tell(trial, state=TrialState.PRUNED)
         internals.told(self).add(trial_id)
 
     def _report(self, trial_id: str, result: dict) -> None:
-        if trial_id in internals.told(self) or self.metric not in result:
+        if trial_id in internals.told(self) or any(name not in result for name in self._names):
             return
         step = result[TRAINING_ITERATION]
         if step > self._last_step.get(trial_id, 0):
-            internals.optuna_trial(self, trial_id).report(result[self.metric], step)
+            if not self.objectives:  # Trial.report raises in a multi-objective study (optuna/optuna#3450)
+                internals.optuna_trial(self, trial_id).report(result[self.metric], step)
             self._last_step[trial_id] = step
             self.spend.add_epoch(result.get("seconds", 0.0))
+
+    @property
+    def _names(self) -> tuple[str, ...]:
+        """The values Optuna is told: the objectives, or Tune's one metric."""
+        return self.objectives or (self.metric,)
 
     def save(self, checkpoint_path: str) -> None:
         """Tune's snapshot of the searcher: its attributes, and the journal's bytes as they are now."""
