@@ -388,3 +388,15 @@ def test_show_prints_the_front_and_draws_it(searched):
     assert f"Pareto front figure: {figure}" in done.stdout and figure.read_bytes()[:4] == b"\x89PNG"
 
 
+
+
+def test_retrain_takes_the_fronts_best_or_any_point_of_it(searched):
+    from search.retrain.plan import parse_args
+
+    experiment = searched[0]
+    front = load(experiment).pareto
+    assert parse_args([str(experiment)]).source == f"best trial {front['trial_id'].iloc[0]}"
+    for row in front.itertuples():
+        plan = parse_args([str(experiment), f"trial={row.trial_id}"])
+        assert plan.source == f"trial {row.trial_id}"
+        assert (",".join(map(str, plan.cfg.filters)), plan.cfg.dense, plan.cfg.lr) == (row.filters, row.dense, row.lr)
