@@ -121,7 +121,7 @@ def pareto_figure(trials: pd.DataFrame, front: pd.DataFrame, cost: str, title: s
         rows = trials[(trials["status"] == status) & trials[cost].notna() & trials["last_val_acc"].notna()]
         if not rows.empty:
             ax.scatter(rows[cost], 100 * rows["last_val_acc"], s=14, color=colour, alpha=0.35,
-                       label=f"{status} ({len(rows)}; pruned: at the epoch it stopped)" if status == PRUNED
+                       label=f"{status} ({len(rows)}, at the epoch it stopped)" if status == PRUNED
                        else f"{status} ({len(rows)})")
     by_cost = front.sort_values(cost)
     ax.step(by_cost[cost], 100 * by_cost["last_val_acc"], where="post", color="black", linewidth=1.2)
@@ -133,7 +133,7 @@ def pareto_figure(trials: pd.DataFrame, front: pd.DataFrame, cost: str, title: s
     ax.set_xscale("log")
     ax.set(xlabel=column, ylabel="validation accuracy at the last epoch (%)", title=title)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     return fig
 
 

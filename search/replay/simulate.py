@@ -6,7 +6,8 @@ Surrogate answers, as a discrete-event simulation (syne-tune's simulated backend
 - at most `concurrency` trials run; whenever a slot is free the searcher is asked for the next
   configuration (Searcher.suggest, with Tune's trial config: the param space's fixed values and the
   suggestion), the scheduler is told of the new trial (on_trial_add), and the trial's curve is
-  fixed then (Surrogate.answer with the search's seed);
+  fixed then (Surrogate.answer with the search's seed), and its parameters counted
+  (search.replay.surrogate.trial_params), reported with every result as the trainable does;
 - every epoch of a running trial is an event at the simulated time its recorded (or predicted)
   seconds end; events are handled in time order (ties: in the order they were scheduled), each as
   TuneController._process_trial_result handles a result: the scheduler first (on_trial_result);
