@@ -1,7 +1,8 @@
 """`python -m results.collect runs/NAME`: a Tune experiment folder -> its report as Parquet + JSON.
 
 Writes into {experiment}/report/:
-  trials.parquet  one row per trial (schema TRIALS), every trial exactly once
+  trials.parquet  one row per trial (schema TRIALS; TRIALS_WITH_LATENCY when the search measured
+                  latencies), every trial exactly once
   epochs.parquet  one row per trial and epoch (schema EPOCHS); a resumed trial's repeats keep the last
   best.json       the best trial by results.status.ranked (last epoch's validation accuracy, completed first),
                   {"trial_id", "status", "config", "metrics": {"val_acc", "val_loss", "epoch", "epochs_run"}};
@@ -40,7 +41,9 @@ from results.schema import (
     CONFIG_COLUMNS,
     EPOCHS,
     REPORT_FOLDER,
+    LATER_COLUMNS,
     TRIALS,
+    TRIALS_WITH_LATENCY,
     empty_frame,
     join,
     locate,
@@ -52,7 +55,6 @@ from results.status import ranked, trial_status
 EPOCH_METRICS = tuple(name for name in EPOCHS.names if name != "trial_id")
 REPORTED_KEYS = (*EPOCH_METRICS, "params")  # what search.run's trainable reports every epoch
 ACCURACIES = ("train_acc", "val_acc")
-LATENCIES = ("latency_ms", "latency_ms_256")  # reported with every epoch by a search that measures them
 
 
 @dataclass(frozen=True)
@@ -73,12 +75,13 @@ def collect(experiment: str | os.PathLike) -> Collected:
         trials.append(_trial_row(trial, history, run))
         if len(history):
             epochs.append(history[list(EPOCH_METRICS)].assign(trial_id=trial.trial_id))
-    trials_frame = pd.DataFrame(trials, columns=TRIALS.names)
+    trials_frame = pd.DataFrame(trials, columns=TRIALS_WITH_LATENCY.names)
+    trials_schema = TRIALS_WITH_LATENCY if trials_frame[list(LATER_COLUMNS)].notna().any(axis=None) else TRIALS
     epochs_frame = pd.concat(epochs, ignore_index=True)[EPOCHS.names] if epochs else empty_frame(EPOCHS)
     best = _best(trials_frame, epochs_frame)
     report = join(path, REPORT_FOLDER)
     write_table(epochs_frame, join(report, "epochs.parquet"), EPOCHS)
-    write_table(trials_frame, join(report, "trials.parquet"), TRIALS)
+    write_table(trials_frame[trials_schema.names], join(report, "trials.parquet"), trials_schema)
     write_json(best, join(report, "best.json"))  # last: its presence means the report is complete
     return Collected(report, tuple(torn))
 
@@ -180,7 +183,8 @@ def _trial_row(trial, history: pd.DataFrame, run: dict[str, Any]) -> dict[str, A
         "best_val_loss": history["val_loss"].min() if ran else float("nan"),
         "last_val_loss": history["val_loss"].iloc[-1] if ran else float("nan"),
         "params": history["params"].iloc[-1] if ran else None,
-        **{name: history[name].iloc[-1] if ran and name in history else float("nan") for name in LATENCIES},
+        # Reported with every epoch by a search that measures them (objective=val_acc,latency_ms).
+        **{name: history[name].iloc[-1] if ran and name in history else float("nan") for name in LATER_COLUMNS},
         "seconds": float(history["seconds"].sum()),
         "images_per_second": history["images_per_second"].mean() if ran else float("nan"),
         "node": history["node"].iloc[-1] if ran else None,  # where its last epoch ran

@@ -1,7 +1,7 @@
 """`results.load(path)`: an experiment's report and winner tables as DataFrames, without Ray.
 
     exp = results.load("runs/NAME")           # or a URI: "s3://bucket/runs/NAME"
-    exp.trials.sort_values("best_val_acc")    # one row per trial (schema TRIALS)
+    exp.trials.sort_values("best_val_acc")    # one row per trial (schema TRIALS_WITH_LATENCY)
     exp.best["config"]                        # the winner's flat config, for Config.from_flat
     exp.importance                            # hyperparameters by importance (results.importance)
     exp.pareto                                # the trials no other trial beats on every objective
@@ -48,7 +48,7 @@ class Experiment:
     path: str  # as given: a local path or a URI
     run: dict[str, Any]  # run.json, written by search.run; empty for a folder with only a retrain
     best: dict[str, Any] | None  # best.json; None when no trial reported a result
-    trials: pd.DataFrame  # schema TRIALS
+    trials: pd.DataFrame  # schema TRIALS_WITH_LATENCY (latencies empty where the search measured none)
     epochs: pd.DataFrame  # schema EPOCHS
     # The retrain ({path}/winner/); no rows until it has run.
     retrain: pd.DataFrame  # schema RETRAIN

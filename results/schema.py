@@ -49,9 +49,7 @@ CONFIG_COLUMNS = tuple(field_types())
 
 # One row per trial. seconds: training + validation time summed over its epochs;
 # images_per_second: mean over its epochs; epochs_run: distinct epochs reported (the Config
-# field `epochs`, further right, is the schedule length it was configured with); latency_ms and
-# latency_ms_256: milliseconds per forward pass of a batch of 1 and of 256 images on the trial's
-# device (model.latency), measured only by a search whose objective names latency_ms, else empty.
+# field `epochs`, further right, is the schedule length it was configured with).
 TRIALS = pa.schema(
     [
         ("trial_id", pa.string()),
@@ -59,7 +57,6 @@ TRIALS = pa.schema(
         ("epochs_run", pa.int64()),
         *_floats("best_val_acc", "last_val_acc", "best_val_loss", "last_val_loss"),
         ("params", pa.int64()),
-        *_floats("latency_ms", "latency_ms_256"),
         *_floats("seconds", "images_per_second"),
         ("node", pa.string()),
         *_floats("cpus_per_trial", "gpus_per_trial"),
@@ -108,12 +105,17 @@ PER_CLASS = pa.schema(
 # Rows: the true class (column "true"); one count column per predicted class, in CLASSES order.
 CONFUSION = pa.schema([("true", pa.string()), *[(name, pa.int64()) for name in CLASSES]])
 
-# Columns added after tables had been written: a table without them (a report collected before, a
-# record, a frame built by hand) reads and writes with them empty (null).
-LATER_COLUMNS = frozenset({"latency_ms", "latency_ms_256"})
+# Milliseconds per forward pass of a batch of 1 and of 256 images on the trial's device
+# (model.latency), measured only by a search whose objective names latency_ms: its trials table
+# has them after params (TRIALS_WITH_LATENCY); every other trials table is TRIALS, and a reader
+# asking for TRIALS_WITH_LATENCY (results.load) gets them empty (null).
+LATER_COLUMNS = ("latency_ms", "latency_ms_256")
+_AFTER_PARAMS = TRIALS.get_field_index("params") + 1
+TRIALS_WITH_LATENCY = pa.schema([*list(TRIALS)[:_AFTER_PARAMS], *(pa.field(name, pa.float64()) for name in LATER_COLUMNS),
+                                 *list(TRIALS)[_AFTER_PARAMS:]])
 
 # File name (without .parquet) -> schema, per folder.
-REPORT_TABLES = {"trials": TRIALS, "epochs": EPOCHS}
+REPORT_TABLES = {"trials": TRIALS_WITH_LATENCY, "epochs": EPOCHS}  # as results.load reads them
 WINNER_TABLES = {"retrain": RETRAIN, "retrain_epochs": RETRAIN_EPOCHS, "per_class": PER_CLASS, "confusion": CONFUSION}
 
 
@@ -144,9 +146,7 @@ def is_file(path: str | os.PathLike) -> bool:
 
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema) -> None:
-    """Write `frame` as Parquet with exactly `schema`'s columns, in its order and types (LATER_COLUMNS
-    it lacks: empty)."""
-    frame = _with_later_columns(frame, schema)
+    """Write `frame` as Parquet with exactly `schema`'s columns, in its order and types."""
     problems = _column_problems(list(frame.columns), schema)
     if problems:
         raise ValueError(f"{os.fspath(path)}: the frame does not match the table's schema ({'; '.join(problems)})")
@@ -179,11 +179,6 @@ def read_table(path: str | os.PathLike, schema: pa.Schema) -> pd.DataFrame:
     if problems:
         raise ValueError(f"{os.fspath(path)} does not match its table's schema ({'; '.join(problems)})")
     return table.select(schema.names).to_pandas()
-
-
-def _with_later_columns(frame: pd.DataFrame, schema: pa.Schema) -> pd.DataFrame:
-    later = [name for name in schema.names if name in LATER_COLUMNS and name not in frame.columns]
-    return frame.assign(**{name: None for name in later}) if later else frame
 
 
 def empty_frame(schema: pa.Schema) -> pd.DataFrame:

@@ -34,8 +34,7 @@ from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUnifo
 
 import spaces
 from model.config import Config
-from results.schema import (CONFIG_COLUMNS, EPOCHS, LATER_COLUMNS, REPORT_FOLDER, TRIALS, file_type, is_file, join, locate,
-                            read_json)
+from results.schema import CONFIG_COLUMNS, EPOCHS, REPORT_FOLDER, TRIALS, file_type, is_file, join, locate, read_json
 
 RECORD_FILE = "record.json"
 WIDTH_KEYS = ("filters", "dense")  # the Config fields that are channel counts
@@ -195,8 +194,6 @@ def read_report_table(path: str, schema: pa.Schema) -> pd.DataFrame:
     for name in schema.names:
         if name not in frame and name in defaults:
             frame[name] = defaults[name]
-        if name not in frame and name in LATER_COLUMNS:  # measured by no record: empty, as read_table leaves them
-            frame[name] = None
     missing = [name for name in schema.names if name not in frame]
     if missing:
         raise ValueError(f"{path} lacks the columns {', '.join(missing)}: not a report table of a record")
