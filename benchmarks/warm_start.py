@@ -11,10 +11,12 @@ this project's search (HonestOptunaSearch + FairASHA, as tpe-asha in search_effi
 Over the seeds, each with its bootstrap 95% interval (2,000 resamples of the seeds, pairs kept
 together, percentile), as search_efficiency.py measures:
 
-- the target, cold's final best (the service's one notion of best, results.status.ranked): its
-  interquartile mean (IQM: the mean of the middle half) over the seeds;
-- the time-to-target ratio: the IQM of the device-time warm needs until the best it names reaches
-  the target, divided by cold's IQM ("never": a seed that does not get there counts as infinite);
+- cold's final best (the service's one notion of best, results.status.ranked): its interquartile
+  mean (IQM: the mean of the middle half) over the seeds;
+- the time-to-target ratio, seed by seed: the device-time warm needs until the best it names
+  reaches cold's final best, divided by the device-time cold needed to get there; its IQM ("never":
+  infinite, when more than a quarter of the seeds never get there), its median, and the share of
+  seeds that get there;
 - the best found at 1/8, 1/4, 1/2 and all of cold's device-time (its IQM): warm's IQM minus cold's.
 
 The earlier search's own device-time is not counted: it was spent before, for its own sake.
@@ -87,8 +89,10 @@ def measures(rows: list[dict]) -> dict[str, float]:
     iqm = efficiency.iqm
     target = iqm([row["cold"][1][-1] for row in rows])
     used = iqm([row["cold_used"] for row in rows])
-    out = {"target": target, "ratio": iqm([_time_to(*row["warm"], target) for row in rows])
-           / iqm([_time_to(*row["cold"], target) for row in rows])}
+    own = [(_time_to(*row["warm"], row["cold"][1][-1]), _time_to(*row["cold"], row["cold"][1][-1])) for row in rows]
+    ratios = [w / c for w, c in own]
+    out = {"target": target, "ratio": iqm(ratios), "median": float(np.quantile(ratios, 0.5, method="inverted_cdf")),
+           "reached": float(np.mean([np.isfinite(w) for w, _ in own]))}
     for f in efficiency.FRACTIONS:
         out[f"at {f}"] = (iqm([_best_at(*row["warm"], f * used) for row in rows])
                           - iqm([_best_at(*row["cold"], f * used) for row in rows]))
@@ -102,7 +106,9 @@ def summarize(rows: list[dict], resamples: int = efficiency.RESAMPLES, seed: int
     return {key: efficiency.Stat(value, *efficiency.interval([b[key] for b in boot])) for key, value in point.items()}
 
 
-LABELS = {"target": "target: cold's final best (IQM)", "ratio": "time-to-target ratio, warm / cold",
+LABELS = {"target": "cold's final best (IQM)",
+          "ratio": "time to cold's final best, warm / cold (IQM)",
+          "median": "the same, median", "reached": "seeds where warm reaches it",
           **{f"at {f}": f"best at {f:g} of cold's device-time, warm - cold" for f in efficiency.FRACTIONS}}
 
 

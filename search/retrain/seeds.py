@@ -68,7 +68,7 @@ def retrain_seed(
         "train_images": len(split.train_images),
         "device": str(trainer.device),
         "logits": logits.float().cpu().numpy(),
-        # What was evaluated: the weight average when cfg.ema is on.
+        # What was evaluated: the weight average when cfg.ema_epochs is on.
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in trainer.eval_net().state_dict().items()},
     }
 
