@@ -36,7 +36,8 @@ otherwise in the bad set. Told COMPLETE with their values at the stop, as stock 
 would, stopped trials would stand on the front beside full-length ones: on val_acc,params the
 smallest networks, stopped at their first rung, are non-dominated whatever their one-epoch
 accuracy (nothing is smaller), and TPE's good set would fill with them. So PRUNED, the truth as far
-as Optuna allows. Refusals and the constant liar work unchanged: TPE puts running (and refused)
+as Optuna allows. On the replay of the CPU records neither measurably beats the other
+(benchmarks/pareto_efficiency.py, docs/replay.md). Refusals and the constant liar work unchanged: TPE puts running (and refused)
 trials in the bad set in both splits, and counts neither.
 """
 
