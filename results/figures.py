@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from model.data import CLASSES
 from results.status import COMPLETED, ERROR, PRUNED, UNFINISHED
@@ -48,6 +49,8 @@ def device_timeline(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     order they were created (the trials table's order), each trial's epochs in turn: the tables
     keep no clock, so trials that ran side by side are laid end to end. Device time: an epoch's
     seconds x the GPUs of its trial (CPUs for a CPU search). Columns device_hours, best_val_acc."""
+    if epochs.empty:  # no trial reported (every one failed): nothing spent, nothing found
+        return pd.DataFrame({"device_hours": [], "best_val_acc": []})
     devices = trials.set_index("trial_id").apply(
         lambda t: t["gpus_per_trial"] if t["gpus_per_trial"] > 0 else t["cpus_per_trial"], axis=1)
     order = {trial_id: i for i, trial_id in enumerate(trials["trial_id"])}
@@ -78,7 +81,10 @@ def search_figure(trials: pd.DataFrame, epochs: pd.DataFrame, importance: pd.Dat
     best_ax, curves_ax, importance_ax = fig.subplots(1, 3, width_ratios=(1, 1.2, 0.8))
     timeline = device_timeline(trials, epochs)
     unit = "GPU" if (trials["gpus_per_trial"] > 0).any() else "CPU"
-    best_ax.step(timeline["device_hours"], 100 * timeline["best_val_acc"], where="post", color="black")
+    best_ax.step(timeline["device_hours"], 100 * timeline["best_val_acc"], where="post", color="black",
+                 marker="o" if len(timeline) == 1 else None)  # one epoch in all: a point, not an empty step
+    if timeline.empty:
+        best_ax.text(0.5, 0.5, "no trial reported a result", ha="center", va="center", transform=best_ax.transAxes)
     best_ax.set(xlabel=f"{unit}-hours spent (trials laid end to end)", ylabel="best validation accuracy so far (%)",
                 title="best so far against device time")
     for status, colour in STATUS_COLOURS.items():
@@ -94,7 +100,8 @@ def search_figure(trials: pd.DataFrame, epochs: pd.DataFrame, importance: pd.Dat
         curves_ax.axvline(milestone, color="tab:orange", linestyle="--", linewidth=1)
     curves_ax.plot([], [], color="tab:orange", linestyle="--", label="ASHA rung")
     curves_ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="every trial's validation curve")
-    curves_ax.xaxis.get_major_locator().set_params(integer=True)
+    curves_ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    curves_ax.set_xlim(0.5, run["max_epochs"] + 0.5)  # epochs 1..max_epochs, even when one epoch is all there is
     curves_ax.legend(loc="lower right")
     if importance.empty:
         importance_ax.text(0.5, 0.5, "too few finished trials\nfor importance", ha="center", va="center")

@@ -140,7 +140,7 @@ def top_trials_table(exp: Experiment, n: int = TOP) -> Fitted:
         caption = f"report: {join(exp.path, REPORT_FOLDER)}"
         if left_out:
             caption = f"{left_out} more hyperparameters: columns=all, or trial=ID for one trial; {caption}"
-        table = _table(f"{exp.name}: top {len(top)} of {len(exp.trials)} trials by last val acc", caption)
+        table = _table(f"{exp.name}: top {len(top)} of {counted(len(exp.trials), 'trial')} by last val acc", caption)
         for header in ("trial", "status", "epochs", "val acc", *params[:k]):
             table.add_column(header, justify="left" if header in ("trial", "status") else "right", no_wrap=True)
         for _, trial in top.iterrows():

@@ -5,10 +5,10 @@ from __future__ import annotations
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.sample import Domain
-from rich.console import Console
 from rich.table import Table
 
 import spaces
+from results.show import wide_console
 
 
 def describe(value: object) -> str:
@@ -25,7 +25,7 @@ def describe(value: object) -> str:
 
 
 def print_spaces() -> None:
-    console = Console()
+    console = wide_console()  # no trailing spaces, and as wide as the lines need in a file
     for name, space in spaces.SPACES.items():
         console.print(f"\n[bold]{name}[/] (from preset {space.PRESET}): {' '.join(space.__doc__.split())}")
         table = Table("parameter", "range")

@@ -229,7 +229,7 @@ class Progress(Callback):
         """'2 running, 5 completed, 3 pruned, 0 error of 64 trials' (pending and unfinished when there are)."""
         states = [r.state for r in self._rows]
         shown = ["running", *(s for s in ("pending",) if s in states), *FINISHED, *(s for s in (UNFINISHED,) if s in states)]
-        return ", ".join(f"{states.count(s)} {s}" for s in shown) + f" of {self.total} trials"
+        return ", ".join(f"{states.count(s)} {s}" for s in shown) + f" of {counted(self.total, 'trial')}"
 
     def _best(self) -> Row | None:
         """The trial with the highest metric at its latest epoch: the one notion of best, as the
@@ -258,7 +258,7 @@ class Progress(Callback):
         if any(r.state == UNFINISHED for r in self._rows):  # Ctrl-C
             head, counts = "stopped", counts + (f" ({not_started} not started)" if not_started else "")
         elif not_started:  # the searcher started no more (a device-hour budget spent)
-            head = f"finished after {len(self._rows)} of {self.total} trials"
+            head = f"finished after {len(self._rows)} of {counted(self.total, 'trial')}"
         else:
             head = "finished"
         return "; ".join(part for part in (head, counts, self.best_text()) if part)

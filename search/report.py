@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from model.overrides import interrupted_code
 from results.load import load
+from results.numbers import counted
 from results.schema import is_file, join, locate
 from results.status import ERROR, FINISHED, UNFINISHED
 from results.show import multi_objective, pareto_table, top_trials_table, wide_console
@@ -61,7 +62,7 @@ def print_report(location: str, trials: int, resume_command: str, retries: int) 
     done = sum(counts.get(status, 0) for status in FINISHED)
     summary = ", ".join(f"{n} {status}" for status, n in counts.items())
     console.print(
-        f"{done} of {trials} trials finished ({summary}); read the tables with  python -m results.show {shlex.quote(location)}",
+        f"{done} of {counted(trials, 'trial')} finished ({summary}); read the tables with  python -m results.show {shlex.quote(location)}",
         markup=False, highlight=False,
     )
     errored = exp.trials.loc[exp.trials["status"] == ERROR, "trial_id"].tolist()

@@ -369,3 +369,20 @@ def test_device_time_lays_the_trials_end_to_end_and_best_counts_a_trials_latest_
     # b first (the table's order), its epochs in order at half a GPU; then a at 2 CPUs
     assert timeline["device_hours"].tolist() == [0.5, 1.0, 2.0]
     assert timeline["best_val_acc"].tolist() == [0.8, 0.6, 0.7]  # b's epoch 2 replaces its epoch 1
+
+
+def test_the_search_figure_of_a_search_where_every_trial_failed_or_one_epoch_ran():
+    from results.figures import search_figure
+
+    run = {"max_epochs": 1, "grace": 1, "eta": 3}
+    trials = pd.DataFrame({"trial_id": ["a", "b"], "status": ["error", "error"], "gpus_per_trial": [0.0, 0.0],
+                           "cpus_per_trial": [1.0, 1.0]})
+    no_epochs = pd.DataFrame({"trial_id": [], "epoch": [], "seconds": [], "val_acc": []})
+    best_ax, _, _ = search_figure(trials, no_epochs, pd.DataFrame(), run, "t").axes  # every trial failed
+    assert [t.get_text() for t in best_ax.texts] == ["no trial reported a result"]
+    one = pd.DataFrame({"trial_id": ["a"], "epoch": [1], "seconds": [60.0], "val_acc": [0.5]})
+    best_ax, curves_ax, _ = search_figure(trials.assign(status="completed"), one, pd.DataFrame(), run, "t").axes
+    (step,) = best_ax.get_lines()
+    assert step.get_marker() == "o"  # a single epoch in all is a point, not an empty step
+    ticks = [tick for tick in curves_ax.get_xticks() if curves_ax.get_xlim()[0] <= tick <= curves_ax.get_xlim()[1]]
+    assert ticks == [1.0]  # not 0.96 ... 1.04
