@@ -88,7 +88,8 @@ def ray_session(address: str = "", num_cpus: int | None = None, verbose: bool = 
         else:
             temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=TEMP_PARENT)
             _embedded.append(temp_dir)
-            ray.init(address="local", num_cpus=num_cpus, **internals.ray_temp_dir(temp_dir), **kwargs)
+            with _own_process_group():
+                ray.init(address="local", num_cpus=num_cpus, **internals.ray_temp_dir(temp_dir), **kwargs)
         if callable(on_sigterm) and threading.current_thread() is threading.main_thread():  # the command's own (model.overrides.command: SIGTERM as Ctrl-C) over ray.init's
             signal.signal(signal.SIGTERM, on_sigterm)  # sys.exit(15), and the stack dump of Ray's C++ core
         yield ray.cluster_resources()
@@ -190,6 +191,29 @@ def _deadline(address: str, verbose: bool) -> Iterator[None]:
         os.dup2(saved, stderr)
         os.close(saved)
         held.close()
+
+
+@contextmanager
+def _own_process_group() -> Iterator[None]:
+    """Ray's processes, started in the block, in a process group of their own. `timeout` (and a
+    script's `kill -TERM -PGID`) signals the command's whole process group: Ray's processes, killed
+    along with it, left this process waiting 60 s for its GCS and exiting 1 with no resume line and
+    a stale lock. In a group of their own they live on until this process, which takes SIGTERM as
+    Ctrl-C, stops them. Where this process leads its group (a shell's job) or session (setsid) it
+    cannot leave it, and Ray's processes share it as before. It returns to its group after the block
+    (a few seconds: Ctrl-C from a terminal meanwhile reaches the group, not it)."""
+    group = os.getpgrp()
+    if group == os.getpid() or os.getsid(0) == os.getpid():
+        yield
+        return
+    os.setpgid(0, 0)
+    try:
+        yield
+    finally:
+        try:
+            os.setpgid(0, group)
+        except OSError:  # the group is gone (timeout itself was killed): stay in this one
+            pass
 
 
 @contextmanager
