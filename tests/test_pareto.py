@@ -342,7 +342,10 @@ def test_a_two_objective_search_killed_and_resumed_keeps_its_rungs(searched):
     assert len(exp.trials) == 10 and set(exp.trials["status"]) <= {"completed", "pruned"}
     # The held trials ran again from epoch 1 (a new result.json); the stopped ones never ran again.
     stopped_before = {t for t, text in at_one.items() if (experiment / f"trial_{t}" / "result.json").read_text() == text}
-    assert len(stopped_before) == len(at_one) - 2 > 0, at_one
+    # None when the first two trials both went on at epoch 1 and were held: which of them reaches the
+    # rung first decides (the first always goes on), so the count is not asserted above zero;
+    # test_mo_asha_rungs_survive_a_restore restores stopped trials' rungs deterministically.
+    assert len(stopped_before) == len(at_one) - 2, at_one
     assert stopped_before <= set(exp.trials.loc[exp.trials["status"] == "pruned", "trial_id"])
     # Yet rungs.json holds them: every trial that reached a milestone, with its values there.
     saved = json.loads((experiment / "rungs.json").read_text())
