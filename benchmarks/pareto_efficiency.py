@@ -56,24 +56,13 @@ from search.strategy.asha import make_scheduler  # noqa: E402
 from search.strategy.searcher import HonestOptunaSearch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from search_efficiency import Stat, interval, iqm  # noqa: E402
+from search_efficiency import FRACTIONS, RESAMPLES, UNLIMITED, Options, Stat, interval, iqm  # noqa: E402
 
 OBJECTIVES = ("val_acc", "params")
 STRATEGIES = {"mo-asha": "TPE (2 objectives) + MO-ASHA", "mo-fifo": "TPE (2 objectives) + FIFO",
               "complete-asha": "stock OptunaSearch (stopped: COMPLETE) + MO-ASHA"}
 ASHA, BASELINE, COMPLETE = "mo-asha", "mo-fifo", "complete-asha"
-FRACTIONS = (0.125, 0.25, 0.5, 1.0)  # of mo-fifo's device-time
-RESAMPLES = 2000
-UNLIMITED = 10**6  # trials of a search that a device budget ends
-
-
-@dataclass(frozen=True)
-class Options:
-    trials: int
-    concurrency: int
-    grace: int
-    eta: int
-    budget: float | None = None  # device-seconds for mo-asha (None: `trials`)
+# search_efficiency's Options, FRACTIONS (of mo-fifo's device-time here), RESAMPLES and UNLIMITED.
 
 
 @dataclass(frozen=True)
