@@ -241,7 +241,7 @@ def values_tried(values: pd.Series) -> str:
 def summary_table(exp: Experiment) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
-    table.add_column()
+    table.add_column(overflow="fold")  # a path too long for the line is folded, never cut
     run = exp.run
     rows = {
         "experiment": exp.path,
@@ -323,7 +323,7 @@ def trial_view(exp: Experiment, trial_id: str) -> Group:
     trial = rows.iloc[0]
     results = Table.grid(padding=(0, 2))
     results.add_column(style="bold", no_wrap=True)
-    results.add_column()
+    results.add_column(overflow="fold")  # a path too long for the line is folded, never cut
     for key, value in {
         "trial": f"{trial_id} of {exp.path}",
         "status": f"{trial['status']} after {trial['epochs_run']} of {exp.run['max_epochs']} epochs",

@@ -18,6 +18,11 @@ import pytest
 
 from model import data
 
+# The commands these tests run print as to a log file unless a test sets COLUMNS itself: a COLUMNS
+# inherited from where the suite runs (pytest-xdist's workers set 80) would wrap their lines there.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
+
 
 def _data_dir() -> Path | None:
     given = os.environ.get("FASHION_MNIST_DIR")

@@ -22,7 +22,7 @@ from results.load import load
 from results.schema import EPOCHS, TRIALS, write_json, write_table
 from search import run
 from search.replay import records
-from search.replay.record import RecordedConfigs
+from search.replay.record import RecordedConfigs, main as record_main
 from search.replay.surrogate import CURVE_KEYS, Surrogate, replay_marks, replay_trainable
 from search.settings import RUN_FILE
 from search.strategy.asha import make_scheduler
@@ -61,12 +61,22 @@ def test_a_record_says_what_made_it(tiny):
     assert sorted(record.trials["seed"]) == [0] * 6 + [1] * 2
 
 
-def test_record_refuses_bad_input_in_one_line():
-    for args, said in ((["configs=3", "trials=5"], "give configs=N"), (["configs=3", "grace=1"], "stops nothing early"),
-                       (["configs=0"], "at least 1"), (["configs=2", "repeats=3"], "repeats=3 exceeds configs=2")):
-        done = subprocess.run([sys.executable, "-m", "search.replay.record", "space=full", *args],
-                              env=ENV, capture_output=True, text=True, timeout=60, cwd=ROOT)
-        assert done.returncode == 2 and said in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+@pytest.mark.parametrize("args, said", [(["configs=3", "trials=5"], "give configs=N"),
+                                        (["configs=3", "grace=1"], "stops nothing early"),
+                                        (["configs=0"], "at least 1"),
+                                        (["configs=2", "repeats=3"], "repeats=3 exceeds configs=2")])
+def test_record_refuses_bad_input_in_one_line(args, said, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert record_main(["space=full", *args]) == 2
+    err = capsys.readouterr().err
+    assert said in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_record_command_as_typed_refuses_in_one_line_and_exit_2():
+    done = subprocess.run([sys.executable, "-m", "search.replay.record", "space=full", "configs=0"],
+                          env=ENV, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 2 and "at least 1" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 # --- the surrogate, on a made-up record of two configurations -----------------------------------

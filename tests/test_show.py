@@ -178,6 +178,16 @@ def test_columns_all_shows_every_varying_hyperparameter_within_80_columns(full, 
     assert "more trials fit a wider terminal" in text
 
 
+def test_a_path_longer_than_the_line_is_folded_whole_never_cut(tmp_path, show):
+    folder = write_search(tmp_path / ("a-folder-whose-name-alone-is-wider-than-most-terminals-" * 2).rstrip("-"), n=3)
+    trial_id = load(folder).trials["trial_id"][0]
+    for args in ((), (f"trial={trial_id}",)):
+        done = show(str(folder), *args)
+        assert done.returncode == 0, done.stderr
+        assert_fits(done.stdout)  # no line over 80 columns, no cell cut with "…"
+        assert str(folder) in "".join(done.stdout.split())  # every character of it, in order
+
+
 def test_one_trial_in_full(full, show):
     exp = load(full)
     trial = exp.trials.iloc[3]
@@ -334,7 +344,7 @@ def test_no_line_ends_in_spaces_and_a_narrow_table_keeps_its_title_whole(tmp_pat
 
 
 def test_show_writes_and_names_a_figure_of_the_search(full, show):
-    done = show(str(full))
+    done = show(str(full), columns=None)  # in a file: the line is whole, however long the path
     assert done.returncode == 0, done.stderr
     figure = full / "report" / "search.png"
     assert done.stdout.rstrip().splitlines()[-1] == f"figure: {figure}"

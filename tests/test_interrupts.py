@@ -1,0 +1,220 @@
+"""Stopping a search and resuming it, as a user's terminal, `timeout` or a crash does: Ctrl-C,
+SIGTERM, SIGKILL, a signal while Ray and torch still import, and a trial killed between its
+checkpoints. Each search runs in a subprocess from a temporary working directory with the default
+relative storage (runs/), and every command it prints is run back as printed.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from model.overrides import INTERRUPTED
+from search.runtime.lock import LOCK_FILE
+from test_search_run import ENV, SMALL, report, search, start
+
+
+def _epochs_written(experiment: Path) -> int:
+    return sum(len(Path(p).read_text().splitlines()) for p in glob.glob(str(experiment / "trial_*" / "result.json")))
+
+
+def _wait_for_epochs(experiment: Path, count: int, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _epochs_written(experiment) >= count:
+            return
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.5)
+    raise AssertionError(f"fewer than {count} epochs reported in {timeout} s")
+
+
+def test_ctrl_c_twice_then_the_printed_command_then_sigkill_and_a_move_lose_and_duplicate_nothing(tmp_path):
+    experiment = tmp_path / "runs" / "resumable"
+
+    # 1. Ctrl-C, and another before the search has stopped (as a terminal sends it: to the whole
+    #    process group): exit 130, no traceback, and the command that resumes it.
+    proc = start(*SMALL, "trials=6", "max_epochs=3", "grace=1", "eta=2", "name=resumable", cwd=tmp_path)
+    _wait_for_epochs(experiment, 2, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.5)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == INTERRUPTED, err[-3000:]
+    assert "Traceback" not in err and "Tuner.restore" not in out + err, err[-3000:]
+    printed = next(line for line in out.splitlines() if "resume with" in line).split("resume with", 1)[1].strip()
+    assert printed == "python -m search.run name=resumable resume=true"
+
+    # 2. The printed command, exactly; SIGKILL the whole process group (driver, Ray, trials) mid-run.
+    command = shlex.split(printed)
+    assert command[:3] == ["python", "-m", "search.run"]
+    proc = start(*command[3:], cwd=tmp_path)
+    before = _epochs_written(experiment)
+    _wait_for_epochs(experiment, before + 3, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert (experiment / LOCK_FILE).exists()  # SIGKILL runs no cleanup: the next run takes it over
+
+    # 3. The experiment moves to another storage folder; resumed there, it finishes there.
+    shutil.move(tmp_path / "runs", tmp_path / "moved")
+    done = search("name=resumable", "storage=moved", "resume=true", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "took over the lock" in done.stderr
+    experiment = tmp_path / "moved" / "resumable"
+    assert not (tmp_path / "runs").exists() and not (experiment / LOCK_FILE).exists()
+    trials, epochs = report(experiment)
+    assert len(trials) == 6 and trials["trial_id"].is_unique
+    assert set(trials["status"]) <= {"completed", "pruned"}
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    last_epoch = epochs.groupby("trial_id")["epoch"].max()
+    assert last_epoch.to_dict() == trials.set_index("trial_id")["epochs_run"].to_dict()
+    # The rungs were carried across both restores and written where the experiment is now: every
+    # trial that reached a milestone is recorded there, those from before the interruptions too.
+    rungs = json.loads((experiment / "rungs.json").read_text())
+    for milestone in {rung["milestone"] for rung in rungs}:
+        reached = set(epochs.loc[epochs["epoch"] == milestone, "trial_id"])
+        recorded = {t for rung in rungs if rung["milestone"] == milestone for t in rung["recorded"]}
+        assert reached == recorded, milestone
+
+
+# A sitecustomize that stops a command in its imports: importing $HOLD_MODULE writes the file
+# $HOLD_GATE/importing and waits there (for the signal the test sends), so "while Ray and torch
+# import" is a state the test waits for rather than a moment it tries to hit.
+HOLD_IMPORT = """
+import importlib.abc, os, sys, time
+
+class HoldImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == os.environ["HOLD_MODULE"]:
+            open(os.path.join(os.environ["HOLD_GATE"], "importing"), "w").close()
+            time.sleep(300)
+        return None
+
+sys.meta_path.insert(0, HoldImport())
+"""
+
+
+def _with_site(tmp_path: Path, code: str, **env: str) -> dict:
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(code)
+    return {**ENV, **env, "PYTHONPATH": os.pathsep.join([str(inject), *filter(None, [ENV.get("PYTHONPATH")])])}
+
+
+def _wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout  # a hang's deadline, not a margin to meet
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("sent, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_a_signal_while_ray_and_torch_import_is_one_line_and_its_exit_code(tmp_path, sent, code):
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = _with_site(tmp_path, HOLD_IMPORT, HOLD_GATE=str(gate), HOLD_MODULE="spaces")  # search.run's first slow import
+    proc = subprocess.Popen([sys.executable, "-m", "search.run", *SMALL], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for_file(gate / "importing", proc)
+    proc.send_signal(sent)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err[-3000:]
+    assert err == "interrupted while starting: nothing was done\n" and out == ""
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("to_group", [False, True], ids=["kill", "timeout"])
+def test_sigterm_stops_a_search_as_ctrl_c_does_with_the_resume_command_and_exit_143(tmp_path, to_group):
+    """What kill sends (to the driver alone) and timeout sends (to its whole process group, Ray's
+    processes included unless they have a group of their own): Tune stops the trials and saves the
+    experiment, the report ends with the command that resumes it, the lock is released."""
+    from conftest import HOLD_TRIALS
+
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = _with_site(tmp_path, HOLD_TRIALS, HOLD_GATE=str(gate), HOLD_EPOCH="1")
+    args = [*SMALL, "trials=2", "max_epochs=2", "grace=2", "eta=2", "name=termed"]
+    # Under timeout (which leads its own group, as it makes one), signalled as its group by hand.
+    wrapper = ["timeout", "--preserve-status", "3600"] if to_group else []
+    proc = subprocess.Popen([*wrapper, sys.executable, "-m", "search.run", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300  # a hang's deadline, not a margin to meet
+    while len(list(gate.glob("held-*"))) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    if to_group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert "SIGTERM received" not in err and "Traceback" not in err and "Failed to connect to GCS" not in err, err[-3000:]
+    printed = next(line for line in out.splitlines() if "resume with" in line).split("resume with", 1)[1].strip()
+    assert printed == "python -m search.run name=termed resume=true"
+    assert not (tmp_path / "runs" / "termed" / LOCK_FILE).exists()
+
+
+def test_a_trial_killed_between_checkpoints_runs_its_lost_epochs_again_on_resume(tmp_path):
+    """checkpoint_every: a crash costs each running trial the work since its last checkpoint, here
+    all of it (no checkpoint within an hour): resumed, the trials start again from epoch 1, and end
+    with the very results an uninterrupted run gives."""
+    from conftest import HOLD_TRIALS
+
+    inject, gate = tmp_path / "inject", tmp_path / "gate"
+    inject.mkdir(), gate.mkdir()
+    (inject / "sitecustomize.py").write_text(HOLD_TRIALS)
+    env = {**ENV, "HOLD_GATE": str(gate), "HOLD_EPOCH": "2",
+           "PYTHONPATH": os.pathsep.join([str(inject), *filter(None, [ENV.get("PYTHONPATH")])])}
+    experiment = tmp_path / "runs" / "lost"
+    # grace = max_epochs: no trial is stopped early, so both reach the gate.
+    args = [*SMALL, "trials=2", "max_epochs=3", "grace=3", "eta=2", "name=lost", "checkpoint_every=3600"]
+    proc = subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        # Both trials held before epoch 3, their epochs 1 and 2 reported, and an experiment snapshot
+        # taken since (Tune takes one at least every 10 s): what a resume starts from.
+        deadline = time.monotonic() + 300  # a hang's deadline, not a margin to meet
+        while True:
+            held = sorted(gate.glob("held-*"))
+            snapshots = sorted(experiment.glob("experiment_state-*.json"))
+            if len(held) == 2 and snapshots and snapshots[-1].stat().st_mtime > max(h.stat().st_mtime for h in held) + 1:
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "hung"
+            time.sleep(0.5)
+        before = _result_rows(experiment)
+        assert [[row["training_iteration"] for row in rows] for rows in before.values()] == [[1, 2], [1, 2]]
+        assert not list(experiment.glob("trial_*/checkpoint_*"))  # killed between checkpoints: none yet
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    (gate / "open").touch()
+
+    done = search("name=lost", "resume=true", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = _result_rows(experiment)
+    assert after.keys() == before.keys()
+    for trial_id, rows in after.items():
+        # From epoch 1 again, in the resumed search's processes (Tune starts a trial's result.json
+        # over when the trial starts over), to the same results for the same epochs.
+        assert [row["training_iteration"] for row in rows] == [1, 2, 3]
+        assert {row["pid"] for row in rows}.isdisjoint(row["pid"] for row in before[trial_id])
+        assert [row["val_acc"] for row in rows[:2]] == [row["val_acc"] for row in before[trial_id]]
+    trials, epochs = report(experiment)
+    assert sorted(trials["status"]) == ["completed", "completed"] and not epochs.duplicated(["trial_id", "epoch"]).any()
+
+
+def _result_rows(experiment: Path) -> dict[str, list[dict]]:
+    """trial id -> the rows of its result.json, in the order Tune wrote them."""
+    return {Path(path).parent.name: [json.loads(line) for line in Path(path).read_text().splitlines()]
+            for path in sorted(glob.glob(str(experiment / "trial_*" / "result.json")))}
