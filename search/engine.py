@@ -18,6 +18,7 @@ import sys
 from datetime import datetime, timezone
 
 import optuna
+import ray
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.search.sample import Domain
@@ -173,7 +174,7 @@ def create_tuner(s: Settings, split: Split, make_trainer=None):
         max_epochs=s.max_epochs, seed=s.seed, journal=study.journal_path(s.experiment),
         base={k: v for k, v in space.items() if not isinstance(v, Domain)}, max_params=s.max_params,
         spend=DeviceSpend(hours * 3600 if hours else math.inf, devices), first_rung=s.grace, warm=start.trials,
-        objectives=s.objectives,
+        objectives=s.objectives, slots=trials_at_once(s, ray.cluster_resources()),
     )
     return build_tuner(
         s, trainable(s, split, make_trainer), param_space=space, search_alg=searcher, scheduler=scheduler,
@@ -183,6 +184,16 @@ def create_tuner(s: Settings, split: Split, make_trainer=None):
         ],
         stop=SpendStopper(searcher),  # stops everything once the device budget is spent
     )
+
+
+def trials_at_once(s: Settings, resources: dict) -> int | None:
+    """Trials that fit at once on `resources` (Ray's, at the start), when fewer than s.concurrency: the
+    rest are staged, each ready for the next slot that frees (HonestOptunaSearch's `slots`). None: all
+    run at once. A cluster that grows later gets more slots than this; its searcher then defers a
+    suggestion it need not, at most one step of Tune's loop each time a trial ends."""
+    fits = [resources.get(kind, 0.0) / need for kind, need in (("CPU", s.cpus_per_trial), ("GPU", s.gpus_per_trial)) if need]
+    at_once = math.floor(min(fits) + 1e-9) if fits else s.concurrency
+    return at_once if 0 < at_once < s.concurrency else None
 
 
 def build_tuner(s: Settings, trainable, *, search_alg, callbacks: list, stop, trials: int | None = None,

@@ -7,6 +7,7 @@ The made-up objectives depend on the learning rate alone; the network sizes deci
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import itertools
 import math
@@ -107,3 +108,32 @@ def test_trials_suggested_side_by_side_are_spread_and_the_same_for_a_seed(monkey
     assert eight_at_once(seed=0) == batch
     closest = min(math.dist(a, b) for a, b in itertools.combinations(batch, 2))
     assert closest > 0.05, f"two of eight trials running side by side are {closest:.3f} apart"
+
+
+def test_a_freed_slot_goes_to_a_staged_trial_before_tpe_suggests_again():
+    # Tune asks the searcher before it hands freed actors to waiting trials: with 2 slots and 3 trials
+    # allowed, the third waits staged, and the suggestion asked right after a trial ends is deferred
+    # (None) so that the staged trial takes the slot in that step; the next ask gets a configuration.
+    searcher = _searcher({"lr": SIZES["lr"]}, slots=2)
+    assert all(isinstance(searcher.suggest(f"t{i}"), dict) for i in range(3))  # 2 running, 1 staged
+    _finish(searcher, "t0", 0.5)
+    assert searcher.suggest("t3") is None  # the slot is t2's first
+    assert isinstance(searcher.suggest("t3"), dict)
+    _finish(searcher, "t1", 0.6), _finish(searcher, "t2", 0.7)  # two end: one live trial, none staged
+    assert isinstance(searcher.suggest("t4"), dict)  # nothing staged to take a slot: suggested at once
+    plain = _searcher({"lr": SIZES["lr"]})  # nothing staged (slots=None): never deferred
+    assert all(isinstance(plain.suggest(f"t{i}"), dict) for i in range(3))
+    _finish(plain, "t0", 0.5)
+    assert isinstance(plain.suggest("t3"), dict)
+
+
+def test_the_slots_of_a_search_are_what_its_resources_fit_when_fewer_than_its_concurrency():
+    from search.engine import trials_at_once
+    from search.run import parse
+
+    s = parse(["space=full", "concurrency=8", "cpus_per_trial=0.25", "gpus_per_trial=0"])
+    assert trials_at_once(s, {"CPU": 2.0}) is None  # 8 fit: none staged
+    assert trials_at_once(s, {"CPU": 1.0}) == 4  # 4 fit, 4 staged
+    gpu = dataclasses.replace(s, cpus_per_trial=1, gpus_per_trial=0.25)
+    assert trials_at_once(gpu, {"CPU": 16.0, "GPU": 1.0}) == 4  # the GPU decides
+    assert trials_at_once(gpu, {"CPU": 16.0, "GPU": 3.0}) is None  # 12 fit

@@ -24,6 +24,14 @@ trials run. With a device budget (`spend`, search.strategy.spend) it starts no t
 to the first rung, and counts each epoch's device-seconds once (a resumed trial repeats epochs);
 search.strategy.spend.SpendStopper ends the search once the budget is spent.
 
+Staged trials (`slots`: trials that run at once, fewer than Tune's max_concurrent_trials). In each
+step of its loop Tune first asks the searcher for trials until its queue is full, and only then
+hands the actors that trials have freed to the waiting trials. So when a trial ends, the freed
+slot would wait for TPE's next suggestion (14 ms with space=full's 23 parameters) although a
+staged trial stands ready. Once a trial has ended, the first suggest() that finds a staged trial
+ready for the slot (at least `slots` trials still live) returns None, "not now": that step hands
+the slot to the staged trial, and the next step makes the suggestion.
+
 Several objectives (objective=val_acc,params or val_acc,latency_ms; results.pareto). The study
 gets a direction per objective and Optuna's TPE its multi-objective split; Tune's metric stays
 val_acc. Trial.report raises in such a study (optuna/optuna#3450), so no epoch reaches Optuna: a
@@ -106,12 +114,15 @@ def _refused(trial: optuna.trial.FrozenTrial) -> bool:
 class HonestOptunaSearch(OptunaSearch):
     journal: str | None = None  # the study's journal file; None: in memory, inside Tune's snapshots only
     objectives: tuple[str, ...] = ()  # several: a multi-objective study (a searcher pickled before has none)
+    slots: int | None = None  # trials that run at once; None: as many as Tune allows (nothing staged)
+    _live = 0  # trials suggested and not yet ended
+    _freed = False  # a trial has ended since the last suggestion
 
     def __init__(
         self, *, max_epochs: int, seed: int, metric: str | None = None, mode: str | None = None,
         journal: str | os.PathLike | None = None, base: dict | None = None, max_params: int | None = None,
         spend: DeviceSpend | None = None, first_rung: int = 1, startup_trials: int = 10,
-        warm: tuple[optuna.trial.FrozenTrial, ...] = (), objectives: tuple[str, ...] = (),
+        warm: tuple[optuna.trial.FrozenTrial, ...] = (), objectives: tuple[str, ...] = (), slots: int | None = None,
     ) -> None:
         """metric and mode: give them here or in TuneConfig, not both (Tune refuses two sources).
         base: the fixed values of the trial config (what a suggestion is applied to, to count a
@@ -119,7 +130,8 @@ class HonestOptunaSearch(OptunaSearch):
         startup_trials: trials drawn at random before TPE models the results (Optuna's default, 10;
         refused suggestions do not count); warm: finished trials of earlier searches
         (search.strategy.warm), added to a new study before the first suggestion; objectives: two
-        or more (results.pareto) make the study multi-objective on them, whatever Tune's metric."""
+        or more (results.pareto) make the study multi-objective on them, whatever Tune's metric;
+        slots: trials that run at once, when Tune may hold more (staged; see the module's docstring)."""
         sampler = TPEWithRefusals(seed=seed, n_startup_trials=startup_trials)
         super().__init__(metric=metric, mode=mode, sampler=sampler, study_name=study.STUDY_NAME)
         self.max_epochs = max_epochs
@@ -128,6 +140,7 @@ class HonestOptunaSearch(OptunaSearch):
         self.spend, self.first_rung = spend or unlimited(1.0), first_rung
         self.warm = warm  # emptied once in the study: Tune's snapshots carry the study, not these
         self.objectives = tuple(objectives) if len(objectives) > 1 else ()
+        self.slots = slots
         self.refused = 0  # suggestions refused for max_params so far
         self._last_step: dict[str, int] = {}  # trial id -> last epoch told to Optuna (resumes repeat epochs)
 
@@ -153,6 +166,9 @@ class HonestOptunaSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict | str | None:
         if not self.spend.affords(self.first_rung):
             return Searcher.FINISHED  # the device budget cannot pay for another trial's first rung
+        freed, self._freed = self._freed, False
+        if freed and self.slots is not None and self._live >= self.slots:
+            return None  # a staged trial takes the freed slot in this step; the suggestion comes in the next
         for _ in range(MAX_REFUSALS):
             config = super().suggest(trial_id)
             if not isinstance(config, dict):
@@ -160,12 +176,14 @@ class HonestOptunaSearch(OptunaSearch):
             trial = internals.optuna_trial(self, trial_id)
             if self.max_params is None:  # nothing to check: no network is built here
                 trial.set_user_attr(study.TRIAL_ID, trial_id)
+                self._live += 1
                 return config
             params = parameters_of(Config.from_flat({**self.base, **config}))
             trial.set_user_attr(PARAMS_ATTR, params)
             trial.set_constraint(PARAMS_ATTR, params - self.max_params)  # TPE: feasible at <= 0
             if params <= self.max_params:
                 trial.set_user_attr(study.TRIAL_ID, trial_id)
+                self._live += 1
                 return config
             trial.set_user_attr(REFUSED_ATTR, True)
             internals.optuna_study(self).tell(trial, state=TrialState.PRUNED)
@@ -179,6 +197,7 @@ class HonestOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in internals.told(self):
             return
+        self._live, self._freed = max(self._live - 1, 0), True
         if result and not error:
             self._report(trial_id, result)  # Tune skips the searcher for the result that stopped the trial
         epochs = (result or {}).get(TRAINING_ITERATION, 0)
