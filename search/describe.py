@@ -26,8 +26,9 @@ def describe(value: object) -> str:
 
 def print_spaces() -> None:
     console = wide_console()  # no trailing spaces, and as wide as the lines need in a file
-    for name, space in spaces.SPACES.items():
-        console.print(f"\n[bold]{name}[/] (from preset {space.PRESET}): {' '.join(space.__doc__.split())}")
+    for i, (name, space) in enumerate(spaces.SPACES.items()):
+        gap = "\n" if i else ""  # a blank line between spaces, none before the first
+        console.print(f"{gap}[bold]{name}[/] (from preset {space.PRESET}): {' '.join(space.__doc__.split())}")
         table = Table("parameter", "range")
         for key, value in space.PARAMS.items():
             table.add_row(key, describe(value))

@@ -356,6 +356,19 @@ def test_help_prints_usage_and_every_key(capsys):
         assert out.startswith("`python -m search.run") and all(f"  {key} " in out for key in run.KEYS)
 
 
+def test_list_names_every_space_and_parameter_from_its_first_line(capsys):
+    import spaces
+
+    assert run.main(["list"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{next(iter(spaces.SPACES))} (from preset ")  # no blank line first
+    assert [line for line in lines if line != line.rstrip()] == []
+    for name, space in spaces.SPACES.items():
+        assert any(line.startswith(f"{name} (from preset {space.PRESET})") for line in lines)
+        assert all(f" {key} " in out for key in space.PARAMS)
+
+
 def test_gpus_on_a_machine_without_them_are_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
     import torch
 
