@@ -207,13 +207,16 @@ def _compare(recorded: Settings, given: dict[str, str]) -> None:
         value = parse_search_value(key, text)
         if value != getattr(recorded, key):
             raise ValueError(
-                f"resume=true: {key}={text} differs from {key}={_shown(getattr(recorded, key))} recorded in "
+                f"resume=true: {key}={text} differs from {key}={_shown(key, getattr(recorded, key))} recorded in "
                 f"{join(recorded.location, RUN_FILE)}; give the recorded value or leave {key} out"
             )
 
 
-def _shown(value) -> str:
-    return "all" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+def _shown(key: str, value) -> str:
+    """A recorded value as the key would be typed: subset=all, max_params=none, gpu_hours=0.5."""
+    if value is None:
+        return "all" if key == "subset" else "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def check_values(s: Settings) -> None:
@@ -231,9 +234,9 @@ def check_values(s: Settings) -> None:
     if s.gpus_per_trial > 1 and s.gpus_per_trial != int(s.gpus_per_trial):
         raise ValueError(f"gpus_per_trial={s.gpus_per_trial}: above 1 it must be a whole number of GPUs")
     if s.gpu_hours is not None and not s.gpus_per_trial:
-        raise ValueError(f"gpu_hours={_shown(s.gpu_hours)} but trials use no GPU (gpus_per_trial=0): give cpu_hours= instead")
+        raise ValueError(f"gpu_hours={_shown('gpu_hours', s.gpu_hours)} but trials use no GPU (gpus_per_trial=0): give cpu_hours= instead")
     if s.cpu_hours is not None and s.gpus_per_trial:
-        raise ValueError(f"cpu_hours={_shown(s.cpu_hours)} but trials use GPUs (gpus_per_trial={_shown(s.gpus_per_trial)}): give gpu_hours= instead")
+        raise ValueError(f"cpu_hours={_shown('cpu_hours', s.cpu_hours)} but trials use GPUs (gpus_per_trial={_shown('gpus_per_trial', s.gpus_per_trial)}): give gpu_hours= instead")
     for key in ("gpu_hours", "cpu_hours"):
         if getattr(s, key) == 0:
             raise ValueError(f"{key}=0: a budget must be positive (none: no limit)")
