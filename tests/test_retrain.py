@@ -259,6 +259,26 @@ def test_ray_session_shuts_down_and_removes_its_files_after_an_exception(monkeyp
         os.rmdir(parent)
 
 
+SIGTERM_AFTER_THE_SESSION = """
+import os, signal, sys, time
+from search.runtime.ray_session import ray_session
+signal.signal(signal.SIGTERM, lambda signum, frame: print("handled", flush=True))  # as a command sets it
+with ray_session(num_cpus=1):
+    pass
+os.kill(os.getpid(), signal.SIGTERM)  # as during the report that follows a search
+time.sleep(0.5)
+print("alive", flush=True)
+"""
+
+
+def test_sigterm_after_the_ray_session_reaches_the_command_s_handler():
+    # ray.shutdown() resets SIGTERM's C handler to the default while Python still names its own:
+    # without setting it again, the process dies at once (-15) and leaves its lock behind.
+    done = subprocess.run([sys.executable, "-c", SIGTERM_AFTER_THE_SESSION], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "RAY_AUTH_MODE": "disabled"}, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and done.stdout.split() == ["handled", "alive"], (done.returncode, done.stderr[-2000:])
+
+
 def _descends_from(pid: int, ancestor: int) -> bool:
     """Whether process `pid` is `ancestor` or below it, by the parent ids in /proc (OSError once one ends)."""
     while pid > 1:

@@ -96,6 +96,11 @@ def ray_session(address: str = "", num_cpus: int | None = None, verbose: bool = 
     finally:
         with _interrupts_deferred():
             ray.shutdown()
+            if threading.current_thread() is threading.main_thread():
+                # ray.shutdown() leaves SIGTERM's C handler at the default (terminate at once) while
+                # Python still names its own: set it again, or a SIGTERM during the report that
+                # follows would kill the command before it releases its lock.
+                signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGTERM))
             if temp_dir:
                 shutil.rmtree(temp_dir, ignore_errors=True)
                 _embedded.remove(temp_dir)
