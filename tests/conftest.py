@@ -10,6 +10,7 @@ import os
 import select
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -148,6 +149,21 @@ def wrap(run_epoch):
 
     return held
 """)
+
+
+def wait_until_held_and_snapshotted(gate: Path, experiment: Path, proc: subprocess.Popen, held: int = 2) -> None:
+    """Until `held` trials stand at HOLD_TRIALS' gate and Tune has snapshotted the experiment since
+    (at least every 10 s): what a resume after a kill starts from. 300 s is a hang's deadline, not a
+    margin to meet."""
+    deadline = time.monotonic() + 300
+    while True:
+        at_gate = sorted(gate.glob("held-*"))
+        snapshots = sorted(experiment.glob("experiment_state-*.json"))
+        if len(at_gate) == held and snapshots and snapshots[-1].stat().st_mtime > max(h.stat().st_mtime for h in at_gate) + 1:
+            return
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "hung"
+        time.sleep(0.5)
+
 
 # Breaks every trial's training (the driver never trains).
 BREAK_TRAINING = _PATCH_RUN_EPOCH.replace("WRAP_SOURCE", """

@@ -169,7 +169,7 @@ def test_a_trial_killed_between_checkpoints_runs_its_lost_epochs_again_on_resume
     """checkpoint_every: a crash costs each running trial the work since its last checkpoint, here
     all of it (no checkpoint within an hour): resumed, the trials start again from epoch 1, and end
     with the very results an uninterrupted run gives."""
-    from conftest import HOLD_TRIALS
+    from conftest import HOLD_TRIALS, wait_until_held_and_snapshotted
 
     inject, gate = tmp_path / "inject", tmp_path / "gate"
     inject.mkdir(), gate.mkdir()
@@ -184,14 +184,7 @@ def test_a_trial_killed_between_checkpoints_runs_its_lost_epochs_again_on_resume
     try:
         # Both trials held before epoch 3, their epochs 1 and 2 reported, and an experiment snapshot
         # taken since (Tune takes one at least every 10 s): what a resume starts from.
-        deadline = time.monotonic() + 300  # a hang's deadline, not a margin to meet
-        while True:
-            held = sorted(gate.glob("held-*"))
-            snapshots = sorted(experiment.glob("experiment_state-*.json"))
-            if len(held) == 2 and snapshots and snapshots[-1].stat().st_mtime > max(h.stat().st_mtime for h in held) + 1:
-                break
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "hung"
-            time.sleep(0.5)
+        wait_until_held_and_snapshotted(gate, experiment, proc)
         before = _result_rows(experiment)
         assert [[row["training_iteration"] for row in rows] for rows in before.values()] == [[1, 2], [1, 2]]
         assert not list(experiment.glob("trial_*/checkpoint_*"))  # killed between checkpoints: none yet

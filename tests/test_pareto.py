@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -35,6 +34,7 @@ from search.replay import records
 from search.strategy import study
 from search.strategy.asha import RungKeeper, make_scheduler, rungs
 from search.strategy.searcher import STOPPED_ATTR, HonestOptunaSearch
+from conftest import wait_until_held_and_snapshotted
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
@@ -316,14 +316,7 @@ def searched(record, tmp_path_factory) -> tuple[Path, dict[str, str], str]:
     proc = subprocess.Popen(_search(record, folder / "runs", "front"), cwd=folder, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 300  # a hang's deadline, not a margin to meet
-        while True:
-            held = sorted(gate.glob("held-*"))
-            snapshots = sorted(experiment.glob("experiment_state-*.json"))
-            if len(held) == 2 and snapshots and snapshots[-1].stat().st_mtime > max(h.stat().st_mtime for h in held) + 1:
-                break
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "hung"
-            time.sleep(0.5)
+        wait_until_held_and_snapshotted(gate, experiment, proc)
         at_one = {p.parent.name.removeprefix("trial_"): p.read_text() for p in experiment.glob("trial_*/result.json")
                   if len(p.read_text().splitlines()) == 1}
     finally:
