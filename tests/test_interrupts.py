@@ -171,11 +171,9 @@ def test_a_trial_killed_between_checkpoints_runs_its_lost_epochs_again_on_resume
     with the very results an uninterrupted run gives."""
     from conftest import HOLD_TRIALS, wait_until_held_and_snapshotted
 
-    inject, gate = tmp_path / "inject", tmp_path / "gate"
-    inject.mkdir(), gate.mkdir()
-    (inject / "sitecustomize.py").write_text(HOLD_TRIALS)
-    env = {**ENV, "HOLD_GATE": str(gate), "HOLD_EPOCH": "2",
-           "PYTHONPATH": os.pathsep.join([str(inject), *filter(None, [ENV.get("PYTHONPATH")])])}
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = _with_site(tmp_path, HOLD_TRIALS, HOLD_GATE=str(gate), HOLD_EPOCH="2")
     experiment = tmp_path / "runs" / "lost"
     # grace = max_epochs: no trial is stopped early, so both reach the gate.
     args = [*SMALL, "trials=2", "max_epochs=3", "grace=3", "eta=2", "name=lost", "checkpoint_every=3600"]
