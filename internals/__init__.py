@@ -24,6 +24,7 @@ import ray.cloudpickle as cloudpickle
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.tune import Callback, Tuner
 from ray.tune.experiment import Trial
+from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -151,6 +152,25 @@ def asha_rungs(scheduler: ASHAScheduler) -> list[tuple[float, dict[str, float]]]
     milestone first, as live objects: updating a dict updates the scheduler."""
     (bracket,) = scheduler._brackets
     return bracket._rungs
+
+
+# --- Tune's JSON logger replaces a restarted trial's result.json with the storage's copy. -----------
+
+
+class ResultLog(JsonLoggerCallback):
+    """Tune's JSON logger (each trial's result.json, which results.collect reads), except that a trial
+    restarted in the same run keeps the file this driver has been writing.
+
+    On a trial's restart from a checkpoint (a lost node, a crashed trial), Tune's own copies the
+    storage's result.json over the driver's (JsonLoggerCallback._restore_from_remote). That copy is
+    only as new as the last background sync, and one read while a sync rewrites it is empty: the
+    rows before the restart were lost (tests/test_result_log.py; a lost node did it in
+    tests/test_multinode.py). Only a driver that starts without the file, as Tuner.restore does after
+    a stop or a crash, takes the storage's copy."""
+
+    def _restore_from_remote(self, file_name: str, trial: Trial) -> None:
+        if not os.path.exists(os.path.join(trial.local_path, file_name)):
+            super()._restore_from_remote(file_name, trial)
 
 
 # --- Tune's storage context: where a trial's files are (ray.train._internal.storage). ---------------

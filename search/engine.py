@@ -218,7 +218,7 @@ def build_tuner(s: Settings, trainable, *, search_alg, callbacks: list, stop, tr
         run_config=tune.RunConfig(
             name=s.name,
             storage_path=resolve(s.storage),  # absolute: Tune fails on a relative local path
-            callbacks=[*callbacks, JsonLoggerCallback()],  # result.json, which results.collect reads; see AUTO_LOGGERS
+            callbacks=[*callbacks, internals.ResultLog()],  # result.json, which results.collect reads; see AUTO_LOGGERS
             stop=stop,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
