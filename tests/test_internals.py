@@ -155,3 +155,16 @@ def test_ray_init_takes_the_session_folder_keyword_internals_passes():
 
     (keyword,) = internals.ray_temp_dir("/tmp/ray-x")
     assert f'kwargs.pop("{keyword}"' in inspect.getsource(ray.init)
+
+
+def test_tunes_json_logger_restores_a_trials_file_through_the_method_result_log_overrides():
+    """ResultLog keeps a restarted trial's result.json by overriding the one method Tune's JSON
+    logger calls for it when a trial starts (tests/test_result_log.py: what the override is for)."""
+    import inspect
+
+    from ray.tune.logger import JsonLoggerCallback
+
+    assert issubclass(internals.ResultLog, JsonLoggerCallback)
+    assert "self._restore_from_remote(EXPR_RESULT_FILE, trial)" in inspect.getsource(JsonLoggerCallback.log_trial_start)
+    names = [list(inspect.signature(c._restore_from_remote).parameters) for c in (JsonLoggerCallback, internals.ResultLog)]
+    assert names[0] == names[1] == ["self", "file_name", "trial"]
