@@ -1,7 +1,7 @@
 """`python -m search.run space=NAME [key=value ...]`: a Ray Tune search, collected into Parquet.
 
 Optuna TPE (told the truth about early-stopped trials) proposes configs, ASHA stops the weak ones
-by validation accuracy, one report and one checkpoint per epoch.
+by validation accuracy; trials report every epoch, checkpoint every checkpoint_every seconds.
 
     python -m search.run list                                  every space, its parameters and ranges
     python -m search.run space=augmentation [key=value ...]    a new search, in runs/augmentation-smoke
