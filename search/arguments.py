@@ -17,7 +17,6 @@ from model.config import MAX_EPOCHS, MAX_SEED, preset
 from results import pareto
 from results.schema import file_type, is_file, join, locate, read_json
 from search.replay import records
-from search.replay import surrogate as replay
 from search.runtime.devices import local_gpus
 from search.runtime.lock import LOCK_FILE, LockHeld, held_message, holder
 from search.runtime.ray_session import check_address
@@ -116,7 +115,7 @@ def _fresh(args: dict[str, str], storage: str, session: dict) -> Settings:
     # it is joined (and may scale): there, trials= and concurrency= say how much to run.
     budget = budgets.get(budget_name).values(0 if session["address"] else local_gpus())
     if "replay" in values:  # the record's schedule length, data and per-trial resources
-        budget.update(replay.budget_of(records.load(values["replay"])))
+        budget.update(records.budget_of(records.load(values["replay"])))
     budget.update({key: value for key, value in values.items() if key in budget})
     name = _name(args["name"]) if "name" in args else f"{values['space']}-{budget_name}"
     return Settings(space=values["space"], budget=budget_name, seed=values.get("seed", 0), name=name, storage=storage,
@@ -253,7 +252,7 @@ def check_values(s: Settings) -> None:
     record = records.load(s.replay) if s.replay else None
     objectives = pareto.names(s.objective)
     if record is not None:
-        replay.check_search(record, s.space, max_epochs=s.max_epochs, subset=s.subset, val_size=s.val_size)
+        records.check_search(record, s.space, max_epochs=s.max_epochs, subset=s.subset, val_size=s.val_size)
     if s.warm_start and len(objectives) > 1:
         raise ValueError(f"warm_start= with objective={s.objective}: a warm start carries val_acc alone; "
                          "give objective=val_acc, or leave warm_start out")

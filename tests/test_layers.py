@@ -72,3 +72,15 @@ def test_the_strategy_and_the_runtime_never_import_the_parts_above_them(folder):
     assert files, f"{folder}/ has no modules"
     wrong = {str(f.relative_to(REPO)): sorted(n for n in imported_modules(f) if under(n, INNER[folder])) for f in files}
     assert {f: names for f, names in wrong.items() if names} == {}
+
+
+def test_a_search_s_keys_are_checked_without_importing_torch():
+    """search.run refuses a bad key or value before it imports torch (about 2 s here): only a search
+    that will train needs it (search.engine, imported once the keys are good)."""
+    import subprocess
+    import sys
+
+    code = "import sys, search.run; print(sorted(m for m in ('torch', 'search.engine') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

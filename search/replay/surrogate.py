@@ -237,27 +237,6 @@ def replay_marks(record: Record, time_scale: float) -> dict:
     return {"replay": ",".join(record.paths), "replay_device": record.device, "time_scale": time_scale}
 
 
-def budget_of(record: Record) -> dict:
-    """The budget keys a replayed search takes from its record: the schedule length and the data
-    its curves were trained on, and the per-trial resources whose seconds it simulates."""
-    meta = record.meta[0]
-    return {"max_epochs": record.max_epochs, "subset": meta["subset"], "val_size": meta["val_size"],
-            "cpus_per_trial": meta["cpus_per_trial"], "gpus_per_trial": meta["gpus_per_trial"]}
-
-
 def time_scale_for(record: Record, epoch_sleep: float) -> float:
     """The time_scale at which the record's median epoch sleeps `epoch_sleep` seconds."""
     return epoch_sleep / float(np.median(record.epochs["seconds"]))
-
-
-def check_search(record: Record, space: str, **given) -> None:
-    """A replayed search searches the record's space, with its schedule length and data
-    (`given`: max_epochs, subset, val_size as the search has them); ValueError otherwise."""
-    if space != record.space:
-        raise ValueError(f"space={space} but the record holds space={record.space}: replay that space")
-    for key, value in given.items():
-        if value != budget_of(record)[key]:
-            raise ValueError(
-                f"{key}={value} but the record's curves have {key}={budget_of(record)[key]} (curves of another "
-                f"schedule length or data do not answer for these): leave {key} out, or give the record's value"
-            )
