@@ -23,10 +23,12 @@ and, for the engine, the driver's seconds in the searcher (suggest, results, sna
 scheduler, each callback and Tune's experiment snapshots; and the worker's seconds in checkpoints.
 
     python benchmarks/orchestration.py [--trials 64] [--slots 8] [--epoch-seconds 1] [--state-mb 3]
-                                       [--max-epochs 4] [--grace 1] [--eta 2] [--space full]
+                                       [--max-epochs 4] [--grace 1] [--eta 2] [--space full] [--repeat 1]
 
 Defaults: 64 trials of about 2 epochs (ASHA with rungs at 1 and 2 epochs of 4), 8 slots. Run it on
-a quiet machine: the slots share its cores with the driver and Ray.
+a quiet machine: the slots share its cores with the driver and Ray. On 2 cores the start alone
+varies by about 2 s between runs of the same code: `--repeat 3` runs the three in turn three times
+and prints the medians, and the engine's ratios to bare Tune round by round.
 """
 
 from __future__ import annotations
@@ -212,8 +214,8 @@ def engine_clock(watch: Stopwatch):
 # --- the two runs ---------------------------------------------------------------------------------
 
 
-def run_engine(args, storage: str, make: SleepingTrainers) -> tuple[float, float, Stopwatch]:
-    """(fit start, fit end, the stopwatch of its parts) of search.engine's Tuner over sleeping trials."""
+def run_engine(args, storage: str, make: SleepingTrainers, watch: Stopwatch) -> tuple[float, float]:
+    """(fit start, fit end) of search.engine's Tuner over sleeping trials; `watch` times its parts."""
     from model import data as fmnist
     from search import engine
     from search.run import parse
@@ -228,7 +230,6 @@ def run_engine(args, storage: str, make: SleepingTrainers) -> tuple[float, float
     images, labels = fmnist.load("train")
     split = fmnist.split(images, labels, settings.val_size, settings.subset, seed=fmnist.SPLIT_SEED)
     engine.quiet()
-    watch = Stopwatch()
     from search.runtime.ray_session import ray_session
 
     with ray_session(num_cpus=cpus):
@@ -237,7 +238,7 @@ def run_engine(args, storage: str, make: SleepingTrainers) -> tuple[float, float
             start = time.time()
             tuner.fit()
             end = time.time()
-    return start, end, watch
+    return start, end
 
 
 def run_bare(args, storage: str, make: SleepingTrainers, epochs: list[int], payload: bool) -> tuple[float, float]:
@@ -320,11 +321,37 @@ def epochs_per_trial(trials: list[Trial]) -> list[int]:
 
 ROWS = (("efficiency", "{:.3f}"), ("steady", "{:.3f}"), ("wall", "{:.1f} s"), ("slept", "{:.1f} s"), ("start", "{:.2f} s"),
         ("born", "{:.2f} s"), ("to_first", "{:.2f} s"),
-        ("epoch_gap", "{:.3f} s"), ("trial_gap", "{:.3f} s"), ("tail", "{:.2f} s"), ("trials", "{}"),
-        ("epochs", "{}"), ("actors", "{}"))
+        ("epoch_gap", "{:.3f} s"), ("trial_gap", "{:.3f} s"), ("tail", "{:.2f} s"), ("trials", "{:g}"),
+        ("epochs", "{:g}"), ("actors", "{:g}"))
 
 
 RUNS = ("engine", "bare Tune", "bare, sleep")  # the last: trials that import nothing, as the issue first measured
+
+
+def one_round(args, watch: Stopwatch) -> dict[str, dict]:
+    """The engine, then bare Tune over the same trials (with the engine's imports, then importing
+    nothing), each from a fresh Ray: {run: its figures}."""
+    figures = {}
+    with tempfile.TemporaryDirectory(prefix="orchestration-") as tmp:
+        makes = {run: SleepingTrainers(args.epoch_seconds, int(args.state_mb * 2**20), str(Path(tmp, f"events-{i}")))
+                 for i, run in enumerate(RUNS)}
+        for make in makes.values():
+            Path(make.events).mkdir()
+        storage = str(Path(tmp, "runs"))
+        start, end = run_engine(args, storage, makes["engine"], watch)
+        engine_trials = read_trials(makes["engine"].events)
+        figures["engine"] = summary(engine_trials, start, end, args.slots)
+        for run, payload in (("bare Tune", True), ("bare, sleep", False)):
+            start, end = run_bare(args, storage, makes[run], epochs_per_trial(engine_trials), payload)
+            figures[run] = summary(read_trials(makes[run].events), start, end, args.slots)
+    return figures
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    """One value as it is; several as their median and range: '0.94 (0.92 to 1.03)'."""
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))} to {fmt.format(max(values))})"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -341,40 +368,39 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--grace", type=int, default=1)
     ap.add_argument("--eta", type=int, default=2)
     ap.add_argument("--space", default="full")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of the three runs, interleaved: medians, and each round's engine / bare ratios")
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     args = ap.parse_args(argv)
 
-    figures: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="orchestration-") as tmp:
-        makes = {run: SleepingTrainers(args.epoch_seconds, int(args.state_mb * 2**20), str(Path(tmp, f"events-{i}")))
-                 for i, run in enumerate(RUNS)}
-        for make in makes.values():
-            Path(make.events).mkdir()
-        storage = str(Path(tmp, "runs"))
-        start, end, watch = run_engine(args, storage, makes["engine"])
-        engine_trials = read_trials(makes["engine"].events)
-        figures["engine"] = summary(engine_trials, start, end, args.slots)
-        for run, payload in (("bare Tune", True), ("bare, sleep", False)):
-            start, end = run_bare(args, storage, makes[run], epochs_per_trial(engine_trials), payload)
-            figures[run] = summary(read_trials(makes[run].events), start, end, args.slots)
+    each: dict[str, list[dict]] = {run: [] for run in RUNS}  # every repetition's figures, in order
+    watch = Stopwatch()  # the engine's driver, over every repetition
+    for _ in range(args.repeat):
+        for run, figures in one_round(args, watch).items():
+            each[run].append(figures)
+    figures = {run: {key: statistics.median(f[key] for f in each[run]) for key in each[run][0]} for run in RUNS}
 
+    rounds = f" (medians of {args.repeat} interleaved rounds)" if args.repeat > 1 else ""
     print(f"{args.trials} trials sleeping {args.epoch_seconds:g} s an epoch (ASHA {args.grace}/{args.eta} up to "
-          f"{args.max_epochs}), {args.slots} slots, {os.cpu_count()} CPUs, a {args.state_mb:g} MiB state")
+          f"{args.max_epochs}), {args.slots} slots, {os.cpu_count()} CPUs, a {args.state_mb:g} MiB state{rounds}")
     print(f"  {'':<11}" + "".join(f" {run:>12}" for run in RUNS))
     for key, fmt in ROWS:
         print(f"  {key:<11}" + "".join(f" {fmt.format(figures[run][key]):>12}" for run in RUNS))
-    engine = figures["engine"]
+    ratios = {}
     for run in RUNS[1:]:
-        other = figures[run]
-        print(f"engine / {run}: efficiency {engine['efficiency'] / other['efficiency']:.2f} "
-              f"(steady {engine['steady'] / other['steady']:.2f}), "
-              f"start {engine['start'] - other['start']:+.2f} s, trial gap {engine['trial_gap'] - other['trial_gap']:+.3f} s")
-    print("the engine's driver, by part (seconds, calls):")
+        pairs = list(zip(each["engine"], each[run]))  # the engine and `run` of one round, side by side
+        ratios[run] = [engine["efficiency"] / other["efficiency"] for engine, other in pairs]
+        starts = [engine["start"] - other["start"] for engine, other in pairs]
+        steady = [engine["steady"] / other["steady"] for engine, other in pairs]
+        gaps = [engine["trial_gap"] - other["trial_gap"] for engine, other in pairs]
+        print(f"engine / {run}: efficiency {_spread(ratios[run], '{:.2f}')} (steady {_spread(steady, '{:.2f}')}), "
+              f"start {_spread(starts, '{:+.2f}')} s, trial gap {_spread(gaps, '{:+.3f}')} s")
+    print("the engine's driver, by part (seconds a round, calls a round):")
     for label, seconds in sorted(watch.seconds.items(), key=lambda kv: -kv[1]):
-        if seconds >= 0.005:
-            print(f"  {label:<40} {seconds:7.2f} {watch.calls[label]:6d}")
-    result = {**figures, "driver_seconds": dict(watch.seconds),
-              "ratio": {run: engine["efficiency"] / figures[run]["efficiency"] for run in RUNS[1:]}}
+        if seconds / args.repeat >= 0.005:
+            print(f"  {label:<40} {seconds / args.repeat:7.2f} {watch.calls[label] / args.repeat:6.0f}")
+    result = {**figures, "rounds": each, "driver_seconds": {k: v / args.repeat for k, v in watch.seconds.items()},
+              "ratio": {run: statistics.median(r) for run, r in ratios.items()}}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return result
