@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +174,21 @@ def wrap(run_epoch):
 
     return broken
 """)
+
+
+@contextmanager
+def local_ray(module: str, num_cpus: int = 2) -> Iterator[None]:
+    """A local Ray for a test's own Tune runs in this process, shut down after: no token auth, no
+    Tune console boxes, and the test module `module`'s functions sent to the workers by value (they
+    cannot import a test module)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_AUTH_MODE", "disabled")
+        env.setenv("RAY_AIR_NEW_OUTPUT", "0")
+        import ray
+
+        ray.cloudpickle.register_pickle_by_value(sys.modules[module])
+        ray.init(address="local", num_cpus=num_cpus, log_to_driver=False)
+        try:
+            yield
+        finally:
+            ray.shutdown()

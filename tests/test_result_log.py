@@ -9,12 +9,12 @@ mid-write leaves it) after the sync that carried epoch 1, then fails. A real loc
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from conftest import local_ray
 
 import internals
 
@@ -40,18 +40,9 @@ def fails_once_after_a_lagging_sync(config):
 
 
 @pytest.fixture
-def ray_runtime(monkeypatch):
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    monkeypatch.setenv("RAY_AIR_NEW_OUTPUT", "0")  # Tune's console boxes off
-    import ray
-
-    # Ray's workers cannot import this test module: send the trainable by value instead.
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(address="local", num_cpus=1, log_to_driver=False)
-    try:
+def ray_runtime():
+    with local_ray(__name__, num_cpus=1):
         yield
-    finally:
-        ray.shutdown()
 
 
 def test_a_trial_restarted_from_its_checkpoint_keeps_the_rows_the_storage_had_not_yet_synced(ray_runtime, tmp_path):

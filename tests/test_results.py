@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from conftest import local_ray
 
 from model.config import Config
 from results import load
@@ -63,18 +64,8 @@ def retrain_frame(seed: list[int], test_acc: list[float]) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def ray_runtime():
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("RAY_AUTH_MODE", "disabled")
-        env.setenv("RAY_AIR_NEW_OUTPUT", "0")  # Tune's console boxes off
-        import ray
-
-        # Ray's workers cannot import this test module: send fake_trainable by value instead.
-        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-        ray.init(address="local", num_cpus=2, log_to_driver=False)
-        try:
-            yield
-        finally:
-            ray.shutdown()
+    with local_ray(__name__):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import io
 import json
 import os
 import pickle
-import sys
 
 import optuna
 import pytest
+from conftest import local_ray
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -69,18 +69,9 @@ def _tuner_parts(storage: str):
 
 @pytest.fixture(scope="module")
 def ray_runtime():
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("RAY_AUTH_MODE", "disabled")
-        env.setenv("RAY_AIR_NEW_OUTPUT", "0")
-        import ray
-
-        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
-        ray.init(address="local", num_cpus=2, log_to_driver=False)
+    with local_ray(__name__):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        try:
-            yield
-        finally:
-            ray.shutdown()
+        yield
 
 
 @pytest.fixture(scope="module")
