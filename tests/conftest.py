@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -192,3 +193,11 @@ def local_ray(module: str, num_cpus: int = 2) -> Iterator[None]:
             yield
         finally:
             ray.shutdown()
+
+
+def as_typed_in_a_terminal() -> None:
+    """Popen's preexec_fn for a command a test stops with Ctrl-C: SIGINT at its default, as a command
+    typed in a terminal has it. A suite started in the background of a script (`make test &`) runs
+    with SIGINT ignored, which its commands would inherit, and a command that finds Ctrl-C ignored
+    leaves it so while it starts (model.overrides.starting)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

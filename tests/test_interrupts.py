@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import as_typed_in_a_terminal
 
 from model.overrides import INTERRUPTED
 from search.runtime.lock import LOCK_FILE
@@ -125,7 +126,8 @@ def test_a_signal_while_ray_and_torch_import_is_one_line_and_its_exit_code(tmp_p
     gate.mkdir()
     env = _with_site(tmp_path, HOLD_IMPORT, HOLD_GATE=str(gate), HOLD_MODULE="spaces")  # search.run's first slow import
     proc = subprocess.Popen([sys.executable, "-m", "search.run", *SMALL], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=as_typed_in_a_terminal)
     _wait_for_file(gate / "importing", proc)
     proc.send_signal(sent)
     out, err = proc.communicate(timeout=60)

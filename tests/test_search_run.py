@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import as_typed_in_a_terminal
 from optuna.trial import TrialState
 
 from results.schema import EPOCHS, TRIALS, read_table
@@ -47,7 +48,7 @@ def search(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300)
 
 def start(*args: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=cwd, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=as_typed_in_a_terminal)
 
 
 def report(experiment: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
