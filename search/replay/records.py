@@ -152,10 +152,11 @@ def check_search(record: Record, space: str, **given) -> None:
     (`given`: max_epochs, subset, val_size as the search has them); ValueError otherwise."""
     if space != record.space:
         raise ValueError(f"space={space} but the record holds space={record.space}: replay that space")
+    recorded = budget_of(record)
     for key, value in given.items():
-        if value != budget_of(record)[key]:
+        if value != recorded[key]:
             raise ValueError(
-                f"{key}={value} but the record's curves have {key}={budget_of(record)[key]} (curves of another "
+                f"{key}={value} but the record's curves have {key}={recorded[key]} (curves of another "
                 f"schedule length or data do not answer for these): leave {key} out, or give the record's value"
             )
 

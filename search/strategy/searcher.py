@@ -174,14 +174,7 @@ class HonestOptunaSearch(OptunaSearch):
             if not isinstance(config, dict):
                 return config
             trial = internals.optuna_trial(self, trial_id)
-            if self.max_params is None:  # nothing to check: no network is built here
-                trial.set_user_attr(study.TRIAL_ID, trial_id)
-                self._live += 1
-                return config
-            params = parameters_of(Config.from_flat({**self.base, **config}))
-            trial.set_user_attr(PARAMS_ATTR, params)
-            trial.set_constraint(PARAMS_ATTR, params - self.max_params)  # TPE: feasible at <= 0
-            if params <= self.max_params:
+            if self.max_params is None or self._small_enough(trial, config):  # None: no network is built here
                 trial.set_user_attr(study.TRIAL_ID, trial_id)
                 self._live += 1
                 return config
@@ -190,6 +183,14 @@ class HonestOptunaSearch(OptunaSearch):
             internals.forget_trial(self, trial_id)  # the next ask() gets the Tune trial a new Optuna trial
             self.refused += 1
         raise ValueError(f"{MAX_REFUSALS} suggestions in a row exceed max_params={self.max_params}: the space has too few smaller networks")
+
+    def _small_enough(self, trial: optuna.Trial, config: dict) -> bool:
+        """Whether the network of `config` has at most max_params parameters; its count goes on the
+        Optuna trial, and to TPE as a constraint (feasible at <= 0)."""
+        params = parameters_of(Config.from_flat({**self.base, **config}))
+        trial.set_user_attr(PARAMS_ATTR, params)
+        trial.set_constraint(PARAMS_ATTR, params - self.max_params)
+        return params <= self.max_params
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._report(trial_id, result)
