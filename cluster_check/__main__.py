@@ -43,7 +43,7 @@ def problems(config: dict) -> list[str]:
 def main(argv: list[str]) -> int:
     usage = f"usage: python -m cluster_check [CLUSTER_YAML] (default {DEFAULT})"
     if any(arg in ("-h", "--help") for arg in argv):
-        print(f"{usage}\n\n{__doc__.strip()}")
+        print(f"{usage}\n\n{overrides.usage(__doc__)}")
         return 0
     if len(argv) > 1 or any(arg.startswith("-") for arg in argv):
         print(usage, file=sys.stderr)

@@ -7,15 +7,35 @@ import math
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Callable, Iterable
 from typing import NoReturn
 
 HELP_FLAGS = ("-h", "--help")
+HELP_WIDTH = 80  # columns: every command's --help reads whole in a terminal of the default width
 
 
 def wants_help(argv: Iterable[str]) -> bool:
     """True when the command line asks for usage (-h or --help anywhere)."""
     return any(arg in HELP_FLAGS for arg in argv)
+
+
+def usage(doc: str, keys: dict[str, str] | None = None, after: str = "") -> str:
+    """A command's --help: its docstring, then its keys (each one's text wrapped in a column of its
+    own), then `after`. Paragraphs of prose are wrapped to HELP_WIDTH; a paragraph with an indented
+    line (examples, lists) is kept as written, so it must fit by itself."""
+    blocks = [textwrap.fill(" ".join(block.split()), HELP_WIDTH, break_long_words=False, break_on_hyphens=False)
+              if not any(line.startswith(" ") for line in block.splitlines()) else block
+              for block in doc.strip().split("\n\n")]
+    if keys:
+        column = max(map(len, keys)) + 4  # "  key  text"
+        blocks.append("Keys:\n" + "\n".join(
+            textwrap.fill(text, HELP_WIDTH, initial_indent=f"  {key:<{column - 4}}  ", subsequent_indent=" " * column,
+                          break_long_words=False, break_on_hyphens=False)
+            for key, text in keys.items()))
+    if after:
+        blocks.append(textwrap.fill(after, HELP_WIDTH, break_long_words=False, break_on_hyphens=False))
+    return "\n\n".join(blocks)
 
 
 def parse(argv: Iterable[str], valid_keys: Iterable[str]) -> dict[str, str]:

@@ -7,7 +7,6 @@ config scores on the same images here and in a search. Any Config key overrides 
 
 from __future__ import annotations
 
-import sys
 
 from model import data as fmnist
 from model import overrides
@@ -26,8 +25,7 @@ GRAPH_CHOICES = {"auto": None, "on": True, "off": False}
 
 
 def usage() -> str:
-    keys = "\n".join(f"  {key:<10} {text}" for key, text in RUN_KEYS.items())
-    return f"{__doc__.strip()}\n\nKeys:\n{keys}\n  and every Config key: {', '.join(field_types())}"
+    return overrides.usage(__doc__, RUN_KEYS, f"And every Config key: {', '.join(field_types())}.")
 
 
 def parse_run(argv: list[str]) -> tuple[Config, dict]:

@@ -503,7 +503,7 @@ def _written(data: bytes, path: str, what: str) -> str:
 
 def main(argv: list[str]) -> int:
     if overrides.wants_help(argv):
-        print(__doc__.strip())
+        print(overrides.usage(__doc__))
         return 0
     paths = [arg for arg in argv if "=" not in arg]
     if not paths or any(path.startswith("-") for path in paths):

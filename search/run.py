@@ -3,9 +3,9 @@
 Optuna TPE (told the truth about early-stopped trials) proposes configs, ASHA stops the weak ones
 by validation accuracy; trials report every epoch, checkpoint every checkpoint_every seconds.
 
-    python -m search.run list                                  every space, its parameters and ranges
-    python -m search.run space=augmentation [key=value ...]    a new search, in runs/augmentation-smoke
-    python -m search.run name=NAME resume=true                 continue it (after Ctrl-C, a crash, SIGKILL)
+    python -m search.run list                   # every space, keys and ranges
+    python -m search.run space=augmentation     # runs/augmentation-smoke
+    python -m search.run name=NAME resume=true  # go on after Ctrl-C or a crash
 
 The command that started a search, plus resume=true, continues it too: every search key it gives
 must then equal the recorded one. A finished search, resumed, prints its report again. Every input
@@ -29,8 +29,7 @@ from search.settings import MAX_FAILURES
 
 
 def usage() -> str:
-    keys = "\n".join(f"  {key:<15} {KEY_HELP[key]}" for key in KEYS)
-    return f"{__doc__.strip()}\n\nKeys:\n{keys}"
+    return overrides.usage(__doc__, {key: KEY_HELP[key] for key in KEYS})
 
 
 def main(argv: list[str]) -> int:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from model import data as fmnist
+from model import overrides
 from model.config import Config
 from search import run
 from search.retrain import __main__ as retrain
@@ -93,6 +94,7 @@ def test_every_command_prints_usage_for_help(capsys, name, flag):
     out, err = capsys.readouterr()
     first = out.splitlines()[0]
     assert f"python -m {name.removesuffix('.__main__')} " in first and err == "", out + err
+    assert [line for line in out.splitlines() if len(line) > overrides.HELP_WIDTH] == []  # a terminal's width
     if command in (train, run, retrain):
         assert "Keys:" in out
 

@@ -6,9 +6,11 @@ usual report tables plus record.json: which space and width, data, budget, machi
 produced the curves (see search.replay.records). `repeats=R` trains the first R configurations a second
 time with another weight seed: the seed-to-seed spread that the replay adds to its predictions.
 
-    python -m search.replay.record space=full configs=120 repeats=8 width=0.125 max_epochs=8 subset=3000 val_size=2000
-    python -m search.replay.record space=full configs=150 repeats=10 max_epochs=15 subset=10000 \\
-        budget=standard gpus_per_trial=0.25 concurrency=8 data_dir=... storage=...
+    python -m search.replay.record space=full configs=120 repeats=8 \\
+        width=0.125 max_epochs=8 subset=3000 val_size=2000
+    python -m search.replay.record space=full configs=150 repeats=10 \\
+        max_epochs=15 subset=10000 budget=standard gpus_per_trial=0.25 \\
+        concurrency=8 data_dir=... storage=...
 
 Keys: those of search.run (budget, max_epochs, concurrency, cpus_per_trial, gpus_per_trial,
 subset, val_size, seed, name, storage, address, data_dir, shared, verbose), except trials, grace
@@ -227,7 +229,7 @@ def _machine() -> dict:
 
 def main(argv: list[str]) -> int:
     if overrides.wants_help(argv):
-        print(__doc__.strip())
+        print(overrides.usage(__doc__))
         return 0
     try:
         rs = parse(argv)

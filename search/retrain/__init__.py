@@ -4,9 +4,9 @@ The final step of a search: retrain one configuration on ALL 60,000 training ima
 validation set) with several seeds in parallel, as Ray tasks, and evaluate each seed exactly once
 on the 10,000 test images. Which configuration:
 
-  (default)          the search's best trial: results.load(runs/NAME).best["config"]
-  trial=ID           that trial of the search (its row in results.load(runs/NAME).trials)
-  config=seed|...    a preset; runs/NAME need not exist yet (it is created)
+  (default)        the search's best: results.load(runs/NAME).best["config"]
+  trial=ID         that trial (its row in results.load(runs/NAME).trials)
+  config=seed|...  a preset; runs/NAME need not exist yet (it is created)
 
 then any Config key (filters=32,64 dense=128 lr=1e-3 ...) on top. `epochs` sets the run length
 (and the schedule's), `seed` the first seed (seeds are seed, seed+1, ...; default 0, 1, 2).

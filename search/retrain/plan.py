@@ -43,8 +43,8 @@ class Plan:
 
 
 def usage() -> str:
-    keys = "\n".join(f"  {key:<15} {text}" for key, text in RETRAIN_KEYS.items())
-    return f"{search.retrain.__doc__.strip()}\n\nKeys:\n{keys}\n  seed            the first seed (default 0)\n  and every Config key"
+    return overrides.usage(search.retrain.__doc__, {**RETRAIN_KEYS, "seed": "the first seed (default 0)"},
+                           "And every Config key.")
 
 
 def parse_args(argv: list[str]) -> Plan:
