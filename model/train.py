@@ -7,7 +7,6 @@ config scores on the same images here and in a search. Any Config key overrides 
 
 from __future__ import annotations
 
-
 from model import data as fmnist
 from model import overrides
 from model.config import PRESETS, Config, field_types, preset
