@@ -263,8 +263,10 @@ def on_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def _optimizer(cfg: Config, net: torch.nn.Module, fused: bool) -> torch.optim.Optimizer:
-    """fused: one kernel for all parameters (CUDA), instead of a few per parameter tensor."""
-    params, fused_arg, lr = net.parameters(), fused or None, cfg.step_lr()  # fused None: PyTorch's default (foreach)
+    """fused: one kernel for all parameters (CUDA), instead of a few per parameter tensor. With
+    cfg.bn_bias_lr != 1 the BatchNorm biases are a second parameter group (Config.bn_bias_lr); at 1
+    there is one group, as in checkpoints written before that key existed."""
+    params, fused_arg, lr = _parameter_groups(cfg, net), fused or None, cfg.step_lr()  # fused None: PyTorch's default (foreach)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay, fused=fused_arg)
     if cfg.optimizer == "adamw":
@@ -274,12 +276,24 @@ def _optimizer(cfg: Config, net: torch.nn.Module, fused: bool) -> torch.optim.Op
     )
 
 
+def _parameter_groups(cfg: Config, net: torch.nn.Module) -> list[dict]:
+    if cfg.bn_bias_lr == 1:
+        return [{"params": list(net.parameters())}]
+    biases = {id(m.bias) for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    return [
+        {"params": [p for p in net.parameters() if id(p) not in biases]},
+        {"params": [p for p in net.parameters() if id(p) in biases], "lr": cfg.step_lr() * cfg.bn_bias_lr,
+         "weight_decay": cfg.weight_decay / cfg.bn_bias_lr},
+    ]
+
+
 def _schedule(cfg: Config, opt: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
     """Stepped once per batch; the run's length is cfg.epochs. The learning rate only: momentum and
     Adam's beta1 stay as the optimizer was built (see Config.momentum), one-cycle included."""
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.step_lr(), total_steps=total + 1, cycle_momentum=False)
+        peaks = [group["lr"] for group in opt.param_groups]  # each group's own (Config.bn_bias_lr)
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peaks, total_steps=total + 1, cycle_momentum=False)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)

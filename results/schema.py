@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from model.config import field_types
+from model.config import Config, field_types
 from model.data import CLASSES
 
 # A trial's fate, from Tune's status and how many epochs it ran (see results.collect).
@@ -168,9 +168,7 @@ def read_table(path: str | os.PathLike, schema: pa.Schema) -> pd.DataFrame:
         table = pq.read_table(inner, filesystem=fs)
     except pa.ArrowInvalid:  # truncated, overwritten, not Parquet at all: pyarrow's text names footers and magic bytes
         raise ValueError(f"{os.fspath(path)} is damaged: not a readable Parquet file") from None
-    for field in schema:
-        if field.name in LATER_COLUMNS and field.name not in table.schema.names:
-            table = table.append_column(field, pa.nulls(len(table), type=field.type))
+    table = with_added_columns(table, schema)
     problems = _column_problems(table.schema.names, schema) + [
         f"column {field.name} is {table.schema.field(field.name).type}, expected {field.type}"
         for field in schema
@@ -179,6 +177,21 @@ def read_table(path: str | os.PathLike, schema: pa.Schema) -> pd.DataFrame:
     if problems:
         raise ValueError(f"{os.fspath(path)} does not match its table's schema ({'; '.join(problems)})")
     return table.select(schema.names).to_pandas()
+
+
+def with_added_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with the columns of `schema` added since it was written: the latency columns empty
+    (null), and Config fields at their default, which keeps the behaviour that trained the table's
+    trials (a new field's default is the old behaviour)."""
+    defaults = Config().to_flat()
+    for field in schema:
+        if field.name in table.schema.names:
+            continue
+        if field.name in LATER_COLUMNS:
+            table = table.append_column(field, pa.nulls(len(table), type=field.type))
+        elif field.name in defaults:
+            table = table.append_column(field, pa.array([defaults[field.name]] * len(table), type=field.type))
+    return table
 
 
 def empty_frame(schema: pa.Schema) -> pd.DataFrame:

@@ -33,6 +33,7 @@ import model.train as train
         ({"shear": 90.0}, "shear=90.0: must be below 90"),
         ({"momentum": 1.0}, "momentum=1.0: must be below 1"),
         ({"optimizer": "sgd", "momentum": 0.0}, "optimizer=sgd with momentum=0"),
+        ({"bn_bias_lr": 0.0}, "bn_bias_lr=0.0: must lie in (0, 1024]"),
     ],
 )
 def test_config_refuses_non_finite_and_out_of_range_values(fields, message):

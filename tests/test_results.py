@@ -272,6 +272,20 @@ def test_write_table_rejects_other_columns(tmp_path):
         read_table(tmp_path / "retrain.parquet", EPOCHS)
 
 
+def test_a_table_written_before_a_config_field_existed_reads_with_its_default(tmp_path):
+    # A trials table of an older checkout has no column for a Config field added since; the field's
+    # default is the behaviour that trained those trials. A column that is no Config field is still refused.
+    frame = pd.DataFrame({name: [None] for name in TRIALS.names}).assign(trial_id="a", bn_bias_lr=16.0)
+    write_table(frame, tmp_path / "trials.parquet", TRIALS)
+    table = pq.read_table(tmp_path / "trials.parquet")
+    pq.write_table(table.drop_columns(["bn_bias_lr"]), tmp_path / "old.parquet")
+    old = read_table(tmp_path / "old.parquet", TRIALS)
+    assert old.columns.tolist() == TRIALS.names and old["bn_bias_lr"].tolist() == [Config().bn_bias_lr]
+    pq.write_table(table.drop_columns(["best_val_acc"]), tmp_path / "damaged.parquet")
+    with pytest.raises(ValueError, match="missing columns best_val_acc"):
+        read_table(tmp_path / "damaged.parquet", TRIALS)
+
+
 def test_a_failed_write_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch):
     frame = retrain_frame(seed=[0], test_acc=[0.93])
     write_table(frame, tmp_path / "retrain.parquet", RETRAIN)

@@ -59,8 +59,9 @@ def _without_timing(m) -> dict:
     return {k: v for k, v in asdict(m).items() if k not in TIMING}
 
 
-def test_checkpoint_resumes_to_identical_results(small_split):
-    cfg = _tiny(erasing=0.5, schedule="cosine", epochs=2)
+@pytest.mark.parametrize("bn_bias_lr", [1.0, 16.0])  # one parameter group, or two
+def test_checkpoint_resumes_to_identical_results(small_split, bn_bias_lr):
+    cfg = _tiny(erasing=0.5, schedule="cosine", epochs=2, bn_bias_lr=bn_bias_lr)
     straight = Trainer(cfg, small_split, "cpu")
     straight.run_epoch()
     expected = straight.run_epoch()
@@ -279,6 +280,34 @@ def test_lr_is_per_64_images(small_split, optimizer, batch_size, factor):
     cfg = _tiny(optimizer=optimizer, batch_size=batch_size, lr=1e-3)
     trainer = Trainer(cfg, small_split, "cpu")
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * factor)
+
+
+def _first_step(cfg: Config, split: data.Split) -> dict[str, torch.Tensor]:
+    """Each parameter's change over one training step."""
+    trainer = Trainer(cfg, split, "cpu")
+    before = {k: p.detach().clone() for k, p in trainer.net.named_parameters()}
+    trainer.train_step(*next(trainer.batches()))
+    return {k: p.detach() - before[k] for k, p in trainer.net.named_parameters()}
+
+
+def test_batchnorm_biases_learn_at_bn_bias_lr_times_lr(small_split):
+    # Adam's first step moves every weight by about lr (the gradient over its own magnitude), so the
+    # BatchNorm biases move 16 times as far at bn_bias_lr=16, and every other parameter as before.
+    plain, scaled = (_first_step(_tiny(lr=1e-3, bn_bias_lr=k), small_split) for k in (1.0, 16.0))
+    biases = [k for k in plain if k.endswith("_bn.bias")]
+    assert len(biases) == 4  # the seed network: BatchNorm after each of its 4 convs
+    for k in plain:
+        moved = scaled[k].abs().sum() / plain[k].abs().sum()
+        assert moved == pytest.approx(16 if k in biases else 1, rel=1e-3), k
+
+
+def test_one_cycle_keeps_the_batchnorm_biases_at_their_multiple(small_split):
+    trainer = Trainer(_tiny(schedule="onecycle", bn_bias_lr=16.0, epochs=1), small_split, "cpu")
+    rest, biases = trainer.optimizer.param_groups
+    for x, y in trainer.batches():
+        assert biases["lr"] == pytest.approx(16 * rest["lr"])
+        trainer.train_step(x, y)
+    assert rest["lr"] < trainer.cfg.step_lr() / 100  # the cycle ran, in both groups
 
 
 def test_the_seed_preset_trains_as_the_report():

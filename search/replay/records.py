@@ -33,8 +33,8 @@ from ray import tune
 from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform, Uniform
 
 import spaces
-from model.config import Config
-from results.schema import CONFIG_COLUMNS, EPOCHS, REPORT_FOLDER, TRIALS, file_type, is_file, join, locate, read_json
+from results.schema import (CONFIG_COLUMNS, EPOCHS, REPORT_FOLDER, TRIALS, file_type, is_file, join, locate, read_json,
+                            with_added_columns)
 
 RECORD_FILE = "record.json"
 WIDTH_KEYS = ("filters", "dense")  # the Config fields that are channel counts
@@ -211,12 +211,8 @@ def read_report_table(path: str, schema: pa.Schema) -> pd.DataFrame:
     with Config's defaults (a new field's default keeps the old behaviour, which is what trained
     the record); any other column of `schema` must be there."""
     fs, inner = locate(path)
-    frame = pq.read_table(inner, filesystem=fs).to_pandas()
-    defaults = Config().to_flat()
-    for name in schema.names:
-        if name not in frame and name in defaults:
-            frame[name] = defaults[name]
-    missing = [name for name in schema.names if name not in frame]
+    table = with_added_columns(pq.read_table(inner, filesystem=fs), schema)
+    missing = [name for name in schema.names if name not in table.schema.names]
     if missing:
         raise ValueError(f"{path} lacks the columns {', '.join(missing)}: not a report table of a record")
-    return frame[schema.names]
+    return table.select(schema.names).to_pandas()
