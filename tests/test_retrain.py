@@ -212,6 +212,12 @@ def test_the_seeds_share_the_gpus_there_are(tmp_path, cluster, expected) -> None
     assert 3 * round(seeds.resources(plan, {"CPU": 16, "GPU": 1})[1], 4) <= 1
 
 
+def test_the_heartbeat_says_a_seed_past_its_last_epoch_is_on_the_test_set() -> None:
+    # 3 epochs: seed 0 has reported all three (it is being tested), seed 1 one of them.
+    line = seeds.still_running([0, 1], {0: 3, 1: 1}, epochs=3)
+    assert line == "still running: seed 0 on the test set, seed 1 in epoch 2"
+
+
 def test_winner_files_reach_an_object_store_one_object_each(tmp_path) -> None:
     staging = tmp_path / "staging"
     staging.mkdir()

@@ -134,8 +134,7 @@ def train_seeds(plan: Plan, split: Split, test: tuple[np.ndarray, np.ndarray], l
             last_line = time.monotonic()
         if not ready:
             if time.monotonic() - last_line >= HEARTBEAT_S:
-                under_way = ", ".join(f"seed {s} in epoch {reported[s] + 1}" for s in sorted(pending.values()))
-                log(f"  [{clock(time.monotonic() - started)}] still training: {under_way}")
+                log(f"  [{clock(time.monotonic() - started)}] {still_running(sorted(pending.values()), reported, plan.cfg.epochs)}")
                 last_line = time.monotonic()
             continue
         seed = pending.pop(ready[0])
@@ -146,6 +145,13 @@ def train_seeds(plan: Plan, split: Split, test: tuple[np.ndarray, np.ndarray], l
             f"{counted(len(out['epochs']), 'epoch')} in {out['seconds']:,.0f} s on {out['device']}"
         )
     return [done[s] for s in plan.seeds]
+
+
+def still_running(seeds: list[int], reported: dict[int, int], epochs: int) -> str:
+    """The heartbeat line: where each unfinished seed is. A seed that has reported its last epoch is
+    being evaluated on the test set (minutes on a CPU for a wide network), not in another epoch."""
+    where = [f"seed {s} on the test set" if reported[s] >= epochs else f"seed {s} in epoch {reported[s] + 1}" for s in seeds]
+    return f"still running: {', '.join(where)}"
 
 
 def load_data(plan: Plan) -> tuple[Split, tuple[np.ndarray, np.ndarray]]:
