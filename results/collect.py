@@ -91,8 +91,12 @@ def _tune_trials(path: str) -> list:
     names = [info.base_name for info in fs.get_file_info(pafs.FileSelector(inner))]
     if not fnmatch.filter(names, "experiment_state-*.json"):
         raise ValueError(f"{path} is not a Ray Tune experiment folder (it has no experiment_state-*.json)")
-    with _without_fetch_warnings():
-        analysis = ExperimentAnalysis(inner, storage_filesystem=fs)
+    try:
+        with _without_fetch_warnings():
+            analysis = ExperimentAnalysis(inner, storage_filesystem=fs)
+    except (ImportError, AttributeError) as e:  # what unpickling raises for a module or class that is gone
+        raise ValueError(f"{path} was written by an older version of this service, whose Tune state this one "
+                         f"cannot read ({e}); its report tables, where they are readable, are what is left") from None
     return sorted(analysis.trials, key=lambda trial: trial.trial_id)  # ids count up in creation order
 
 

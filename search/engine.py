@@ -83,7 +83,7 @@ def run_search(s: Settings, split: Split) -> int:
             fit(tuner)
         collect(s.experiment)
         return print_report(s.location, _expected_trials(s, internals.tuner_searcher(tuner)), s.resume_command(), MAX_FAILURES)
-    except (RayUnavailable, LockError) as e:
+    except (RayUnavailable, LockError, OlderExperiment) as e:
         return reject(e)
     except OSError as e:  # the storage failed under the search (a full disk, a lost mount): what was saved stays
         print(f"error: {' '.join(str(e).split())}; once that is fixed, resume with  {s.resume_command()}", file=sys.stderr)
@@ -251,9 +251,19 @@ def trial_name(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
+class OlderExperiment(ValueError):
+    """An experiment whose pickled Tune state names code this checkout no longer has (a module or a
+    class that moved since it was written): it cannot be resumed (one line)."""
+
+
 def _restore(s: Settings, split: Split):
-    internals.point_search_generator(*locate(s.experiment))  # Tune restores it pointing at the old folder
-    tuner = tune.Tuner.restore(s.experiment, trainable(s, split), resume_unfinished=True, resume_errored=False)
+    try:
+        internals.point_search_generator(*locate(s.experiment))  # Tune restores it pointing at the old folder
+        tuner = tune.Tuner.restore(s.experiment, trainable(s, split), resume_unfinished=True, resume_errored=False)
+    except (ImportError, AttributeError) as e:  # what unpickling raises for a module or class that is gone
+        raise OlderExperiment(f"{s.location} was written by an older version of this service, whose Tune state "
+                              f"this one cannot read ({e}): it cannot be resumed; start a new search under "
+                              f"another name=, or move that folder away") from None
     # The Tuner was pickled with the folder of the search's first run, which may have moved since
     # (another storage=): rungs.json and the study's journal go where the experiment is now.
     for callback in internals.tuner_callbacks(tuner):

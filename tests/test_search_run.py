@@ -8,6 +8,7 @@ prints can be run back as printed. Stopping and resuming one: test_interrupts.py
 from __future__ import annotations
 
 import glob
+import importlib
 import json
 import os
 import shlex
@@ -148,6 +149,44 @@ def test_an_existing_search_is_not_overwritten(smoke, workdir, monkeypatch, caps
     assert run.main(SMOKE) == 2
     assert "runs/smoke exists: add resume=true" in one_line(capsys.readouterr().err)
 
+
+
+def _pickled_from_code_that_is_gone(tmp_path: Path, monkeypatch) -> bytes:
+    """A pickle of an object whose class the commands this test starts cannot import: the state of
+    an experiment written by an older checkout whose code has moved since (search.spend, once)."""
+    import ray.cloudpickle as cloudpickle
+
+    code = tmp_path / "older_code"
+    code.mkdir()
+    (code / "moved_since.py").write_text("class Gone:\n    pass\n")
+    monkeypatch.syspath_prepend(str(code))
+    return cloudpickle.dumps({"experiment": importlib.import_module("moved_since").Gone()})
+
+
+def test_an_experiment_written_by_code_moved_since_is_one_line_on_resume_and_collect(smoke, tmp_path, monkeypatch):
+    pickled = _pickled_from_code_that_is_gone(tmp_path, monkeypatch)
+    older = tmp_path / "older" / "smoke"
+    shutil.copytree(smoke, older)
+    shutil.rmtree(older / "report")  # not finished as far as a resume can tell: it restores Tune's state
+    for state in older.glob("search_gen_state-*.json"):
+        state.write_bytes(pickled)
+    resumed = search("name=smoke", "storage=older", "resume=true", cwd=tmp_path, timeout=120)
+    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr, resumed.stderr[-3000:]
+    assert resumed.stderr.strip().splitlines()[-1] == (
+        "error: older/smoke was written by an older version of this service, whose Tune state this one cannot "
+        "read (No module named 'moved_since'): it cannot be resumed; start a new search under another name=, or "
+        "move that folder away")
+    assert not (older / LOCK_FILE).exists() and not (older / "report").exists()
+
+    # results.collect reads Tune's experiment state, where Tune keeps cloudpickled objects in JSON.
+    (state,) = older.glob("experiment_state-*.json")
+    content = json.loads(state.read_text())
+    state.write_text(json.dumps({**content, "older": {"_type": "CLOUDPICKLE_FALLBACK", "value": pickled.hex()}}))
+    collected = subprocess.run([sys.executable, "-m", "results.collect", str(older)], capture_output=True, text=True,
+                               env=ENV, timeout=120)
+    assert collected.returncode == 2 and collected.stdout == "", collected.stderr[-3000:]
+    assert "was written by an older version of this service" in one_line(collected.stderr)
+    assert "No module named 'moved_since'" in collected.stderr
 
 
 def test_two_concurrent_starts_of_one_name_run_one_search(tmp_path):
