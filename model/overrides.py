@@ -3,6 +3,7 @@ every entry point ends (`command`: exit codes, Ctrl-C and SIGTERM, a reader of s
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import signal
@@ -24,17 +25,16 @@ def usage(doc: str, keys: dict[str, str] | None = None, after: str = "") -> str:
     """A command's --help: its docstring, then its keys (each one's text wrapped in a column of its
     own), then `after`. Paragraphs of prose are wrapped to HELP_WIDTH; a paragraph with an indented
     line (examples, lists) is kept as written, so it must fit by itself."""
-    blocks = [textwrap.fill(" ".join(block.split()), HELP_WIDTH, break_long_words=False, break_on_hyphens=False)
-              if not any(line.startswith(" ") for line in block.splitlines()) else block
+    wrap = functools.partial(textwrap.fill, width=HELP_WIDTH, break_long_words=False, break_on_hyphens=False)
+    blocks = [wrap(" ".join(block.split())) if not any(line.startswith(" ") for line in block.splitlines()) else block
               for block in doc.strip().split("\n\n")]
     if keys:
         column = max(map(len, keys)) + 4  # "  key  text"
         blocks.append("Keys:\n" + "\n".join(
-            textwrap.fill(text, HELP_WIDTH, initial_indent=f"  {key:<{column - 4}}  ", subsequent_indent=" " * column,
-                          break_long_words=False, break_on_hyphens=False)
+            wrap(text, initial_indent=f"  {key:<{column - 4}}  ", subsequent_indent=" " * column)
             for key, text in keys.items()))
     if after:
-        blocks.append(textwrap.fill(after, HELP_WIDTH, break_long_words=False, break_on_hyphens=False))
+        blocks.append(wrap(after))
     return "\n\n".join(blocks)
 
 

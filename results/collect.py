@@ -91,13 +91,24 @@ def _tune_trials(path: str) -> list:
     names = [info.base_name for info in fs.get_file_info(pafs.FileSelector(inner))]
     if not fnmatch.filter(names, "experiment_state-*.json"):
         raise ValueError(f"{path} is not a Ray Tune experiment folder (it has no experiment_state-*.json)")
-    try:
-        with _without_fetch_warnings():
-            analysis = ExperimentAnalysis(inner, storage_filesystem=fs)
-    except (ImportError, AttributeError) as e:  # what unpickling raises for a module or class that is gone
-        raise ValueError(f"{path} was written by an older version of this service, whose Tune state this one "
-                         f"cannot read ({e}); its report tables, where they are readable, are what is left") from None
+    with reading_tune_state(path, "its report tables, where they are readable, are what is left"), _without_fetch_warnings():
+        analysis = ExperimentAnalysis(inner, storage_filesystem=fs)
     return sorted(analysis.trials, key=lambda trial: trial.trial_id)  # ids count up in creation order
+
+
+class OlderExperiment(ValueError):
+    """An experiment whose pickled Tune state names code this checkout no longer has (a module or a
+    class that moved since it was written): one line, saying what is left (`then`)."""
+
+
+@contextmanager
+def reading_tune_state(path: str, then: str) -> Iterator[None]:
+    """Around whatever unpickles the Tune state of the experiment at `path` (a collect, a restore)."""
+    try:
+        yield
+    except (ImportError, AttributeError) as e:  # what unpickling raises for a module or class that is gone
+        raise OlderExperiment(f"{path} was written by an older version of this service, whose Tune state this "
+                              f"one cannot read ({e}): {then}") from None
 
 
 @contextmanager

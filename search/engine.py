@@ -27,7 +27,7 @@ import spaces
 from model.data import Split
 from model.overrides import interrupted_code, reject
 import internals
-from results.collect import collect
+from results.collect import OlderExperiment, collect, reading_tune_state
 from results.schema import is_file, join, locate, write_json
 from search.progress import Progress, stop_frames
 from search.replay import records
@@ -251,19 +251,11 @@ def trial_name(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-class OlderExperiment(ValueError):
-    """An experiment whose pickled Tune state names code this checkout no longer has (a module or a
-    class that moved since it was written): it cannot be resumed (one line)."""
-
-
 def _restore(s: Settings, split: Split):
-    try:
+    with reading_tune_state(s.location, "it cannot be resumed; start a new search under another name=, or move that "
+                                        "folder away"):
         internals.point_search_generator(*locate(s.experiment))  # Tune restores it pointing at the old folder
         tuner = tune.Tuner.restore(s.experiment, trainable(s, split), resume_unfinished=True, resume_errored=False)
-    except (ImportError, AttributeError) as e:  # what unpickling raises for a module or class that is gone
-        raise OlderExperiment(f"{s.location} was written by an older version of this service, whose Tune state "
-                              f"this one cannot read ({e}): it cannot be resumed; start a new search under "
-                              f"another name=, or move that folder away") from None
     # The Tuner was pickled with the folder of the search's first run, which may have moved since
     # (another storage=): rungs.json and the study's journal go where the experiment is now.
     for callback in internals.tuner_callbacks(tuner):

@@ -274,7 +274,7 @@ def test_write_table_rejects_other_columns(tmp_path):
 
 def test_a_table_written_before_a_config_field_existed_reads_with_its_default(tmp_path):
     # A trials table of an older checkout has no column for a Config field added since; the field's
-    # default is the behaviour that trained those trials. A column that is no Config field is still refused.
+    # default is the behaviour that trained those trials. A missing column that is no Config field is still refused.
     frame = pd.DataFrame({name: [None] for name in TRIALS.names}).assign(trial_id="a", bn_bias_lr=16.0)
     write_table(frame, tmp_path / "trials.parquet", TRIALS)
     table = pq.read_table(tmp_path / "trials.parquet")
