@@ -68,33 +68,37 @@ def point_journal(study: optuna.Study, backend: JournalFileBackend) -> None:
 # --- Optuna's TPESampler reads a study's trials through the private Study._get_trials. -------------
 
 
-def study_seen_running(study: optuna.Study, running: Callable[[FrozenTrial], bool]) -> optuna.Study:
-    """`study` as a sampler should see it: each finished trial for which `running(trial)` is true reads
-    as RUNNING (a copy: the storage is untouched); everything else passes through to `study`.
+def study_seen_as(study: optuna.Study, seen: Callable[[FrozenTrial], tuple[TrialState, float | None] | None]) -> optuna.Study:
+    """`study` as a sampler should see it: a finished trial for which `seen(trial)` gives (state,
+    value) reads with that state and value (a copy: the storage is untouched); every other trial,
+    and everything else, passes through to `study`.
 
-    TPESampler reads trials only through Study._get_trials (its start-up count, its good/bad split),
-    and with constant_liar=True puts a RUNNING trial among the bad ones without counting it towards
-    n_startup_trials or the size of the good set. search.strategy.searcher.TPEWithRefusals hands it this view."""
-    return _RunningView(study, running)
+    TPESampler reads trials only through Study._get_trials (its start-up count, its good/bad split).
+    With constant_liar=True it puts a RUNNING trial among the bad ones without counting it towards
+    n_startup_trials or the size of the good set; it ranks COMPLETE trials by their value, ahead of
+    PRUNED ones (ranked by how far they got, then their last intermediate value).
+    search.strategy.searcher.TPEWithRefusals hands it this view."""
+    return _SeenView(study, seen)
 
 
-class _RunningView:
-    def __init__(self, study: optuna.Study, running: Callable[[FrozenTrial], bool]) -> None:
-        self._study, self._running = study, running
+class _SeenView:
+    def __init__(self, study: optuna.Study, seen: Callable[[FrozenTrial], tuple[TrialState, float | None] | None]) -> None:
+        self._study, self._seen = study, seen
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._study, name)
 
     def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
                     use_cache: bool = False) -> list[FrozenTrial]:
-        seen = []
+        shown = []
         for trial in self._study._get_trials(deepcopy=deepcopy, states=None, use_cache=use_cache):
-            if trial.state.is_finished() and self._running(trial):
+            relabel = self._seen(trial) if trial.state.is_finished() else None
+            if relabel is not None:
                 trial = copy.copy(trial)
-                trial.state = TrialState.RUNNING
+                trial.state, trial.value = relabel
             if states is None or trial.state in states:
-                seen.append(trial)
-        return seen
+                shown.append(trial)
+        return shown
 
 
 # TPESampler's good/bad split, (study, trials, n_below) -> (good, bad), called each time TPE models the

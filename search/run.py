@@ -1,6 +1,6 @@
 """`python -m search.run space=NAME [key=value ...]`: a Ray Tune search, collected into Parquet.
 
-Optuna TPE (told the truth about early-stopped trials) proposes configs, ASHA stops the weak ones
+Optuna TPE proposes configs (its study records stopped trials as PRUNED), ASHA stops the weak ones
 by validation accuracy; trials report every epoch, checkpoint every checkpoint_every seconds.
 
     python -m search.run list                   # every space, keys and ranges

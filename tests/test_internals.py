@@ -110,7 +110,7 @@ def test_a_tuners_searcher_and_callbacks_are_where_internals_looks(tmp_path):
     assert internals.tuner_callbacks(tuner) == [callback]
 
 
-def test_tpe_reads_trials_through_the_view_and_never_ranks_a_running_one_good(monkeypatch):
+def test_tpe_reads_trials_through_the_view_as_it_relabels_them(monkeypatch):
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState
 
@@ -122,28 +122,43 @@ def test_tpe_reads_trials_through_the_view_and_never_ranks_a_running_one_good(mo
         splits.append(([t.number for t in good], {t.number: t.state for t in trials}))
         return good, bad
 
+    def seen(trial):
+        if trial.user_attrs.get("hidden"):
+            return TrialState.RUNNING, None
+        if trial.state == TrialState.PRUNED:
+            return TrialState.COMPLETE, trial.intermediate_values[max(trial.intermediate_values)]
+        return None
+
     monkeypatch.setattr(internals.TPE_SPLIT, watched)
     sampler = optuna.samplers.TPESampler(seed=0, n_startup_trials=2, constant_liar=True)
     study = optuna.create_study(direction="maximize", sampler=sampler)
-    hidden = study.ask({"x": FloatDistribution(0, 1)})
+    x = FloatDistribution(0, 1)
+    hidden = study.ask({"x": x})
     hidden.set_user_attr("hidden", True)
     study.tell(hidden, state=TrialState.PRUNED)
-    study.tell(study.ask({"x": FloatDistribution(0, 1)}), 0.5)
-    view = internals.study_seen_running(study, lambda t: bool(t.user_attrs.get("hidden")))
+    study.tell(study.ask({"x": x}), 0.5)
+    view = internals.study_seen_as(study, seen)
     assert [t.number for t in view._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))] == [1]
     assert [(t.number, t.state) for t in view._get_trials(states=(TrialState.RUNNING,))] == [(0, TrialState.RUNNING)]
     assert study.trials[0].state == TrialState.PRUNED and view.direction == study.direction  # the study itself is untouched
 
-    study.ask()
-    asking, x = study.trials[-1], FloatDistribution(0, 1)
-    sampler.sample_independent(view, asking, "x", x)
+    asking = study.ask()
+    sampler.sample_independent(view, study.trials[-1], "x", x)
     assert splits == []  # one trial finished, as the view shows it: TPE's random start-up
-    sampler.sample_independent(study, asking, "x", x)
+    sampler.sample_independent(study, study.trials[-1], "x", x)
     assert len(splits) == 1  # two finished, as the study shows it: TPE models them
-    study.tell(study.ask({"x": FloatDistribution(0, 1)}), 0.7)
-    sampler.sample_independent(view, asking, "x", x)
+    study.tell(asking, 0.7)
+    stopped = study.ask({"x": x})  # pruned at its second step with 0.9: the best value so far
+    stopped.report(0.2, 1)
+    stopped.report(0.9, 2)
+    study.tell(stopped, state=TrialState.PRUNED)
+    assert [(t.state, t.value) for t in view._get_trials(states=(TrialState.COMPLETE,))][-1] == (TrialState.COMPLETE, 0.9)
+    assert study.trials[stopped.number].state == TrialState.PRUNED
+    study.ask()
+    sampler.sample_independent(view, study.trials[-1], "x", x)
     good, states = splits[-1]
-    assert states[0] == TrialState.RUNNING and good == [3]  # the hidden trial: bad, never good
+    assert states[0] == TrialState.RUNNING and 0 not in good  # the hidden trial: bad, never good
+    assert good == [stopped.number]  # ranked by its value at the stop, above the complete trials
 
 
 def test_ray_init_takes_the_session_folder_keyword_internals_passes():

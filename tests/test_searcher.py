@@ -14,6 +14,7 @@ import math
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 from ray import tune
 
 from model.config import Config
@@ -77,6 +78,31 @@ def test_refusals_neither_end_tpes_random_start_up_nor_enter_its_good_set(monkey
     # TPE models the results only once STARTUP accepted trials have finished, and never ranks a refusal good.
     assert splits and min(accepted for accepted, _ in splits) >= STARTUP
     assert [refused for _, refused in splits if refused] == []
+
+
+def test_a_stopped_trial_counts_for_tpe_by_its_accuracy_at_the_stop_and_stays_pruned_in_the_study(monkeypatch):
+    goods = []  # each time TPE models the results: the Optuna numbers in its good set
+    split = _resolve(internals.TPE_SPLIT)
+
+    def watched(study, trials, n_below):
+        good, bad = split(study, trials, n_below)
+        goods.append([t.number for t in good])
+        return good, bad
+
+    monkeypatch.setattr(internals.TPE_SPLIT, watched)
+    searcher = HonestOptunaSearch(max_epochs=3, seed=0, startup_trials=STARTUP)
+    searcher.set_search_properties("val_acc", "max", SIZES)
+    for i in range(STARTUP + 2):  # all run their 3 epochs at 0.5 to 0.57 but t3, stopped at epoch 1 with 0.95
+        searcher.suggest(f"t{i}")
+        epochs = 1 if i == 3 else 3
+        for epoch in range(1, epochs + 1):
+            result = {"training_iteration": epoch, "val_acc": 0.95 if i == 3 else 0.5 + 0.01 * i}
+            searcher.on_trial_result(f"t{i}", result)
+        searcher.on_trial_complete(f"t{i}", result)
+    searcher.suggest("next")
+    stopped = internals.optuna_trial(searcher, "t3").number
+    assert goods and goods[-1] == [stopped]  # Optuna's own order would rank it below every complete trial
+    assert searcher.study.trials[stopped].state == TrialState.PRUNED  # readers see what happened
 
 
 SPREAD = {"lr": tune.loguniform(1e-4, 1e-1), "dense_dropout": tune.uniform(0.0, 0.6)}
