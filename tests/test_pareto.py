@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -261,8 +262,8 @@ def test_a_replay_cannot_optimise_latency(record, monkeypatch, capsys, tmp_path)
     assert "a record holds no latencies" in capsys.readouterr().err
 
 
-# Holds replayed trials: each about to report epoch $HOLD_EPOCH + 1 writes held-<pid> into $HOLD_GATE
-# and waits until the file "open" appears there (search.replay.surrogate's tune.report, wrapped).
+# Holds replayed trials: each about to report epoch $HOLD_EPOCH + 1 writes held-<trial id> into
+# $HOLD_GATE and waits until the file "open" appears there (search.replay.surrogate's tune.report, wrapped).
 HOLD_REPLAY = """
 import importlib.abc, importlib.util, os, sys, time
 
@@ -276,7 +277,7 @@ class Held:
     def report(self, metrics, **kwargs):
         gate = os.environ["HOLD_GATE"]
         if metrics["epoch"] == int(os.environ["HOLD_EPOCH"]) + 1 and not os.path.exists(os.path.join(gate, "open")):
-            open(os.path.join(gate, f"held-{os.getpid()}"), "w").close()
+            open(os.path.join(gate, f"held-{self._tune.get_context().get_trial_id()}"), "w").close()
             while not os.path.exists(os.path.join(gate, "open")):
                 time.sleep(0.1)
         return self._tune.report(metrics, **kwargs)
@@ -317,6 +318,13 @@ def searched(record, tmp_path_factory) -> tuple[Path, dict[str, str], str]:
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         wait_until_held_and_snapshotted(gate, experiment, proc)
+        # The driver writes each trial's result.json and Tune copies it to the storage in the
+        # background, the experiment's snapshot not necessarily last: wait for the held trials' copies.
+        held = [experiment / f"trial_{h.name.removeprefix('held-')}" / "result.json" for h in gate.glob("held-*")]
+        deadline = time.monotonic() + 120  # a hang's deadline, not a margin to meet
+        while not all(p.exists() and p.read_text().count("\n") == 1 for p in held):
+            assert proc.poll() is None and time.monotonic() < deadline, [str(p) for p in held if not p.exists()]
+            time.sleep(0.5)
         at_one = {p.parent.name.removeprefix("trial_"): p.read_text() for p in experiment.glob("trial_*/result.json")
                   if len(p.read_text().splitlines()) == 1}
     finally:
