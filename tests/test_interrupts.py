@@ -185,8 +185,12 @@ def test_a_trial_killed_between_checkpoints_runs_its_lost_epochs_again_on_resume
         # Both trials held before epoch 3, their epochs 1 and 2 reported, and an experiment snapshot
         # taken since (Tune takes one at least every 10 s): what a resume starts from.
         wait_until_held_and_snapshotted(gate, experiment, proc)
-        before = _result_rows(experiment)
-        assert [[row["training_iteration"] for row in rows] for rows in before.values()] == [[1, 2], [1, 2]]
+        # Tune copies each trial's result.json to the storage in the background, the snapshot not
+        # necessarily last: both trials' epochs 1 and 2, once there.
+        deadline = time.monotonic() + 120  # a hang's deadline, not a margin to meet
+        while _epochs(before := _copied_rows(experiment)) != [[1, 2], [1, 2]]:
+            assert proc.poll() is None and time.monotonic() < deadline, before
+            time.sleep(0.5)
         assert not list(experiment.glob("trial_*/checkpoint_*"))  # killed between checkpoints: none yet
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -205,6 +209,18 @@ def test_a_trial_killed_between_checkpoints_runs_its_lost_epochs_again_on_resume
         assert [row["val_acc"] for row in rows[:2]] == [row["val_acc"] for row in before[trial_id]]
     trials, epochs = report(experiment)
     assert sorted(trials["status"]) == ["completed", "completed"] and not epochs.duplicated(["trial_id", "epoch"]).any()
+
+
+def _epochs(rows_by_trial: dict[str, list[dict]]) -> list[list[int]]:
+    return [[row["training_iteration"] for row in rows] for rows in rows_by_trial.values()]
+
+
+def _copied_rows(experiment: Path) -> dict[str, list[dict]]:
+    """_result_rows, or {} while a copy is half-written."""
+    try:
+        return _result_rows(experiment)
+    except ValueError:
+        return {}
 
 
 def _result_rows(experiment: Path) -> dict[str, list[dict]]:
