@@ -68,7 +68,11 @@ def point_journal(study: optuna.Study, backend: JournalFileBackend) -> None:
 # --- Optuna's TPESampler reads a study's trials through the private Study._get_trials. -------------
 
 
-def study_seen_as(study: optuna.Study, seen: Callable[[FrozenTrial], tuple[TrialState, float | None] | None]) -> optuna.Study:
+# How a sampler should see a finished trial, when not as it is: (state, value); None: as it is.
+Relabel = Callable[[FrozenTrial], tuple[TrialState, float | None] | None]
+
+
+def study_seen_as(study: optuna.Study, seen: Relabel) -> optuna.Study:
     """`study` as a sampler should see it: a finished trial for which `seen(trial)` gives (state,
     value) reads with that state and value (a copy: the storage is untouched); every other trial,
     and everything else, passes through to `study`.
@@ -82,7 +86,7 @@ def study_seen_as(study: optuna.Study, seen: Callable[[FrozenTrial], tuple[Trial
 
 
 class _SeenView:
-    def __init__(self, study: optuna.Study, seen: Callable[[FrozenTrial], tuple[TrialState, float | None] | None]) -> None:
+    def __init__(self, study: optuna.Study, seen: Relabel) -> None:
         self._study, self._seen = study, seen
 
     def __getattr__(self, name: str) -> Any:

@@ -153,18 +153,26 @@ def wrap(run_epoch):
 """)
 
 
+def wait_until(ready: Callable[[], bool], proc: subprocess.Popen, what: str, timeout: float = 300) -> None:
+    """Until ready() while `proc` runs (its stderr a pipe); `timeout` s is a hang's deadline, not a
+    margin to meet."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, f"hung: {what}"
+        time.sleep(0.5)
+
+
 def wait_until_held_and_snapshotted(gate: Path, experiment: Path, proc: subprocess.Popen, held: int = 2) -> None:
     """Until `held` trials stand at HOLD_TRIALS' gate and Tune has snapshotted the experiment since
-    (at least every 10 s): what a resume after a kill starts from. 300 s is a hang's deadline, not a
-    margin to meet."""
-    deadline = time.monotonic() + 300
-    while True:
+    (at least every 10 s): what a resume after a kill starts from."""
+    def ready() -> bool:
         at_gate = sorted(gate.glob("held-*"))
         snapshots = sorted(experiment.glob("experiment_state-*.json"))
-        if len(at_gate) == held and snapshots and snapshots[-1].stat().st_mtime > max(h.stat().st_mtime for h in at_gate) + 1:
-            return
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "hung"
-        time.sleep(0.5)
+        return len(at_gate) == held and bool(snapshots) and \
+            snapshots[-1].stat().st_mtime > max(h.stat().st_mtime for h in at_gate) + 1
+
+    wait_until(ready, proc, f"{held} trials at the gate and a snapshot since")
 
 
 # Breaks every trial's training (the driver never trains).

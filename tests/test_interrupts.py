@@ -171,7 +171,7 @@ def test_a_trial_killed_between_checkpoints_runs_its_lost_epochs_again_on_resume
     """checkpoint_every: a crash costs each running trial the work since its last checkpoint, here
     all of it (no checkpoint within an hour): resumed, the trials start again from epoch 1, and end
     with the very results an uninterrupted run gives."""
-    from conftest import HOLD_TRIALS, wait_until_held_and_snapshotted
+    from conftest import HOLD_TRIALS, wait_until, wait_until_held_and_snapshotted
 
     gate = tmp_path / "gate"
     gate.mkdir()
@@ -187,10 +187,9 @@ def test_a_trial_killed_between_checkpoints_runs_its_lost_epochs_again_on_resume
         wait_until_held_and_snapshotted(gate, experiment, proc)
         # Tune copies each trial's result.json to the storage in the background, the snapshot not
         # necessarily last: both trials' epochs 1 and 2, once there.
-        deadline = time.monotonic() + 120  # a hang's deadline, not a margin to meet
-        while _epochs(before := _copied_rows(experiment)) != [[1, 2], [1, 2]]:
-            assert proc.poll() is None and time.monotonic() < deadline, before
-            time.sleep(0.5)
+        wait_until(lambda: _epochs(_copied_rows(experiment)) == [[1, 2], [1, 2]], proc,
+                   "both trials' epochs 1 and 2 in the storage", timeout=120)
+        before = _result_rows(experiment)
         assert not list(experiment.glob("trial_*/checkpoint_*"))  # killed between checkpoints: none yet
     finally:
         os.killpg(proc.pid, signal.SIGKILL)

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -35,7 +34,7 @@ from search.replay import records
 from search.strategy import study
 from search.strategy.asha import RungKeeper, make_scheduler, rungs
 from search.strategy.searcher import STOPPED_ATTR, HonestOptunaSearch
-from conftest import wait_until_held_and_snapshotted
+from conftest import wait_until, wait_until_held_and_snapshotted
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
@@ -321,10 +320,8 @@ def searched(record, tmp_path_factory) -> tuple[Path, dict[str, str], str]:
         # The driver writes each trial's result.json and Tune copies it to the storage in the
         # background, the experiment's snapshot not necessarily last: wait for the held trials' copies.
         held = [experiment / f"trial_{h.name.removeprefix('held-')}" / "result.json" for h in gate.glob("held-*")]
-        deadline = time.monotonic() + 120  # a hang's deadline, not a margin to meet
-        while not all(p.exists() and p.read_text().count("\n") == 1 for p in held):
-            assert proc.poll() is None and time.monotonic() < deadline, [str(p) for p in held if not p.exists()]
-            time.sleep(0.5)
+        wait_until(lambda: all(p.exists() and p.read_text().count("\n") == 1 for p in held), proc,
+                   "the held trials' result.json in the storage", timeout=120)
         at_one = {p.parent.name.removeprefix("trial_"): p.read_text() for p in experiment.glob("trial_*/result.json")
                   if len(p.read_text().splitlines()) == 1}
     finally:
