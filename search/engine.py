@@ -37,7 +37,7 @@ from search.runtime.devices import mps_note
 from search.runtime.lock import Lock, LockError
 from search.runtime.ray_session import RayUnavailable, ray_session
 from search.runtime.storage import resolve
-from search.settings import MAX_FAILURES, METRIC, MODE, RUN_FILE, Settings, param_space
+from search.settings import MAX_FAILURES, METRIC, MODE, RUN_FILE, Settings, param_space, check_resources
 from search.strategy import study, warm
 from search.strategy.asha import RungKeeper, make_scheduler
 from search.strategy.searcher import HonestOptunaSearch
@@ -72,9 +72,10 @@ def run_search(s: Settings, split: Split) -> int:
     lock: Lock | None = None
     try:
         with ray_session(s.address, verbose=s.verbose) as resources:
-            problem = resources_problem(s, resources)
-            if problem:
-                return reject(ValueError(problem))
+            try:
+                check_resources(s, resources)  # Ray's count: a container's quota may give fewer CPUs than os.cpu_count()
+            except ValueError as e:
+                return reject(e)
             note = None if s.address or s.replay else mps_note(s.gpus_per_trial, resources.get("GPU", 0))
             if note:
                 print(note, file=sys.stderr)
@@ -126,19 +127,6 @@ def _take_lock(s: Settings) -> Lock:
         lock.release()
         raise LockError(f"{s.location} exists: add resume=true to continue it, or give another name=")
     return lock
-
-
-def resources_problem(s: Settings, resources: dict) -> str | None:
-    """On an embedded Ray the machine's resources are final; a cluster may still scale up. A replay
-    asks for replay.REPLAY_CPUS a trial, whatever cpus_per_trial and gpus_per_trial simulate."""
-    if s.address or s.replay:
-        return None
-    gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
-    if s.gpus_per_trial > gpus:
-        return f"gpus_per_trial={s.gpus_per_trial} but this machine has {gpus:g} GPUs; use gpus_per_trial=0 or address="
-    if s.cpus_per_trial > cpus:
-        return f"cpus_per_trial={s.cpus_per_trial} but this machine has {cpus:g} CPUs"
-    return None
 
 
 def trainable(s: Settings, split: Split | None, make_trainer=None):

@@ -25,7 +25,8 @@ import sys
 
 from model import data as fmnist
 from search.arguments import KEY_HELP, KEYS, parse
-from search.settings import MAX_FAILURES
+from search.runtime.devices import local_resources
+from search.settings import MAX_FAILURES, check_resources
 
 
 def usage() -> str:
@@ -48,6 +49,7 @@ def main(argv: list[str]) -> int:
 
             if finished(settings.location, settings.trials):  # nothing left to run: the report again, no Ray
                 return print_report(settings.location, settings.trials, settings.resume_command(), MAX_FAILURES)
+        check_resources(settings, local_resources())  # before Ray's 5-20 s start; again once it runs
         split = None if settings.replay else fmnist.load_split(settings.data_dir, settings.val_size, settings.subset)
     except ValueError as e:
         return overrides.reject(e)

@@ -86,6 +86,20 @@ class Settings:
         return " ".join(["python -m search.run", *keys, "resume=true"])
 
 
+def check_resources(s: Settings, resources: dict) -> None:
+    """ValueError, in one line, when this machine cannot run the search's trials. `resources` as
+    ray.cluster_resources() names them: Ray's own once it runs, or devices.local_resources() before
+    it starts. On an embedded Ray the machine's resources are final; a cluster may still scale up.
+    A replay asks for replay.REPLAY_CPUS a trial, whatever cpus_per_trial and gpus_per_trial simulate."""
+    if s.address or s.replay:
+        return
+    gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
+    if s.gpus_per_trial > gpus:
+        raise ValueError(f"gpus_per_trial={s.gpus_per_trial} but this machine has {gpus:g} GPUs; use gpus_per_trial=0 or address=")
+    if s.cpus_per_trial > cpus:
+        raise ValueError(f"cpus_per_trial={s.cpus_per_trial} but this machine has {cpus:g} CPUs")
+
+
 def param_space(s: Settings) -> dict:
     """The flat trial config: the space's preset, the schedule length, then the space's domains."""
     space = spaces.get(s.space)

@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 
 from results.schema import EPOCHS, TRIALS, read_table
 from search import run
+from search.runtime import devices
 from search.runtime.lock import LOCK_FILE, holder
 from search.runtime.ray_session import JOIN_TIMEOUT_S
 from search.strategy import study
@@ -411,14 +412,24 @@ def test_list_names_every_space_and_parameter_from_its_first_line(capsys):
         assert all(f" {key} " in out for key in space.PARAMS)
 
 
-def test_gpus_on_a_machine_without_them_are_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
-    import torch
+@pytest.mark.parametrize("command", ["search.run", "search.replay.record"])
+@pytest.mark.parametrize("key", ["gpus_per_trial", "cpus_per_trial"])
+def test_trials_this_machine_cannot_hold_are_refused_before_ray_starts_or_anything_is_written(
+        tmp_path, monkeypatch, capsys, command, key):
+    import ray
 
-    if torch.cuda.is_available():
+    if key == "gpus_per_trial" and devices.local_gpus():
         pytest.skip("this machine has a GPU")
+    asked = {"gpus_per_trial": "0.25", "cpus_per_trial": f"{(os.cpu_count() or 1) + 1}"}[key]
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray started for a search this machine cannot run")
+
+    monkeypatch.setattr(ray, "init", no_ray)
     monkeypatch.chdir(tmp_path)
-    assert run.main(["space=augmentation", "gpus_per_trial=0.25"]) == 2
-    assert "has 0 GPUs" in refusal(capsys.readouterr().err)
+    size = "trials=2" if command == "search.run" else "configs=2"
+    assert importlib.import_module(command).main(["space=augmentation", size, f"{key}={asked}"]) == 2
+    assert f"{key}={float(asked)} but this machine has" in one_line(capsys.readouterr().err)  # and no "starting Ray"
     assert list(tmp_path.iterdir()) == []
 
 

@@ -43,7 +43,8 @@ from results.load import load
 from results.schema import join, write_json
 from search import arguments
 from search.replay.records import RECORD_FILE, params_to_json, searched, space_params
-from search.settings import RUN_FILE, Settings, draw_config, param_space
+from search.runtime.devices import local_resources
+from search.settings import RUN_FILE, Settings, draw_config, param_space, check_resources
 
 OWN_KEYS = ("configs", "repeats", "width")
 NOT_FOR_A_RECORD = {"trials": "give configs=N", "grace": "a record stops nothing early",
@@ -125,7 +126,7 @@ class RecordedConfigs(Searcher):
 
 
 def record(rs: RecordSettings, split: fmnist.Split, data_source: str) -> int:
-    from search.engine import build_tuner, fit, quiet, resources_problem, trainable  # engine imports the trainer: torch
+    from search.engine import build_tuner, fit, quiet, trainable  # engine imports the trainer: torch
     from search.progress import Progress
     from search.runtime.ray_session import ray_session
 
@@ -135,9 +136,10 @@ def record(rs: RecordSettings, split: fmnist.Split, data_source: str) -> int:
         quiet()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with ray_session(s.address, verbose=s.verbose) as resources:
-        problem = resources_problem(s, resources)
-        if problem:
-            return overrides.reject(ValueError(problem))
+        try:
+            check_resources(s, resources)  # Ray's count, after the command's own (devices.local_resources)
+        except ValueError as e:
+            return overrides.reject(e)
         tuner = build_tuner(
             s, trainable(s, split), trials=len(points),
             search_alg=RecordedConfigs(points),  # no scheduler: FIFO, every trial to max_epochs
@@ -233,6 +235,7 @@ def main(argv: list[str]) -> int:
         return 0
     try:
         rs = parse(argv)
+        check_resources(rs.run, local_resources())
         source = fmnist.find(rs.run.data_dir)
         split = fmnist.load_split(rs.run.data_dir, rs.run.val_size, rs.run.subset)
     except ValueError as e:

@@ -12,6 +12,7 @@ without it, 230k with it.
 
 from __future__ import annotations
 
+import glob
 import os
 
 
@@ -46,6 +47,7 @@ def assigned_device() -> str:
 MPS_START = "nvidia-cuda-mps-control -d"  # as root, once per machine; `echo quit | nvidia-cuda-mps-control` stops it
 MPS_PIPES = "/tmp/nvidia-mps"  # where MPS keeps its control pipe unless CUDA_MPS_PIPE_DIRECTORY says otherwise
 NVIDIA_GPUS = "/proc/driver/nvidia/gpus"  # one folder per GPU the NVIDIA driver knows
+NVIDIA_DEVICES = "/dev/nvidia[0-9]*"  # one device file per GPU (nvidiactl and nvidia-uvm are not)
 
 
 def mps_running(env: dict | None = None) -> bool:
@@ -64,7 +66,8 @@ def mps_note(gpus_per_trial: float, gpus: float, env: dict | None = None) -> str
 
 def local_gpus(env: dict | None = None) -> int:
     """The GPUs a process started here would see, without starting CUDA: CUDA_VISIBLE_DEVICES where
-    set, else those the NVIDIA driver lists (0 without one)."""
+    set, else those the NVIDIA driver lists, else its device files (a container may leave the
+    driver's folder out, never the devices CUDA opens); 0 without either."""
     env = os.environ if env is None else env
     visible = env.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
@@ -77,4 +80,11 @@ def local_gpus(env: dict | None = None) -> int:
     try:
         return len(os.listdir(NVIDIA_GPUS))
     except OSError:
-        return 0
+        return len(glob.glob(NVIDIA_DEVICES))
+
+
+def local_resources() -> dict[str, float]:
+    """This machine's CPUs and GPUs as ray.cluster_resources() names them, without starting Ray: what
+    the commands check a search against before an embedded Ray takes its 5-20 s to start. Ray,
+    once started, may find fewer CPUs (a container's quota); its own count is checked again."""
+    return {"CPU": os.cpu_count() or 1, "GPU": local_gpus()}
