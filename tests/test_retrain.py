@@ -96,6 +96,8 @@ def test_check_address() -> None:
         ["{missing}", "config=seed", "seed=4294967295", "seeds=2"],  # the second seed would not fit 32 bits
         ["{missing}", "config=seed", "gpus_per_trial=nan"],
         ["{missing}", "config=seed", "cpus_per_trial=inf"],
+        ["{missing}", "config=seed", "cpus_per_trial=100000"],  # more than this machine has: refused before Ray starts
+        ["{missing}", "config=seed", "gpus_per_trial=64"],
         ["{missing}", "config=seed", "rotation=inf"],
         ["{missing}", "config=seed", "data_dir="],
         ["{file}", "config=seed"],

@@ -16,8 +16,9 @@ from results.numbers import counted, number
 from results.schema import WINNER_FOLDER, join
 from results.show import matches_report, not_comparable_text, report_accuracies
 from search.retrain.plan import parse_args, usage
-from search.retrain.seeds import BadResources, load_data, train_seeds
+from search.retrain.seeds import BadResources, load_data, resources, train_seeds
 from search.retrain.winner import write_and_publish
+from search.runtime.devices import local_resources
 
 
 def main(argv: list[str]) -> int:
@@ -26,6 +27,8 @@ def main(argv: list[str]) -> int:
         return 0
     try:
         plan = parse_args(argv)
+        if not plan.address:  # this machine's CPUs and GPUs, before Ray's start; Ray's count again once it runs
+            resources(plan, local_resources())
         split, test = load_data(plan)
     except ValueError as e:
         return overrides.reject(e)

@@ -23,7 +23,8 @@ PROGRESS_POLL_S = 1.0  # seconds between the driver's looks for finished epochs
 HEARTBEAT_S = 60.0  # seconds without a finished epoch before a line says the seeds are still training
 
 class BadResources(ValueError):
-    """cpus_per_trial / gpus_per_trial that the cluster cannot give: bad input, found once Ray runs."""
+    """cpus_per_trial / gpus_per_trial that the cluster cannot give: bad input, found before Ray
+    starts on this machine's count (devices.local_resources) and again once it runs on Ray's."""
 
 
 
@@ -90,9 +91,9 @@ def resources(plan: Plan, cluster: dict[str, float]) -> tuple[float, float, str]
     if plan.address:  # a joined cluster may autoscale: what it has now is no limit
         return cpus, gpus, device
     if gpus > cluster.get("GPU", 0):
-        raise BadResources(f"gpus_per_trial={gpus:g}: the cluster has {cluster.get('GPU', 0):g} GPUs")
+        raise BadResources(f"gpus_per_trial={gpus:g} but this machine has {cluster.get('GPU', 0):g} GPUs")
     if cpus > cluster.get("CPU", 0):
-        raise BadResources(f"cpus_per_trial={cpus:g}: the cluster has {cluster.get('CPU', 0):g} CPUs")
+        raise BadResources(f"cpus_per_trial={cpus:g} but this machine has {cluster.get('CPU', 0):g} CPUs")
     return cpus, gpus, device
 
 
