@@ -37,7 +37,7 @@ from search.runtime.devices import mps_note
 from search.runtime.lock import Lock, LockError
 from search.runtime.ray_session import RayUnavailable, ray_session
 from search.runtime.storage import resolve
-from search.settings import MAX_FAILURES, METRIC, MODE, RUN_FILE, Settings, param_space, check_resources
+from search.settings import MAX_FAILURES, METRIC, MODE, RUN_FILE, Settings, check_resources, param_space
 from search.strategy import study, warm
 from search.strategy.asha import RungKeeper, make_scheduler
 from search.strategy.searcher import HonestOptunaSearch

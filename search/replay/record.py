@@ -44,7 +44,7 @@ from results.schema import join, write_json
 from search import arguments
 from search.replay.records import RECORD_FILE, params_to_json, searched, space_params
 from search.runtime.devices import local_resources
-from search.settings import RUN_FILE, Settings, draw_config, param_space, check_resources
+from search.settings import RUN_FILE, Settings, check_resources, draw_config, param_space
 
 OWN_KEYS = ("configs", "repeats", "width")
 NOT_FOR_A_RECORD = {"trials": "give configs=N", "grace": "a record stops nothing early",
