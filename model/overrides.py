@@ -84,9 +84,12 @@ def parse_text(key: str, text: str) -> str:
     return text
 
 
+INT_LIMIT = 2**63 - 1  # the largest integer numpy, torch, Parquet and Ray's config hold
+
+
 def check_range(key: str, value: float, minimum: float | None = None, maximum: float | None = None) -> float:
     """`value` when finite and within [minimum, maximum] (either may be None); ValueError otherwise."""
-    if not math.isfinite(value):
+    if not isinstance(value, int) and not math.isfinite(value):  # an int is finite (and may be too large for isfinite)
         raise ValueError(f"{key}={value}: expected a finite number")
     if minimum is not None and maximum is not None and not minimum <= value <= maximum:
         raise ValueError(f"{key}={value}: must lie between {minimum:,} and {maximum:,}")
@@ -94,6 +97,8 @@ def check_range(key: str, value: float, minimum: float | None = None, maximum: f
         raise ValueError(f"{key}={value}: must be at least {minimum}")
     if maximum is not None and value > maximum:
         raise ValueError(f"{key}={value}: must be at most {maximum:,}")
+    if isinstance(value, int) and abs(value) > INT_LIMIT:
+        raise ValueError(f"{key}={value}: too large (at most {INT_LIMIT:,})")
     return value
 
 

@@ -188,7 +188,8 @@ def _recorded(storage: str, name: str, session: dict) -> Settings:
 
 
 def _typed(file: str, key: str, value, hint):
-    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    # A number JSON holds but Python's float or int cannot (Infinity, NaN, 400 digits) is no recorded value.
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= overrides.INT_LIMIT
     if (hint is float or hint == (float | None)) and numeric:
         return float(value)
     if hint == (float | None) and value is None:

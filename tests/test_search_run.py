@@ -267,6 +267,8 @@ BAD = [
     (["space=augmentation", "gpus_per_trial=inf"], "gpus_per_trial=inf: expected a finite number"),
     (["space=augmentation", "seed=99999999999999999999"], "seed=99999999999999999999: must lie between 0 and 4,294,967,295"),
     (["space=augmentation", "seed=-1"], "seed=-1: must lie between 0 and"),
+    (["space=augmentation", "trials=1" + "0" * 400], "0000: must lie between 1 and"),  # no float holds it
+    (["space=augmentation", "max_params=1" + "0" * 30], "0000: too large (at most 9,223,372,036,854,775,807)"),
     (["space=augmentation", "max_epochs=100000"], "max_epochs=100000: must lie between 1 and 10,000"),
     (["space=augmentation", "val_size=60000"], "val_size=60000: must lie between 1 and 59,999"),
     (["space=augmentation", "val_size=59999"], "subset=3000 with val_size=59999: the 60,000 training images less 59,999 "
@@ -377,6 +379,18 @@ def test_a_damaged_run_json_is_named_when_resuming(tmp_path, monkeypatch, capsys
     monkeypatch.chdir(tmp_path)
     assert run.main(["name=x", "resume=true"]) == 2
     assert one_line(capsys.readouterr().err).startswith("error: runs/x/run.json")
+    assert sorted(p.name for p in (tmp_path / "runs" / "x").iterdir()) == ["run.json"]
+
+
+@pytest.mark.parametrize(("key", "text"), [("subset", "Infinity"), ("trials", "1" + "0" * 400), ("cpu_hours", "NaN"),
+                                           ("seed", "1e400")])
+def test_a_number_python_cannot_hold_in_run_json_is_named_when_resuming(tmp_path, monkeypatch, capsys, key, text):
+    monkeypatch.chdir(tmp_path)
+    recorded = run.parse(["space=augmentation", "name=x"]).recorded()
+    (tmp_path / "runs" / "x").mkdir(parents=True)
+    (tmp_path / "runs" / "x" / "run.json").write_text(json.dumps({**recorded, key: "@"}).replace('"@"', text))
+    assert run.main(["name=x", "resume=true"]) == 2
+    assert one_line(capsys.readouterr().err).startswith(f"error: runs/x/run.json: {key}=")
     assert sorted(p.name for p in (tmp_path / "runs" / "x").iterdir()) == ["run.json"]
 
 
