@@ -20,7 +20,7 @@ from search.replay import records
 from search.runtime.devices import local_gpus
 from search.runtime.lock import LOCK_FILE, LockHeld, held_message, holder
 from search.runtime.ray_session import check_address
-from search.runtime.storage import check_writable, expand_home, is_uri
+from search.runtime.storage import NAME_MAX, check_writable, expand_home, is_uri
 from search.settings import CHECKPOINT_EVERY_S, DEFAULT_STORAGE, RUN_FILE, Settings, param_space
 from search.strategy import budgets, warm
 
@@ -151,6 +151,8 @@ def _name(text: str) -> str:
     name = overrides.parse_text("name", text)
     if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", name):
         raise ValueError(f"name={name!r}: use letters, digits, '.', '_' and '-', not starting with '.' (one folder in storage)")
+    if len(name) > NAME_MAX:
+        raise ValueError(f"name= has {len(name)} characters; a folder name has at most {NAME_MAX}")
     return name
 
 

@@ -269,6 +269,8 @@ BAD = [
     (["space=augmentation", "seed=-1"], "seed=-1: must lie between 0 and"),
     (["space=augmentation", "trials=1" + "0" * 400], "0000: must lie between 1 and"),  # no float holds it
     (["space=augmentation", "max_params=1" + "0" * 30], "0000: too large (at most 9,223,372,036,854,775,807)"),
+    (["space=augmentation", "name=" + "a" * 300], "name= has 300 characters; a folder name has at most 255"),
+    (["space=augmentation", "storage=" + "a" * 300], "a folder name of 300 bytes; at most 255 each"),
     (["space=augmentation", "max_epochs=100000"], "max_epochs=100000: must lie between 1 and 10,000"),
     (["space=augmentation", "val_size=60000"], "val_size=60000: must lie between 1 and 59,999"),
     (["space=augmentation", "val_size=59999"], "subset=3000 with val_size=59999: the 60,000 training images less 59,999 "

@@ -16,6 +16,8 @@ import pyarrow.fs as pafs
 
 from results.schema import file_type, join
 
+NAME_MAX = 255  # bytes in one file or folder name (ext4, xfs, btrfs, APFS)
+
 
 def is_uri(location: str) -> bool:
     return "://" in location
@@ -61,6 +63,9 @@ def check_writable(location: str, key: str | None = None) -> None:
             raise ValueError(f"{named} is a file, not a folder")
         return
     path = resolve(location)
+    too_long = next((part for part in path.split(os.sep) if len(os.fsencode(part)) > NAME_MAX), None)
+    if too_long is not None:  # os.path.exists would say False, and the first write would fail
+        raise ValueError(f"{named}: a folder name of {len(os.fsencode(too_long))} bytes; at most {NAME_MAX} each")
     existing = path
     while not os.path.exists(existing):  # the nearest existing folder above: where it would be made
         existing = os.path.dirname(existing)
