@@ -117,6 +117,9 @@ def _fresh(args: dict[str, str], storage: str, session: dict) -> Settings:
     if "replay" in values:  # the record's schedule length, data and per-trial resources
         budget.update(records.budget_of(records.load(values["replay"])))
     budget.update({key: value for key, value in values.items() if key in budget})
+    if budget["gpu_hours"] is not None and "gpu_hours" not in values and not budget["gpus_per_trial"]:
+        raise ValueError(f"budget={budget_name} gives gpu_hours={budget['gpu_hours']:g}, but trials use no GPU "
+                         "(gpus_per_trial=0): add gpu_hours=none, and cpu_hours=N for a CPU budget")
     name = _name(args["name"]) if "name" in args else f"{values['space']}-{budget_name}"
     return Settings(space=values["space"], budget=budget_name, seed=values.get("seed", 0), name=name, storage=storage,
                     objective=values.get("objective", pareto.DEFAULT_OBJECTIVE),

@@ -269,6 +269,8 @@ BAD = [
     (["space=augmentation", "seed=-1"], "seed=-1: must lie between 0 and"),
     (["space=augmentation", "trials=1" + "0" * 400], "0000: must lie between 1 and"),  # no float holds it
     (["space=augmentation", "max_params=1" + "0" * 30], "0000: too large (at most 9,223,372,036,854,775,807)"),
+    (["space=augmentation", "budget=standard", "gpus_per_trial=0", "cpu_hours=1"],
+     "budget=standard gives gpu_hours=0.09, but trials use no GPU (gpus_per_trial=0): add gpu_hours=none"),
     (["space=augmentation", "name=" + "a" * 300], "name= has 300 characters; a folder name has at most 255"),
     (["space=augmentation", "storage=" + "a" * 300], "a folder name of 300 bytes; at most 255 each"),
     (["space=augmentation", "max_epochs=100000"], "max_epochs=100000: must lie between 1 and 10,000"),
