@@ -7,8 +7,12 @@ config scores on the same images here and in a search. Any Config key overrides 
 
 from __future__ import annotations
 
-from model import data as fmnist
 from model import overrides
+
+if __name__ == "__main__":  # first: a Ctrl-C or SIGTERM during the slow imports below (torch) ends in one line
+    overrides.starting()
+
+from model import data as fmnist
 from model.config import PRESETS, Config, field_types, preset
 from model.trainer import EpochMetrics, train
 
@@ -34,7 +38,7 @@ def parse_run(argv: list[str]) -> tuple[Config, dict]:
     run = {
         "data_dir": overrides.parse_text("data_dir", args.pop("data_dir")) if "data_dir" in args else None,
         "subset": overrides.parse_int("subset", args.pop("subset"), 1) if "subset" in args else None,
-        "val_size": overrides.parse_int("val_size", args.pop("val_size", "6000"), 1),
+        "val_size": overrides.parse_int("val_size", args.pop("val_size", "6000"), 1, fmnist.SPLITS["train"] - 1),
         "device": args.pop("device", None),
         "cuda_graph": args.pop("cuda_graph", "auto"),
     }

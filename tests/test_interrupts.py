@@ -121,11 +121,15 @@ def _wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 180) -> 
 
 
 @pytest.mark.parametrize("sent, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
-def test_a_signal_while_ray_and_torch_import_is_one_line_and_its_exit_code(tmp_path, sent, code):
+@pytest.mark.parametrize("command, args, held", [
+    ("search.run", SMALL, "spaces"),  # its first slow import (Ray Tune)
+    ("model.train", ["subset=600"], "model.data"),  # the same for model.train (torch)
+], ids=["search.run", "model.train"])
+def test_a_signal_while_ray_and_torch_import_is_one_line_and_its_exit_code(tmp_path, sent, code, command, args, held):
     gate = tmp_path / "gate"
     gate.mkdir()
-    env = _with_site(tmp_path, HOLD_IMPORT, HOLD_GATE=str(gate), HOLD_MODULE="spaces")  # search.run's first slow import
-    proc = subprocess.Popen([sys.executable, "-m", "search.run", *SMALL], cwd=tmp_path, env=env,
+    env = _with_site(tmp_path, HOLD_IMPORT, HOLD_GATE=str(gate), HOLD_MODULE=held)
+    proc = subprocess.Popen([sys.executable, "-m", command, *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=as_typed_in_a_terminal)
     _wait_for_file(gate / "importing", proc)
