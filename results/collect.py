@@ -1,12 +1,14 @@
 """`python -m results.collect runs/NAME`: a Tune experiment folder -> its report as Parquet + JSON.
 
 Writes into {experiment}/report/:
-  trials.parquet  one row per trial (schema TRIALS; TRIALS_WITH_LATENCY when the search measured
-                  latencies), every trial exactly once
-  epochs.parquet  one row per trial and epoch (schema EPOCHS); a resumed trial's repeats keep the last
-  best.json       the best trial by results.status.ranked (last epoch's validation accuracy, completed first),
-                  {"trial_id", "status", "config", "metrics": {"val_acc", "val_loss", "epoch", "epochs_run"}};
-                  null when no trial reported anything
+  trials.parquet  one row per trial, every trial exactly once (schema TRIALS;
+                  TRIALS_WITH_LATENCY when the search measured latencies)
+  epochs.parquet  one row per trial and epoch (schema EPOCHS); a resumed
+                  trial's repeated epochs keep the last
+  best.json       the best trial by results.status.ranked (last epoch's
+                  validation accuracy, completed first): {"trial_id",
+                  "status", "config", "metrics": {"val_acc", "val_loss",
+                  "epoch", "epochs_run"}}; null when no trial reported
 
 Trial statuses come from Tune's experiment state, so they are right after Ctrl-C, a killed
 driver and Tuner.restore; results.status turns them into completed, pruned, error or unfinished.
@@ -231,6 +233,9 @@ def _best(trials: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, Any] | None:
 
 
 def main(argv: list[str]) -> int:
+    if overrides.wants_help(argv):
+        print(overrides.usage(__doc__))
+        return 0
     if len(argv) != 1 or argv[0].startswith("-"):
         print("usage: python -m results.collect EXPERIMENT_FOLDER (e.g. runs/NAME, or a URI)", file=sys.stderr)
         return 2

@@ -105,7 +105,8 @@ def load(experiment: str | os.PathLike) -> Experiment:
         report = join(path, REPORT_FOLDER)
         if not is_file(join(report, "best.json")):  # results.collect writes best.json last
             raise ValueError(f"{path} has no report; run python -m results.collect {path}")
-        rebuild = f"python -m results.collect {shlex.quote(path)} rebuilds the report from Tune's files"
+        rebuild = (f"python -m results.collect {shlex.quote(path)} rebuilds the report from Tune's files, unless an "
+                   "older version of this service wrote them")
         try:
             best = read_json(join(report, "best.json"))
             report_tables = {name: read_table(join(report, f"{name}.parquet"), schema) for name, schema in REPORT_TABLES.items()}

@@ -514,7 +514,7 @@ def main(argv: list[str]) -> int:
         if args.get("columns", "all") != "all":
             raise ValueError(f"columns={args['columns']!r}: the only choice is all")
         if len(paths) > 1 and args:
-            raise ValueError(f"{' and '.join(args)} show one experiment; give one folder")
+            raise ValueError(f"{' and '.join(f'{key}=' for key in args)} applies to one experiment; give one folder")
         experiments = [load(path) for path in paths]
         if "trial" in args and not experiments[0].searched:
             raise ValueError(f"trial={args['trial']}: {paths[0]} holds a retrain only, no trials")

@@ -84,7 +84,8 @@ def test_model_train_refuses_cuda_without_a_gpu(capsys):
     assert err.count("\n") == 1 and "device=cuda: PyTorch sees no CUDA GPU" in err
 
 
-COMMANDS = ["model.train", "search.run", "search.retrain.__main__", "search.replay.record", "results.show", "cluster_check.__main__"]
+COMMANDS = ["model.train", "search.run", "search.retrain.__main__", "search.replay.record", "results.show", "results.collect",
+            "cluster_check.__main__"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)

@@ -323,7 +323,15 @@ def test_a_damaged_report_table_is_one_line_saying_what_rebuilds_it(tmp_path, sh
     shown = show(str(folder))
     assert shown.returncode == 2 and shown.stdout == ""
     assert shown.stderr.strip() == (f"error: {table} is damaged: not a readable Parquet file; "
-                                    f"python -m results.collect {folder} rebuilds the report from Tune's files")
+                                    f"python -m results.collect {folder} rebuilds the report from Tune's files, unless "
+                                    "an older version of this service wrote them")
+
+
+def test_a_key_given_with_two_experiments_is_one_line_naming_the_key(tmp_path, show):
+    a, b = write_search(tmp_path / "a", n=2), write_search(tmp_path / "b", n=2)
+    shown = show(str(a), str(b), "trial=x")
+    assert shown.returncode == 2 and shown.stdout == ""
+    assert shown.stderr.strip() == "error: trial= applies to one experiment; give one folder"
 
 
 def test_one_trial_of_one_epoch_is_said_in_the_singular(tmp_path):
