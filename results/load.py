@@ -128,6 +128,8 @@ def read_run(path: str) -> dict[str, Any]:
 
 
 def _check_folder(path: str) -> None:
+    if not path.strip():  # "" would be the working directory
+        raise ValueError("the experiment folder is empty; give one such as runs/NAME (or a URI)")
     kind = file_type(path)
     if kind == pafs.FileType.NotFound:
         raise ValueError(f"{path} does not exist")

@@ -340,4 +340,8 @@ def test_command_lines_reject_a_bad_path_in_one_line(tmp_path):
         done = _run(module, str(path))
         assert done.returncode == 2 and done.stdout == ""
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    for module in ("results.show", "results.collect"):  # a variable that was never set, "$RUN"
+        done = _run(module, "")
+        assert done.returncode == 2 and done.stdout == ""
+        assert done.stderr == "error: the experiment folder is empty; give one such as runs/NAME (or a URI)\n"
     assert [path.name for path in tmp_path.iterdir()] == ["run.json"]  # nothing written
