@@ -63,9 +63,11 @@ def load(split: str = "train", data_dir: str | os.PathLike | None = None) -> tup
 def find(data_dir: str | os.PathLike | None = None) -> Path:
     given = data_dir or os.environ.get("FASHION_MNIST_DIR")
     if given:
-        folder = Path(given)
+        folder = Path(given).expanduser()  # a quoted ~ too, as in a script
         if not folder.is_dir():
-            raise DataError(f"data_dir {folder}: no such folder; expected the Fashion-MNIST IDX (.gz) or CSV files in it")
+            named = f"data_dir={data_dir}" if data_dir else f"FASHION_MNIST_DIR={given}"
+            what = "is a file, not a folder" if folder.exists() else "no such folder"
+            raise DataError(f"{named}: {what}; expected a folder with the Fashion-MNIST IDX (.gz) or CSV files")
         return folder
     if _has_data(DEBIAN_DIR):
         return DEBIAN_DIR

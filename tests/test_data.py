@@ -274,3 +274,15 @@ def test_missing_data_dir_is_named(tmp_path):
         data.load("train", data_dir=missing)
     with pytest.raises(ValueError, match="choose train or test"):
         data.load("validation", data_dir=tmp_path)
+
+
+def test_a_data_dir_is_found_through_a_quoted_home_and_named_by_its_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "fashion").mkdir()
+    assert data.find("~/fashion") == tmp_path / "fashion"  # as a script that quotes it passes it
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(DataError, match=r"^data_dir=~/a-file: is a file, not a folder; expected a folder"):
+        data.find("~/a-file")
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "missing"))
+    with pytest.raises(DataError, match=r"^FASHION_MNIST_DIR=.*/missing: no such folder"):
+        data.find()
