@@ -186,7 +186,8 @@ def parse_value(key: str, value: typing.Any, kind: typing.Any) -> typing.Any:
     try:
         if kind == tuple[int, ...]:
             if isinstance(value, str):
-                return tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+                text = value.replace(" ", "")  # "" is the empty tuple (dense= : no dense layer); "64,,128" a typo
+                return tuple(int(v) for v in text.split(",")) if text else ()
             return tuple(int(v) for v in value)
         if kind is int:
             if isinstance(value, str) and value.strip().lstrip("+-").isdigit():

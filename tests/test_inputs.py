@@ -49,6 +49,13 @@ def test_config_text_that_is_no_integer_is_refused(key, text):
         Config.from_flat({key: text})
 
 
+@pytest.mark.parametrize("text", ["64,,128", "64,", ",64"])
+def test_a_channel_list_with_an_empty_item_is_a_typo_refused(text):
+    with pytest.raises(ValueError, match=f"filters='{text}': expected comma-separated integers"):
+        Config.from_flat({"filters": text})
+    assert Config.from_flat({"filters": " 32, 64 "}).filters == (32, 64)
+
+
 BAD_TRAIN = [
     (["epochs=inf"], "epochs='inf': expected int"),
     (["batch_size=inf"], "batch_size='inf': expected int"),
@@ -57,7 +64,7 @@ BAD_TRAIN = [
     (["rotation=inf"], "rotation=inf: must be a finite number"),
     (["lr=nan"], "lr=nan: must be a finite number"),
     (["subset=10"], "batch_size=64 exceeds the 10 training images"),
-    (["val_size=60000"], "val_size=60000: must lie between 0 and 59,999"),
+    (["val_size=60000"], "val_size=60000: must lie between 1 and 59,999"),
     (["subset=59000"], "subset=59000 with val_size=6000: the 60,000 training images less 6,000 for validation leave 54,000"),
     (["device=tpu"], "device='tpu': choose cpu or cuda"),
     (["cuda_graph=maybe"], "cuda_graph='maybe': choose auto, on or off"),
