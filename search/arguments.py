@@ -4,6 +4,7 @@ repeat. Used by the command lines that start searches (search.run, search.replay
 
 from __future__ import annotations
 
+import math
 import re
 import typing
 from dataclasses import MISSING, fields, replace
@@ -194,7 +195,8 @@ def _recorded(storage: str, name: str, session: dict) -> Settings:
 
 def _typed(file: str, key: str, value, hint):
     # A number JSON holds but Python's float or int cannot (Infinity, NaN, 400 digits) is no recorded value.
-    numeric = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= overrides.INT_LIMIT
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+        abs(value) <= overrides.INT_LIMIT if isinstance(value, int) else math.isfinite(value))
     if (hint is float or hint == (float | None)) and numeric:
         return float(value)
     if hint == (float | None) and value is None:

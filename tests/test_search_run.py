@@ -399,6 +399,14 @@ def test_a_number_python_cannot_hold_in_run_json_is_named_when_resuming(tmp_path
     assert sorted(p.name for p in (tmp_path / "runs" / "x").iterdir()) == ["run.json"]
 
 
+def test_a_large_finite_budget_recorded_in_run_json_reads_back(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recorded = run.parse(["space=augmentation", "name=x", "cpu_hours=1e20"])
+    (tmp_path / "runs" / "x").mkdir(parents=True)
+    (tmp_path / "runs" / "x" / "run.json").write_text(json.dumps(recorded.recorded()))
+    assert run.parse(["name=x", "resume=true"]).cpu_hours == 1e20
+
+
 def test_an_experiment_in_use_is_refused_saying_who_holds_it(smoke, workdir, monkeypatch, capsys, lock_holder):
     from search.runtime.lock import Lock
 
