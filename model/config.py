@@ -186,7 +186,7 @@ def parse_value(key: str, value: typing.Any, kind: typing.Any) -> typing.Any:
     try:
         if kind == tuple[int, ...]:
             if isinstance(value, str):
-                text = value.replace(" ", "")  # "" is the empty tuple (dense= : no dense layer); "64,,128" a typo
+                text = value.replace(" ", "")  # "" stays the empty tuple (Config then refuses it); "64,,128" is a typo
                 return tuple(int(v) for v in text.split(",")) if text else ()
             return tuple(int(v) for v in value)
         if kind is int:
