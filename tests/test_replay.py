@@ -73,6 +73,20 @@ def test_record_refuses_bad_input_in_one_line(args, said, tmp_path, monkeypatch,
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("space", ["full", "augmentation", "seed"])
+def test_width_narrows_every_network_a_record_trains_whether_or_not_its_space_varies_the_channels(space):
+    from search.replay.record import draw, parse
+
+    base = preset("seed")
+    narrow = draw(parse([f"space={space}", "width=0.125", "configs=20"]))
+    full = draw(parse([f"space={space}", "configs=20"]))
+    for n, f in zip(narrow, full):
+        assert [round(int(c) * 0.125) for c in f["filters"].split(",")] == [int(c) for c in n["filters"].split(",")]
+        assert n["dense"] == round(f["dense"] * 0.125)
+    if space != "full":  # the preset's channels, which the space leaves as they are
+        assert {f["filters"] for f in full} == {base.to_flat()["filters"]} and {n["filters"] for n in narrow} == {"8,16"}
+
+
 def test_the_record_command_as_typed_refuses_in_one_line_and_exit_2():
     done = subprocess.run([sys.executable, "-m", "search.replay.record", "space=full", "configs=0"],
                           env=ENV, capture_output=True, text=True, timeout=60, cwd=ROOT)
