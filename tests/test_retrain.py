@@ -139,6 +139,16 @@ def test_an_unwritable_run_folder_is_refused_before_training(tmp_path, capsys) -
             folder.chmod(0o755)
 
 
+def test_a_run_folder_in_use_is_refused_before_ray_starts(tmp_path, capsys, lock_holder) -> None:
+    run = tmp_path / "runs" / "busy"
+    holder = lock_holder(run)
+    assert retrain_main([str(run), "config=seed", "subset=600"]) == 2
+    out, err = capsys.readouterr()
+    # One line naming who holds it, and nothing printed before: the retrain's first lines come once Ray starts.
+    assert err.count("\n") == 1 and f"{run} is in use by a test (pid {holder.pid} on " in err, err
+    assert out == "" and sorted(p.name for p in run.iterdir()) == ["lock.json"]
+
+
 def test_a_folder_without_search_results_is_rejected(tmp_path, capsys) -> None:
     assert retrain_main([str(tmp_path)]) == 2
     assert "config=seed" in capsys.readouterr().err

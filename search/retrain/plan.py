@@ -49,6 +49,7 @@ def usage() -> str:
 
 def parse_args(argv: list[str]) -> Plan:
     """Everything checked before anything runs or is created; ValueError (one line) otherwise."""
+    from search.runtime.lock import LockHeld, held_message, holder
     from search.runtime.ray_session import check_address
 
     if not argv or "=" in argv[0] or argv[0].startswith("-"):
@@ -83,6 +84,9 @@ def parse_args(argv: list[str]) -> Plan:
     first_seed = overrides.parse_int("seed", args.pop("seed"), 0, MAX_SEED - seeds + 1) if "seed" in args else 0
     cfg = Config.from_flat({**args, "epochs": epochs, "seed": first_seed}, base=base)  # the rest: Config keys
     fmnist.check_sizes(0, subset, cfg.batch_size)
+    in_use = holder(run)  # here, before Ray's start; the lock itself is taken once Ray runs
+    if in_use is not None:
+        raise LockHeld(held_message(run, in_use))
     return Plan(
         run, cfg, source, tuple(range(first_seed, first_seed + seeds)), data_dir, subset, address, cpus, gpus, device
     )
