@@ -245,7 +245,7 @@ def summary_table(exp: Experiment) -> Table:
     run = exp.run
     rows = {
         "experiment": exp.path,
-        "space": run["space"],
+        "space": run["space"] + (f" at width {number(run['width'])}" if run.get("width", 1) != 1 else ""),
         "budget": f"{run['budget']}: {counted(run['trials'], 'trial')} of up to {counted(run['max_epochs'], 'epoch')} "
         f"(ASHA grace {run['grace']}, eta {run['eta']}), {run['concurrency']} at a time",
         "data": f"{'all' if run.get('subset') is None else format(run['subset'], ',')} training images, "

@@ -26,17 +26,19 @@ from search.settings import CHECKPOINT_EVERY_S, DEFAULT_STORAGE, RUN_FILE, Setti
 from search.strategy import budgets, warm
 
 MAX_COUNT = 1_000_000  # trials, concurrency, eta: a sane cap, far beyond any real search
+MAX_WIDTH = 16  # the seed network at 16x has 1024 and 2048 channels: far beyond a small CNN
 # (minimum, maximum) of each numeric search key; None: no bound.
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "trials": (1, MAX_COUNT), "max_epochs": (1, MAX_EPOCHS), "grace": (1, MAX_EPOCHS), "eta": (2, MAX_COUNT),
     "concurrency": (1, MAX_COUNT), "cpus_per_trial": (0, None), "gpus_per_trial": (0, None),
     "subset": (1, fmnist.SPLITS["train"]), "val_size": (1, fmnist.SPLITS["train"] - 1), "seed": (0, MAX_SEED),
-    "max_params": (1, None), "gpu_hours": (0, None), "cpu_hours": (0, None),
+    "max_params": (1, None), "gpu_hours": (0, None), "cpu_hours": (0, None), "width": (0, MAX_WIDTH),
 }
 OPTIONAL = ("subset", "max_params", "gpu_hours", "cpu_hours")  # keys that take "none" (subset: "all")
 
 SESSION_KEYS = ("name", "storage", "address", "data_dir", "shared", "resume", "verbose", "checkpoint_every")
-SEARCH_KEYS = ("space", "budget", *(f.name for f in fields(budgets.Budget)), "seed", "objective", "replay", "warm_start")
+SEARCH_KEYS = ("space", "budget", *(f.name for f in fields(budgets.Budget)), "width", "seed", "objective", "replay",
+               "warm_start")
 KEYS = (*SEARCH_KEYS, *SESSION_KEYS)
 KEY_HELP = {
     "space": "the space to search: " + ", ".join(spaces.SPACES) + " (python -m search.run list)",
@@ -51,6 +53,8 @@ KEY_HELP = {
     "gpus_per_trial": "GPUs per trial (fractions up to 1, e.g. 0.25: four trials share a GPU)",
     "subset": "training images (a stratified subset; all: every one left after validation)",
     "val_size": "validation images held out of the 60,000",
+    "width": "every channel count (filters, dense) times this, e.g. 0.25: narrow networks for a quick rehearsal "
+             "(default 1)",
     "max_params": "never train a network with more parameters (refused when suggested; default none)",
     "gpu_hours": "stop when the trials have used this many GPU-hours (epoch seconds x gpus_per_trial; default none)",
     "cpu_hours": "the same for a CPU search (epoch seconds x cpus_per_trial)",
@@ -114,8 +118,8 @@ def _fresh(args: dict[str, str], storage: str, session: dict) -> Settings:
     budget_name = values.get("budget", "smoke")
     # A local search's budget grows with this machine's GPUs; a cluster's GPUs are unknown before
     # it is joined (and may scale): there, trials= and concurrency= say how much to run.
-    budget = budgets.get(budget_name).values(0 if session["address"] else local_gpus())
-    if "replay" in values:  # the record's schedule length, data and per-trial resources
+    budget = {**budgets.get(budget_name).values(0 if session["address"] else local_gpus()), "width": 1.0}
+    if "replay" in values:  # the record's schedule length, data, width and per-trial resources
         budget.update(records.budget_of(records.load(values["replay"])))
     budget.update({key: value for key, value in values.items() if key in budget})
     if budget["gpu_hours"] is not None and "gpu_hours" not in values and not budget["gpus_per_trial"]:
@@ -145,7 +149,7 @@ def parse_search_value(key: str, text: str):
         return ",".join(warm.sources(text))
     if key in OPTIONAL and text.lower() in ("all", "none"):
         return None
-    if key in ("cpus_per_trial", "gpus_per_trial", "gpu_hours", "cpu_hours"):
+    if key in ("cpus_per_trial", "gpus_per_trial", "gpu_hours", "cpu_hours", "width"):
         return overrides.parse_float(key, text, *RANGES[key])
     return overrides.parse_int(key, text, *RANGES[key])
 
@@ -238,6 +242,8 @@ def check_values(s: Settings) -> None:
         raise ValueError(f"grace={s.grace} exceeds max_epochs={s.max_epochs}: ASHA's first rung would never come")
     if s.cpus_per_trial <= 0:
         raise ValueError(f"cpus_per_trial={s.cpus_per_trial}: must be positive (a fraction such as 0.5 is fine)")
+    if s.width <= 0:
+        raise ValueError(f"width={s.width:g}: must be positive (1 keeps the space's channel counts; 0.25 a quarter)")
     if s.gpus_per_trial > 1 and s.gpus_per_trial != int(s.gpus_per_trial):
         raise ValueError(f"gpus_per_trial={s.gpus_per_trial}: above 1 it must be a whole number of GPUs")
     if s.gpu_hours is not None and not s.gpus_per_trial:
@@ -260,7 +266,8 @@ def check_values(s: Settings) -> None:
     record = records.load(s.replay) if s.replay else None
     objectives = pareto.names(s.objective)
     if record is not None:
-        records.check_search(record, s.space, max_epochs=s.max_epochs, subset=s.subset, val_size=s.val_size)
+        records.check_search(record, s.space, max_epochs=s.max_epochs, subset=s.subset, val_size=s.val_size,
+                             width=s.width)
     if s.warm_start and len(objectives) > 1:
         raise ValueError(f"warm_start= with objective={s.objective}: a warm start carries val_acc alone; "
                          "give objective=val_acc, or leave warm_start out")

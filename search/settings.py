@@ -19,6 +19,7 @@ CHECKPOINT_EVERY_S = 60.0
 RUN_FILE = "run.json"  # the search's settings, next to Tune's files: what a resume continues
 DEFAULT_STORAGE = "runs"
 MAX_FAILURES = 2  # retries per trial, each from its last checkpoint (a lost node, a flaky GPU)
+WIDTH_KEYS = ("filters", "dense")  # the Config fields that are channel counts (width=)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Settings:
     objective: str = DEFAULT_OBJECTIVE  # what the search optimises: results.pareto.OBJECTIVES (several: a Pareto front)
     replay: str = ""  # record folders (search.replay.records), comma-separated: answer trials from them; "": train
     warm_start: str = ""  # earlier searches of the space, comma-separated: TPE starts from their trials (search.strategy.warm)
+    width: float = 1.0  # every channel count (filters, dense) times this: narrow networks for a quick rehearsal or a CPU record
     # Session options: how to run, not what to search; free to change on resume.
     address: str = ""
     data_dir: str | None = None
@@ -101,9 +103,36 @@ def check_resources(s: Settings, resources: dict) -> None:
 
 
 def param_space(s: Settings) -> dict:
-    """The flat trial config: the space's preset, the schedule length, then the space's domains."""
+    """The flat trial config: the space's preset, the schedule length, then the space's domains;
+    channel counts times the width."""
     space = spaces.get(s.space)
-    return {**preset(space.PRESET).to_flat(), "epochs": s.max_epochs, **space.PARAMS}
+    return narrowed({**preset(space.PRESET).to_flat(), "epochs": s.max_epochs, **space.PARAMS}, s.width)
+
+
+def narrowed(params: dict, width: float) -> dict:
+    """`params` (flat: fixed values or Tune domains) with every channel count times `width`: at
+    0.125, filters 64,128 becomes 8,16 and dense 256 becomes 32, about 1/64 of the convolutions' cost."""
+    from ray.tune import choice  # here: search.run's first line should not wait for Ray Tune
+    from ray.tune.search.sample import Categorical
+
+    if width <= 0:
+        raise ValueError(f"width={width}: must be positive (1 keeps the space's channel counts)")
+    params = dict(params)
+    for key in WIDTH_KEYS:
+        value = params.get(key)
+        if isinstance(value, Categorical):
+            # dict.fromkeys: narrowing can map two choices onto one; keep each once, in order.
+            params[key] = choice(list(dict.fromkeys(scaled(c, width) for c in value.categories)))
+        elif value is not None:
+            params[key] = scaled(value, width)
+    return params
+
+
+def scaled(value, width: float):
+    """One `filters` ("64,128") or `dense` (256) value times `width`; at least 1 channel, 0 stays 0."""
+    if isinstance(value, str):
+        return ",".join(str(max(1, round(int(c) * width))) for c in value.split(","))
+    return 0 if value == 0 else max(1, round(value * width))
 
 
 def draw_config(space: dict, rng) -> dict:

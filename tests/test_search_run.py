@@ -25,6 +25,8 @@ import pytest
 from conftest import as_typed_in_a_terminal
 from optuna.trial import TrialState
 
+from model.config import Config, preset
+from model.net import parameters_of
 from results.schema import EPOCHS, TRIALS, read_table
 from search import run
 from search.runtime import devices
@@ -34,8 +36,9 @@ from search.strategy import study
 from search.report import FAILED
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-# The seed network on 600 training images: about a second an epoch here.
-SMALL = ["space=augmentation", "subset=600", "val_size=300", "concurrency=2"]
+# The seed network at a quarter of its width (filters 16,32, dense 64) on 600 training images:
+# about a tenth of a second an epoch here, a second at full width.
+SMALL = ["space=augmentation", "subset=600", "val_size=300", "concurrency=2", "width=0.25"]
 SMOKE = [*SMALL, "trials=6", "max_epochs=2", "grace=1", "eta=4", "name=smoke"]
 
 
@@ -95,7 +98,10 @@ def test_smoke_search_writes_a_valid_report(smoke):
     assert len(trials) == 6 and trials["trial_id"].is_unique
     assert set(trials["status"]) <= {"completed", "pruned"}
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
-    assert (trials["params"] == 786_890).all()  # the augmentation space keeps the seed network
+    # The augmentation space keeps the seed network, here at width 0.25.
+    narrow = Config.from_flat({**preset("seed").to_flat(), "filters": "16,32", "dense": 64})
+    assert (trials["filters"] == "16,32").all() and (trials["params"] == parameters_of(narrow)).all()
+    assert json.loads((smoke / "run.json").read_text())["width"] == 0.25
     assert trials["lr"].nunique() == 6  # TPE proposed six learning rates
     merged = epochs.groupby("trial_id")["val_acc"].max()
     assert (trials.set_index("trial_id")["best_val_acc"] == merged).all()
@@ -274,6 +280,10 @@ BAD = [
     (["space=augmentation", "name=" + "a" * 300], "name= has 300 characters; a folder name has at most 255"),
     (["space=augmentation", "storage=" + "a" * 300], "a folder name of 300 bytes; at most 255 each"),
     (["space=augmentation", "max_epochs=100000"], "max_epochs=100000: must lie between 1 and 10,000"),
+    (["space=augmentation", "width=0"], "width=0: must be positive"),
+    (["space=augmentation", "width=-0.5"], "width=-0.5: must lie between 0 and 16"),
+    (["space=augmentation", "width=32"], "width=32.0: must lie between 0 and 16"),
+    (["space=augmentation", "width=wide"], "width='wide': expected a number"),
     (["space=augmentation", "val_size=60000"], "val_size=60000: must lie between 1 and 59,999"),
     (["space=augmentation", "val_size=59999"], "subset=3000 with val_size=59999: the 60,000 training images less 59,999 "
                                                "for validation leave 1; give subset=1 or less, or val_size=57000 or less"),

@@ -13,9 +13,8 @@ time with another weight seed: the seed-to-seed spread that the replay adds to i
         concurrency=8 data_dir=... storage=...
 
 Keys: those of search.run (budget, max_epochs, concurrency, cpus_per_trial, gpus_per_trial,
-subset, val_size, seed, name, storage, address, data_dir, shared, verbose), except trials, grace
-and eta (a record stops nothing early); plus configs, repeats and width (channel counts times
-width: search.replay.records). seed draws the configurations. A record is made in one go: an interrupted
+subset, val_size, width, seed, name, storage, address, data_dir, shared, verbose), except trials,
+grace and eta (a record stops nothing early); plus configs and repeats. seed draws the configurations. A record is made in one go: an interrupted
 one keeps its finished trials (the replay uses completed trials only) but cannot be resumed.
 """
 
@@ -46,7 +45,7 @@ from search.replay.records import RECORD_FILE, params_to_json, searched, space_p
 from search.runtime.devices import local_resources
 from search.settings import RUN_FILE, Settings, check_resources, draw_config, param_space
 
-OWN_KEYS = ("configs", "repeats", "width")
+OWN_KEYS = ("configs", "repeats")
 NOT_FOR_A_RECORD = {"trials": "give configs=N", "grace": "a record stops nothing early",
                     "eta": "a record stops nothing early", "resume": "a record is made in one go"}
 KEYS = (*OWN_KEYS, *(k for k in arguments.KEYS if k not in NOT_FOR_A_RECORD))
@@ -57,11 +56,10 @@ class RecordSettings:
     run: Settings  # trials = configs + repeats; grace = max_epochs (no rung before the end)
     configs: int
     repeats: int
-    width: float
 
     def params(self) -> dict:
-        """The flat trial config: preset, schedule length, then the (narrowed) space's domains."""
-        return {**param_space(self.run), **space_params(self.run.space, self.width)}
+        """The flat trial config: preset, schedule length, then the space's domains, narrowed to the width."""
+        return param_space(self.run)
 
 
 def parse(argv: list[str]) -> RecordSettings:
@@ -73,17 +71,16 @@ def parse(argv: list[str]) -> RecordSettings:
     args = overrides.parse(argv, KEYS)
     configs = overrides.parse_int("configs", args.pop("configs", "0"), 1)
     repeats = overrides.parse_int("repeats", args.pop("repeats", "0"), 0)
-    width = overrides.parse_float("width", args.pop("width", "1"), 0)
     if repeats > configs:
         raise ValueError(f"repeats={repeats} exceeds configs={configs}: only recorded configurations can be repeated")
     space = args.get("space", "")
     args.setdefault("name", f"record-{space}-{args.get('budget', 'smoke')}")
     settings = arguments.parse([f"{k}={v}" for k, v in args.items()] + [f"trials={configs + repeats}", "grace=1"])
     settings = replace(settings, grace=settings.max_epochs)
-    domains = searched(space_params(space, width))
+    domains = searched(space_params(space, settings.width))
     if repeats and "seed" in domains:
         raise ValueError(f"space={space} searches seed, so a repeat would be another configuration; use repeats=0")
-    return RecordSettings(run=settings, configs=configs, repeats=repeats, width=width)
+    return RecordSettings(run=settings, configs=configs, repeats=repeats)
 
 
 def draw(rs: RecordSettings) -> list[dict]:
@@ -169,8 +166,8 @@ def metadata(
     devices = sorted({m["device"] for m in machines})
     return {
         "space": s.space,
-        "width": rs.width,
-        "params": params_to_json(space_params(s.space, rs.width)),  # the space drawn from, as spaces/ has it now
+        "width": s.width,
+        "params": params_to_json(space_params(s.space, s.width)),  # the space drawn from, as spaces/ has it now
         "configs": rs.configs,
         "repeats": rs.repeats,
         "seed": s.seed,  # of the configurations' draw

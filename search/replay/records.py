@@ -36,19 +36,12 @@ import spaces
 from model.config import preset
 from results.schema import (CONFIG_COLUMNS, EPOCHS, REPORT_FOLDER, TRIALS, file_type, is_file, join, locate, read_json,
                             with_added_columns)
+from search.settings import WIDTH_KEYS, narrowed
 
 RECORD_FILE = "record.json"
-WIDTH_KEYS = ("filters", "dense")  # the Config fields that are channel counts
 # Records replayed together must agree on these: curves of different data, schedule lengths or
 # devices do not mix.
 COMPARABLE = ("space", "width", "params", "max_epochs", "subset", "val_size", "device")
-
-
-def scaled(value: Any, width: float) -> Any:
-    """One `filters` ("64,128") or `dense` (256) value times `width`; at least 1 channel, 0 stays 0."""
-    if isinstance(value, str):
-        return ",".join(str(max(1, round(int(c) * width))) for c in value.split(","))
-    return 0 if value == 0 else max(1, round(value * width))
 
 
 def space_params(space: str, width: float) -> dict[str, Any]:
@@ -56,21 +49,12 @@ def space_params(space: str, width: float) -> dict[str, Any]:
     channel count the space does not name is its preset's, narrowed too (as a fixed value): at
     width 0.125 space=augmentation trains the seed network at filters 8,16 and dense 32, not 64,128
     and 256."""
-    if width <= 0:
-        raise ValueError(f"width={width}: must be positive (1 keeps the space's channel counts)")
     module = spaces.get(space)
     params = dict(module.PARAMS)
     if width != 1:
         fixed = preset(module.PRESET).to_flat()
         params |= {key: fixed[key] for key in WIDTH_KEYS if key not in params}
-    for key in WIDTH_KEYS:
-        value = params.get(key)
-        if isinstance(value, Categorical):
-            # dict.fromkeys: narrowing can map two choices onto one; keep each once, in order.
-            params[key] = tune.choice(list(dict.fromkeys(scaled(c, width) for c in value.categories)))
-        elif value is not None:
-            params[key] = scaled(value, width)
-    return params
+    return narrowed(params, width)
 
 
 # How record.json writes a space: {key: {"choice": [...]}, {"uniform": [low, high]}, ...}; "randint"
@@ -148,16 +132,16 @@ class Record:
 
 
 def budget_of(record: Record) -> dict:
-    """The budget keys a replayed search takes from its record: the schedule length and the data
-    its curves were trained on, and the per-trial resources whose seconds it simulates."""
+    """The keys a replayed search takes from its record: the schedule length, the data and the
+    network width its curves were trained on, and the per-trial resources whose seconds it simulates."""
     meta = record.meta[0]
     return {"max_epochs": record.max_epochs, "subset": meta["subset"], "val_size": meta["val_size"],
-            "cpus_per_trial": meta["cpus_per_trial"], "gpus_per_trial": meta["gpus_per_trial"]}
+            "width": record.width, "cpus_per_trial": meta["cpus_per_trial"], "gpus_per_trial": meta["gpus_per_trial"]}
 
 
 def check_search(record: Record, space: str, **given) -> None:
-    """A replayed search searches the record's space, with its schedule length and data
-    (`given`: max_epochs, subset, val_size as the search has them); ValueError otherwise."""
+    """A replayed search searches the record's space, with its schedule length, data and width
+    (`given`: max_epochs, subset, val_size, width as the search has them); ValueError otherwise."""
     if space != record.space:
         raise ValueError(f"space={space} but the record holds space={record.space}: replay that space")
     recorded = budget_of(record)
@@ -165,7 +149,7 @@ def check_search(record: Record, space: str, **given) -> None:
         if value != recorded[key]:
             raise ValueError(
                 f"{key}={value} but the record's curves have {key}={recorded[key]} (curves of another "
-                f"schedule length or data do not answer for these): leave {key} out, or give the record's value"
+                f"schedule length, data or width do not answer for these): leave {key} out, or give the record's value"
             )
 
 
