@@ -347,8 +347,8 @@ def replayed_search(tiny, tmp_path_factory) -> Path:
 
 def test_search_run_replays_a_record(tiny, replayed_search, tmp_path):
     exp = load(replayed_search)
-    # The record's schedule length and data, without being given; marked as a replay of a CPU record.
-    assert (exp.run["max_epochs"], exp.run["subset"], exp.run["val_size"]) == (2, 600, 300)
+    # The record's schedule length, data and width, without being given; marked as a replay of a CPU record.
+    assert (exp.run["max_epochs"], exp.run["subset"], exp.run["val_size"], exp.run["width"]) == (2, 600, 300, 0.0625)
     assert exp.run["replay"] == str(tiny) and exp.run["replay_device"] == "cpu"
     assert len(exp.trials) == 6 and set(exp.trials["node"]) <= {"replay:recorded", "replay:predicted"}
     assert math.isclose(exp.trials["seconds"].sum(), exp.epochs["seconds"].sum())
@@ -359,6 +359,9 @@ def test_search_run_replays_a_record(tiny, replayed_search, tmp_path):
     )
     assert refused.returncode == 2 and "the record holds space=full" in refused.stderr
     assert not (tmp_path / "refused").exists()
+    # So is another width: the record's curves are those of its own networks.
+    with pytest.raises(ValueError, match=r"width=0.5 but the record's curves have width=0.0625"):
+        run.parse(["space=full", f"replay={tiny}", "width=0.5", f"storage={tmp_path}", "name=refused"])
 
 
 def test_a_search_warm_started_from_an_earlier_one_hands_tpe_its_trials(tiny, replayed_search, tmp_path):

@@ -149,6 +149,8 @@ def test_resume_with_a_key_that_differs_is_refused_naming_both_values(smoke, wor
     assert "trials=7 differs from trials=6 recorded in runs/smoke/run.json" in line
     assert run.main([*SMOKE, "max_params=5000", "resume=true"]) == 2  # none recorded: typed as none, not all
     assert "max_params=5000 differs from max_params=none recorded in" in one_line(capsys.readouterr().err)
+    assert run.main([*(a for a in SMOKE if not a.startswith("width=")), "width=0.5", "resume=true"]) == 2
+    assert "width=0.5 differs from width=0.25 recorded in" in one_line(capsys.readouterr().err)
 
 
 def test_an_existing_search_is_not_overwritten(smoke, workdir, monkeypatch, capsys):
