@@ -88,7 +88,7 @@ def test_a_lost_node_s_trials_resume_from_their_checkpoints_on_the_other(cluster
         sys.executable, "-m", "search.run", "space=augmentation", f"address={cluster.address}", "shared=true",
         f"storage={tmp_path}", f"name={name}", f"data_dir={fmnist_dir}", f"trials={TRIALS_N}",
         f"concurrency={TRIALS_N}", f"max_epochs={MAX_EPOCHS}", f"grace={GRACE}", "eta=2",
-        f"gpus_per_trial={GPUS_PER_TRIAL}", "cpus_per_trial=0.5", "subset=256", "val_size=200",
+        f"gpus_per_trial={GPUS_PER_TRIAL}", "cpus_per_trial=0.5", "subset=256", "val_size=200", "width=0.25",
         "checkpoint_every=0",  # a checkpoint after every epoch: the lost trials go on from epoch 1's
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # PYTHONPATH, HOLD_GATE and RAY_AUTH_MODE: set by the fixture
