@@ -29,25 +29,20 @@ def _epochs_written(experiment: Path) -> int:
     return sum(len(Path(p).read_text().splitlines()) for p in glob.glob(str(experiment / "trial_*" / "result.json")))
 
 
-def _wait_for_epochs(experiment: Path, count: int, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _epochs_written(experiment) >= count:
-            return
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        time.sleep(0.5)
-    raise AssertionError(f"fewer than {count} epochs reported in {timeout} s")
-
-
 def test_ctrl_c_twice_then_the_printed_command_then_sigkill_and_a_move_lose_and_duplicate_nothing(tmp_path):
+    from conftest import HOLD_TRIALS, wait_until
+
     experiment = tmp_path / "runs" / "resumable"
+    # Every trial is held before its second epoch until the gate opens (after the SIGKILL): no
+    # trial can end past its first rung, so the search is certainly running when each signal comes.
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = _with_site(tmp_path, HOLD_TRIALS, HOLD_GATE=str(gate), HOLD_EPOCH="1")
 
     # 1. Ctrl-C, and another before the search has stopped (as a terminal sends it: to the whole
     #    process group): exit 130, no traceback, and the command that resumes it.
-    #    At full width (epochs of about a second) the search is still running when each signal comes.
-    full_width = [arg for arg in SMALL if not arg.startswith("width=")]
-    proc = start(*full_width, "trials=6", "max_epochs=3", "grace=1", "eta=2", "name=resumable", cwd=tmp_path)
-    _wait_for_epochs(experiment, 2, proc)
+    proc = start(*SMALL, "trials=6", "max_epochs=3", "grace=1", "eta=2", "name=resumable", cwd=tmp_path, env=env)
+    wait_until(lambda: _epochs_written(experiment) >= 2 and any(gate.glob("held-*")), proc, "2 epochs and a held trial")
     os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.5)
     if proc.poll() is None:
@@ -58,15 +53,24 @@ def test_ctrl_c_twice_then_the_printed_command_then_sigkill_and_a_move_lose_and_
     printed = next(line for line in out.splitlines() if "resume with" in line).split("resume with", 1)[1].strip()
     assert printed == "python -m search.run name=resumable resume=true"
 
-    # 2. The printed command, exactly; SIGKILL the whole process group (driver, Ray, trials) mid-run.
+    # 2. The printed command, exactly; SIGKILL the whole process group (driver, Ray, trials) once a
+    #    resumed trial stands at the gate and Tune has snapshotted the experiment since.
     command = shlex.split(printed)
     assert command[:3] == ["python", "-m", "search.run"]
-    proc = start(*command[3:], cwd=tmp_path)
-    before = _epochs_written(experiment)
-    _wait_for_epochs(experiment, before + 3, proc)
+    for held in gate.glob("held-*"):
+        held.unlink()
+    proc = start(*command[3:], cwd=tmp_path, env=env)
+
+    def resumed_and_snapshotted() -> bool:
+        at_gate = list(gate.glob("held-*"))
+        snapshots = sorted(experiment.glob("experiment_state-*.json"))
+        return bool(at_gate and snapshots) and snapshots[-1].stat().st_mtime > max(h.stat().st_mtime for h in at_gate) + 1
+
+    wait_until(resumed_and_snapshotted, proc, "a resumed trial at the gate and a snapshot since")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
     assert (experiment / LOCK_FILE).exists()  # SIGKILL runs no cleanup: the next run takes it over
+    (gate / "open").touch()
 
     # 3. The experiment moves to another storage folder; resumed there, it finishes there.
     shutil.move(tmp_path / "runs", tmp_path / "moved")

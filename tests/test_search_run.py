@@ -51,8 +51,8 @@ def search(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300)
         pytest.fail(f"search.run {' '.join(args)} still running after {timeout} s; its stderr so far:\n{tail}")
 
 
-def start(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=cwd, env=ENV, stdout=subprocess.PIPE,
+def start(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=cwd, env=env or ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=as_typed_in_a_terminal)
 
 
