@@ -129,7 +129,12 @@ def starting() -> None:
 
 def _leave_while_starting(signum: int, frame) -> None:
     print("interrupted while starting: nothing was done", file=sys.stderr)
-    raise SystemExit(TERMINATED if signum == signal.SIGTERM else INTERRUPTED)  # Python exits quietly on SystemExit
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # os._exit, not SystemExit: an exception raised here surfaces wherever the import stands, and
+    # Python 3.11 wraps one raised inside a class's __set_name__ in a RuntimeError with a traceback
+    # (exit 1). Nothing has been done yet, so there is nothing to clean up.
+    os._exit(TERMINATED if signum == signal.SIGTERM else INTERRUPTED)
 
 
 def _terminate_as_interrupt(signum: int, frame) -> None:

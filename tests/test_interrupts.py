@@ -24,6 +24,8 @@ from model.overrides import INTERRUPTED
 from search.runtime.lock import LOCK_FILE
 from test_search_run import ENV, SMALL, report, search, start
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def _epochs_written(experiment: Path) -> int:
     return sum(len(Path(p).read_text().splitlines()) for p in glob.glob(str(experiment / "trial_*" / "result.json")))
@@ -144,6 +146,30 @@ def test_a_signal_while_ray_and_torch_import_is_one_line_and_its_exit_code(tmp_p
     assert proc.returncode == code, err[-3000:]
     assert err == "interrupted while starting: nothing was done\n" and out == ""
     assert not (tmp_path / "runs").exists()
+
+
+# A module being imported that sets up a descriptor (as dataclasses, enums and torch do) and is
+# signalled right then: Python 3.11 wraps an exception raised inside __set_name__ in a RuntimeError.
+SIGNALLED_IN_SET_NAME = """
+import os, signal, sys, time
+from model import overrides
+overrides.starting()
+
+class Descriptor:
+    def __set_name__(self, owner, name):
+        os.kill(os.getpid(), signal.SIG{name})
+        time.sleep(30)
+
+class Holder:
+    field = Descriptor()
+"""
+
+
+@pytest.mark.parametrize("name, code", [("TERM", 143), ("INT", 130)])
+def test_a_signal_while_a_class_is_made_during_the_imports_is_still_one_line(name, code):
+    done = subprocess.run([sys.executable, "-c", SIGNALLED_IN_SET_NAME.format(name=name)], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr, done.stdout) == (code, "interrupted while starting: nothing was done\n", "")
 
 
 @pytest.mark.parametrize("to_group", [False, True], ids=["kill", "timeout"])
