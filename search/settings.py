@@ -115,8 +115,6 @@ def narrowed(params: dict, width: float) -> dict:
     from ray.tune import choice  # here: search.run's first line should not wait for Ray Tune
     from ray.tune.search.sample import Categorical
 
-    if width <= 0:
-        raise ValueError(f"width={width}: must be positive (1 keeps the space's channel counts)")
     params = dict(params)
     for key in WIDTH_KEYS:
         value = params.get(key)

@@ -14,8 +14,9 @@ time with another weight seed: the seed-to-seed spread that the replay adds to i
 
 Keys: those of search.run (budget, max_epochs, concurrency, cpus_per_trial, gpus_per_trial,
 subset, val_size, width, seed, name, storage, address, data_dir, shared, verbose), except trials,
-grace and eta (a record stops nothing early); plus configs and repeats. seed draws the configurations. A record is made in one go: an interrupted
-one keeps its finished trials (the replay uses completed trials only) but cannot be resumed.
+grace and eta (a record stops nothing early); plus configs and repeats. seed draws the
+configurations. A record is made in one go: an interrupted one keeps its finished trials (the
+replay uses completed trials only) but cannot be resumed.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ then any Config key (filters=32,64 dense=128 lr=1e-3 ...) on top. `epochs` sets 
 
 runs/NAME is a local folder or a URI (s3://BUCKET/runs/NAME, file:///...). The retrain holds the
 folder's lock (search.runtime.lock) while it runs: it does not start while a search works there
-(refused before Ray starts), and a search does not resume while it runs. A seed whose worker or node dies is run again (MAX_RETRIES).
+(refused before Ray starts), and a search does not resume while it runs. A seed whose worker or
+node dies is run again (MAX_RETRIES).
 
 Writes runs/NAME/winner/ as a whole (built in a temporary folder, then renamed): retrain.parquet
 (per seed), retrain_epochs.parquet (per seed per epoch), per_class.parquet and confusion.parquet
