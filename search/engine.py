@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 from datetime import datetime, timezone
 
 import optuna
@@ -218,13 +220,22 @@ def build_tuner(s: Settings, trainable, *, search_alg, callbacks: list, stop, tr
 def fit(tuner: tune.Tuner) -> tune.ResultGrid:
     """tuner.fit(), with Tune's CSV and TensorBoard loggers off where the Tuner has its own JSON
     logger (a search made before it had one gets Tune's defaults back) and the live view taken
-    down however it ends. Ctrl-C: Tune stops the trials, saves the experiment and returns."""
+    down however it ends. Ctrl-C: Tune stops the trials, saves the experiment and returns.
+
+    Tune installs its own Ctrl-C handler (and SIGUSR1's) for the run and puts the previous one back
+    only when a signal comes: after a run that ended by itself, the first Ctrl-C or SIGTERM while
+    the report is made would only set Tune's flag, and the command would go on to exit 0. So the
+    handlers from before the run come back however it ends."""
     json_logged = any(isinstance(c, JsonLoggerCallback) for c in internals.tuner_callbacks(tuner))
     before = os.environ.get(AUTO_LOGGERS)
     os.environ[AUTO_LOGGERS] = "1" if json_logged else "0"
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
     try:
         return tuner.fit()
     finally:
+        if threading.current_thread() is threading.main_thread():  # where Tune could install them
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
         stop_frames()  # a second Ctrl-C skips the live view's end
         # Only for this fit: another Tuner in this process (a test's, a user's) gets Tune's defaults.
         if before is None:

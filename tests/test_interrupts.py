@@ -262,3 +262,62 @@ def _result_rows(experiment: Path) -> dict[str, list[dict]]:
     """trial id -> the rows of its result.json, in the order Tune wrote them."""
     return {Path(path).parent.name: [json.loads(line) for line in Path(path).read_text().splitlines()]
             for path in sorted(glob.glob(str(experiment / "trial_*" / "result.json")))}
+
+
+# Holds the driver where the search has ended and its report is being collected (Ray already shut
+# down): results.collect.collect writes $HOLD_GATE/collecting and waits there for the test's signal.
+HOLD_COLLECT = """
+import importlib.abc, importlib.util, os, sys, time
+
+class PatchCollect(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "results.collect":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run_module = spec.loader.exec_module
+
+        def exec_module(module):
+            run_module(module)
+            collect = module.collect
+
+            def held(*args, **kwargs):
+                open(os.path.join(os.environ["HOLD_GATE"], "collecting"), "w").close()
+                time.sleep(120)
+                return collect(*args, **kwargs)
+
+            module.collect = held
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, PatchCollect())
+"""
+
+
+@pytest.mark.parametrize("sent, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_a_signal_once_the_trials_have_ended_stops_the_report_and_the_printed_command_finishes_it(tmp_path, sent, code):
+    """Tune installs its Ctrl-C handler for fit() and leaves it there when the run ends without a
+    signal: the first Ctrl-C or SIGTERM while the report is made would only set Tune's flag."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = _with_site(tmp_path, HOLD_COLLECT, HOLD_GATE=str(gate))
+    proc = subprocess.Popen([sys.executable, "-m", "search.run", *SMALL, "trials=2", "max_epochs=1", "name=late"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _wait_for_file(gate / "collecting", proc)
+        proc.send_signal(sent)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # it did not stop: leave no process behind
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == code, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    experiment = tmp_path / "runs" / "late"
+    assert not (experiment / "report").exists() and not (experiment / LOCK_FILE).exists()
+    printed = next(line for line in out.splitlines() if "resume with" in line).split("resume with", 1)[1].strip()
+    done = search(*shlex.split(printed)[3:], cwd=tmp_path)
+    assert done.returncode == 0 and "2 of 2 trials finished" in done.stdout, done.stderr[-3000:]
+    trials, _ = report(experiment)
+    assert len(trials) == 2 and set(trials["status"]) == {"completed"}
