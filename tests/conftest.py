@@ -109,16 +109,21 @@ def lock_holder() -> Iterator[Callable[[Path], subprocess.Popen]]:
             proc.wait()
 
 
-# A sitecustomize (source) that replaces Trainer.run_epoch by WRAP(run_epoch) once model.trainer is
-# imported. Put on PYTHONPATH, it reaches the Ray workers too, which inherit the driver's environment.
-_PATCH_RUN_EPOCH = """
+def patched_on_import(module: str, patch: str) -> str:
+    """A sitecustomize (source) that calls patch(MODULE) once `module` is imported: `patch` is
+    source defining that function (os, sys and time are imported). Put on PYTHONPATH, it reaches the
+    Ray workers too, which inherit the driver's environment."""
+    return _PATCH_ON_IMPORT.replace("MODULE_NAME", repr(module)).replace("PATCH_SOURCE", patch)
+
+
+_PATCH_ON_IMPORT = """
 import importlib.abc, importlib.util, os, sys, time
 
-WRAP_SOURCE
+PATCH_SOURCE
 
-class PatchRunEpoch(importlib.abc.MetaPathFinder):
+class PatchOnImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != "model.trainer":
+        if name != MODULE_NAME:
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
@@ -126,13 +131,21 @@ class PatchRunEpoch(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             run_module(module)
-            module.Trainer.run_epoch = wrap(module.Trainer.run_epoch)
+            patch(module)
 
         spec.loader.exec_module = exec_module
         return spec
 
-sys.meta_path.insert(0, PatchRunEpoch())
+sys.meta_path.insert(0, PatchOnImport())
 """
+
+# Replaces Trainer.run_epoch by WRAP(run_epoch) once model.trainer is imported.
+_PATCH_RUN_EPOCH = patched_on_import("model.trainer", """
+WRAP_SOURCE
+
+def patch(module):
+    module.Trainer.run_epoch = wrap(module.Trainer.run_epoch)
+""")
 
 # Holds trials: every trainer about to start its epoch $HOLD_EPOCH + 1 writes held-<pid> into the
 # folder $HOLD_GATE and waits there until the file "open" appears in it (a trial that reaches the

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import as_typed_in_a_terminal
+from conftest import as_typed_in_a_terminal, patched_on_import
 
 from model.overrides import INTERRUPTED
 from search.runtime.lock import LOCK_FILE
@@ -266,33 +266,17 @@ def _result_rows(experiment: Path) -> dict[str, list[dict]]:
 
 # Holds the driver where the search has ended and its report is being collected (Ray already shut
 # down): results.collect.collect writes $HOLD_GATE/collecting and waits there for the test's signal.
-HOLD_COLLECT = """
-import importlib.abc, importlib.util, os, sys, time
+HOLD_COLLECT = patched_on_import("results.collect", """
+def patch(module):
+    collect = module.collect
 
-class PatchCollect(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "results.collect":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        run_module = spec.loader.exec_module
+    def held(*args, **kwargs):
+        open(os.path.join(os.environ["HOLD_GATE"], "collecting"), "w").close()
+        time.sleep(120)
+        return collect(*args, **kwargs)
 
-        def exec_module(module):
-            run_module(module)
-            collect = module.collect
-
-            def held(*args, **kwargs):
-                open(os.path.join(os.environ["HOLD_GATE"], "collecting"), "w").close()
-                time.sleep(120)
-                return collect(*args, **kwargs)
-
-            module.collect = held
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-sys.meta_path.insert(0, PatchCollect())
-"""
+    module.collect = held
+""")
 
 
 @pytest.mark.parametrize("sent, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])

@@ -34,7 +34,7 @@ from search.replay import records
 from search.strategy import study
 from search.strategy.asha import RungKeeper, make_scheduler, rungs
 from search.strategy.searcher import STOPPED_ATTR, HonestOptunaSearch
-from conftest import wait_until, wait_until_held_and_snapshotted
+from conftest import patched_on_import, wait_until, wait_until_held_and_snapshotted
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
@@ -263,9 +263,7 @@ def test_a_replay_cannot_optimise_latency(record, monkeypatch, capsys, tmp_path)
 
 # Holds replayed trials: each about to report epoch $HOLD_EPOCH + 1 writes held-<trial id> into
 # $HOLD_GATE and waits until the file "open" appears there (search.replay.surrogate's tune.report, wrapped).
-HOLD_REPLAY = """
-import importlib.abc, importlib.util, os, sys, time
-
+HOLD_REPLAY = patched_on_import("search.replay.surrogate", """
 class Held:
     def __init__(self, tune):
         self._tune = tune
@@ -281,23 +279,9 @@ class Held:
                 time.sleep(0.1)
         return self._tune.report(metrics, **kwargs)
 
-class PatchReport(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "search.replay.surrogate":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        run_module = spec.loader.exec_module
-
-        def exec_module(module):
-            run_module(module)
-            module.tune = Held(module.tune)
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-sys.meta_path.insert(0, PatchReport())
-"""
+def patch(module):
+    module.tune = Held(module.tune)
+""")
 
 
 @pytest.fixture(scope="module")
