@@ -148,6 +148,40 @@ def test_a_signal_while_ray_and_torch_import_is_one_line_and_its_exit_code(tmp_p
     assert not (tmp_path / "runs").exists()
 
 
+# Holds ray.init where it starts the head node's processes, with Ray's own SIGTERM handler in place:
+# writes $HOLD_GATE/starting-ray and waits there for the test's signal.
+HOLD_RAY_START = patched_on_import("ray._private.node", """
+def patch(module):
+    start = module.Node.start_head_processes
+
+    def held(self, *args, **kwargs):
+        open(os.path.join(os.environ["HOLD_GATE"], "starting-ray"), "w").close()
+        time.sleep(120)
+        return start(self, *args, **kwargs)
+
+    module.Node.start_head_processes = held
+""")
+
+
+def test_sigterm_while_ray_starts_is_one_line_and_exit_143(tmp_path):
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = _with_site(tmp_path, HOLD_RAY_START, HOLD_GATE=str(gate))
+    proc = subprocess.Popen([sys.executable, "-m", "search.run", *SMALL, "trials=2", "name=early"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for_file(gate / "starting-ray", proc)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err[-3000:]  # was 15, silent: Ray's handler's sys.exit(15)
+    assert out.splitlines()[-1] == "interrupted before the search started: nothing was written", out
+    assert "Traceback" not in err, err[-3000:]
+    assert not (tmp_path / "runs" / "early").exists()
+
+
 # A module being imported that sets up a descriptor (as dataclasses, enums and torch do) and is
 # signalled right then: Python 3.11 wraps an exception raised inside __set_name__ in a RuntimeError.
 SIGNALLED_IN_SET_NAME = """
