@@ -36,6 +36,7 @@ from results.schema import (
     is_file,
     join,
     locate,
+    reachable_type,
     read_json,
     read_table,
 )
@@ -119,18 +120,34 @@ def load(experiment: str | os.PathLike) -> Experiment:
     return Experiment(path=path, run=run, best=best, **report_tables, **winner_tables, winner=_winner_metadata(winner))
 
 
+# What the readers take from run.json (results.show, results.collect, results.figures), by type:
+# read_run refuses another type; results.show, which shows them all, refuses a run.json without one.
+RUN_FIELDS = {"space": str, "budget": str, "trials": int, "max_epochs": int, "grace": int, "eta": int,
+              "concurrency": int, "val_size": int, "cpus_per_trial": (int, float), "gpus_per_trial": (int, float)}
+RUN_FIELDS_ADDED = {"subset": (int, type(None)), "width": (int, float)}  # absent from older run.json files
+
+
 def read_run(path: str) -> dict[str, Any]:
-    """run.json of the experiment at `path`; ValueError when the folder or the file is missing."""
+    """run.json of the experiment at `path`; ValueError when the folder or the file is missing, or
+    the file is not the object search.run writes (a list, a value of RUN_FIELDS of another type:
+    a file edited by hand, or damaged)."""
     _check_folder(path)
-    if not is_file(join(path, RUN_FILE)):
+    file = join(path, RUN_FILE)
+    if not is_file(file):
         raise ValueError(f"{path} has no {RUN_FILE}, so it is not an experiment written by search.run")
-    return read_json(join(path, RUN_FILE))
+    run = read_json(file)
+    if not isinstance(run, dict):
+        raise ValueError(f"{file}: expected the JSON object search.run writes, found {type(run).__name__}")
+    for key, kind in {**RUN_FIELDS, **RUN_FIELDS_ADDED}.items():
+        if key in run and (not isinstance(run[key], kind) or isinstance(run[key], bool)):
+            raise ValueError(f"{file}: {key}={run[key]!r} is not what search.run writes there")
+    return run
 
 
 def _check_folder(path: str) -> None:
     if not path.strip():  # "" would be the working directory
         raise ValueError("the experiment folder is empty; give one such as runs/NAME (or a URI)")
-    kind = file_type(path)
+    kind = reachable_type(path, path)
     if kind == pafs.FileType.NotFound:
         raise ValueError(f"{path} does not exist")
     if kind != pafs.FileType.Directory:

@@ -141,6 +141,16 @@ def file_type(path: str | os.PathLike) -> pafs.FileType:
     return fs.get_file_info(inner).type
 
 
+def reachable_type(path: str | os.PathLike, named: str) -> pafs.FileType:
+    """file_type of a path a user gave (`named`: how to name it to them, as storage=PATH): ValueError,
+    one line, when it cannot be reached, as a URI of an object store without network or credentials,
+    or of a bucket that does not exist."""
+    try:
+        return file_type(path)
+    except OSError as error:
+        raise ValueError(f"{named}: cannot be reached ({' '.join(str(error).split())})") from None
+
+
 def is_file(path: str | os.PathLike) -> bool:
     return file_type(path) == pafs.FileType.File
 

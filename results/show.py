@@ -31,7 +31,7 @@ from rich.text import Text
 
 from model import overrides
 from results.importance import MIN_TRIALS, varying
-from results.load import Experiment, load
+from results.load import RUN_FIELDS, RUN_FILE, Experiment, load
 from results.numbers import counted, loss, missing, number, percent
 from results.pareto import names
 from results.schema import CONFIG_COLUMNS, REPORT_FOLDER, join, write_bytes
@@ -122,9 +122,11 @@ def shown_parameters(exp: Experiment) -> list[str]:
 
 
 def _top(exp: Experiment, n: int) -> pd.DataFrame:
-    """The first n by the search's one measure (results.status.ranked), then errored and unfinished trials."""
+    """The first n by the search's one measure (results.status.ranked), then errored and unfinished
+    trials, ordered among themselves as ranked orders pruned ones (epochs reached, last accuracy)."""
     order = ranked(exp.trials)
-    rest = exp.trials[~exp.trials["trial_id"].isin(order["trial_id"])].sort_values("trial_id")
+    rest = exp.trials[~exp.trials["trial_id"].isin(order["trial_id"])].sort_values(
+        ["epochs_run", "last_val_acc", "trial_id"], ascending=[False, False, True], na_position="last")
     return pd.concat([order, rest], ignore_index=True).head(n)
 
 
@@ -425,8 +427,8 @@ def compute_text(exp: Experiment) -> str:
 
 def best_text(exp: Experiment) -> str:
     """'80.00% val acc at epoch 27 of 30, trial 0a1b2c3d (completed)'."""
-    if exp.best is None:
-        return "no trial reported a result"
+    if exp.best is None:  # the best is among the trials that ended (results.status.ranked)
+        return "no trial has ended with a result yet" if (exp.trials["epochs_run"] > 0).any() else "no trial reported a result"
     metrics = exp.best["metrics"]
     return (
         f"{percent(metrics['val_acc'])} val acc at epoch {metrics['epoch']} of {metrics['epochs_run']}, "
@@ -516,6 +518,10 @@ def main(argv: list[str]) -> int:
         if len(paths) > 1 and args:
             raise ValueError(f"{' and '.join(f'{key}=' for key in args)} applies to one experiment; give one folder")
         experiments = [load(path) for path in paths]
+        for exp in experiments:
+            lacking = [key for key in RUN_FIELDS if exp.searched and key not in exp.run]
+            if lacking:
+                raise ValueError(f"{join(exp.path, RUN_FILE)} lacks {', '.join(lacking)}: not a run.json written by search.run")
         if "trial" in args and not experiments[0].searched:
             raise ValueError(f"trial={args['trial']}: {paths[0]} holds a retrain only, no trials")
         console = wide_console()

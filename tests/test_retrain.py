@@ -207,7 +207,7 @@ def test_a_search_whose_every_trial_failed_says_so_not_yet(tmp_path) -> None:
     trials = read_table(tmp_path / "report" / "trials.parquet", TRIALS)
     write_table(trials.assign(status="error", epochs_run=0), tmp_path / "report" / "trials.parquet", TRIALS)
     (tmp_path / "report" / "best.json").write_text("null")  # as results.collect writes it when no trial reported
-    with pytest.raises(ValueError, match=r"no trial of the search reported a result \(trials: 2 error\), so there is no best"):
+    with pytest.raises(ValueError, match=r"no trial of the search ended with a result \(trials: 2 error\), so there is no best"):
         parse_args([str(tmp_path)])
 
 

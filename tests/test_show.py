@@ -404,3 +404,38 @@ def test_the_search_figure_of_a_search_where_every_trial_failed_or_one_epoch_ran
     assert step.get_marker() == "o"  # a single epoch in all is a point, not an empty step
     ticks = [tick for tick in curves_ax.get_xticks() if curves_ax.get_xlim()[0] <= tick <= curves_ax.get_xlim()[1]]
     assert ticks == [1.0]  # not 0.96 ... 1.04
+
+
+@pytest.mark.parametrize("content, message", [
+    ([1], "expected the JSON object search.run writes, found list"),
+    ({"space": 5}, "space=5 is not what search.run writes there"),
+    ("drop:max_epochs", "lacks max_epochs: not a run.json written by search.run"),
+    ("set:subset=all", "subset='all' is not what search.run writes there"),
+], ids=["a-list", "a-number-for-space", "a-key-missing", "text-for-subset"])
+def test_a_run_json_edited_by_hand_is_one_line_not_a_traceback(tmp_path, show, content, message):
+    folder = write_search(tmp_path / "edited", n=4)
+    run = json.loads((folder / "run.json").read_text())
+    if content == "drop:max_epochs":
+        del run["max_epochs"]
+    elif content == "set:subset=all":
+        run["subset"] = "all"
+    else:
+        run = content
+    (folder / "run.json").write_text(json.dumps(run))
+    shown = show(str(folder))
+    assert shown.returncode == 2 and shown.stdout == ""
+    assert shown.stderr == f"error: {folder / 'run.json'}: {message}\n" or (
+        "lacks" in message and shown.stderr == f"error: {folder / 'run.json'} {message}\n"), shown.stderr
+
+
+def test_while_no_trial_has_ended_the_best_says_so_and_the_furthest_trial_comes_first(tmp_path, show):
+    folder = write_search(tmp_path / "stopped", n=3)  # a search stopped while its trials ran
+    trials = pd.read_parquet(folder / "report" / "trials.parquet")
+    trials = trials.assign(status="unfinished", epochs_run=[1, 3, 2], last_val_acc=[0.9, 0.8, 0.7])
+    write_table(trials, folder / "report" / "trials.parquet", TRIALS)
+    write_json(None, folder / "report" / "best.json")
+    shown = show(str(folder))
+    assert shown.returncode == 0, shown.stderr
+    assert "best        no trial has ended with a result yet" in shown.stdout  # not "no trial reported a result"
+    places = [shown.stdout.index(trial_id) for trial_id in trials["trial_id"]]
+    assert places[1] < places[2] < places[0]  # 3 epochs, 2, 1: the furthest first, not by trial id

@@ -34,7 +34,7 @@ from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUnifo
 
 import spaces
 from model.config import preset
-from results.schema import (CONFIG_COLUMNS, EPOCHS, REPORT_FOLDER, TRIALS, file_type, is_file, join, locate, read_json,
+from results.schema import (CONFIG_COLUMNS, EPOCHS, REPORT_FOLDER, TRIALS, is_file, join, locate, reachable_type, read_json,
                             with_added_columns)
 from search.settings import WIDTH_KEYS, narrowed
 
@@ -191,7 +191,7 @@ def load(paths: list[str] | tuple[str, ...] | str) -> Record:
 
 def read_meta(path: str) -> dict:
     file = join(path, RECORD_FILE)
-    if file_type(path) == pafs.FileType.NotFound:  # a mistyped path: "not a record" would send one looking inside it
+    if reachable_type(path, path) == pafs.FileType.NotFound:  # a mistyped path: "not a record" would send one looking inside it
         raise ValueError(f"{path} does not exist; give a record folder (make one with python -m search.replay.record)")
     if not is_file(file):
         raise ValueError(f"{path} is not a record: it has no {RECORD_FILE} (make one with python -m search.replay.record)")

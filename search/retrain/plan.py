@@ -106,7 +106,7 @@ def _config_from_search(run: str, trial: str | None) -> tuple[Config, str]:
         best = found.best
         if not best:
             ended = ", ".join(f"{n} {status}" for status, n in found.status_counts().items()) or "none yet"
-            raise ValueError(f"{run}: no trial of the search reported a result (trials: {ended}), so there is no best "
+            raise ValueError(f"{run}: no trial of the search ended with a result (trials: {ended}), so there is no best "
                              "trial; give trial=ID or config=seed|baseline")
         return Config.from_flat(best["config"]), f"best trial {best['trial_id']}"
     rows = found.trials[found.trials["trial_id"] == trial]

@@ -14,7 +14,7 @@ import tempfile
 
 import pyarrow.fs as pafs
 
-from results.schema import file_type, join
+from results.schema import join, reachable_type
 
 NAME_MAX = 255  # bytes in one file or folder name (ext4, xfs, btrfs, APFS)
 
@@ -55,10 +55,7 @@ def check_writable(location: str, key: str | None = None) -> None:
     if not location.strip():
         raise ValueError(f"{key}= is empty; give a folder (or a URI such as s3://BUCKET/runs)")
     if is_uri(location):
-        try:
-            kind = file_type(location)
-        except OSError as e:  # an object store without credentials, a missing bucket, ...
-            raise ValueError(f"{named}: cannot be reached ({e})") from None
+        kind = reachable_type(location, named)
         if kind == pafs.FileType.File:
             raise ValueError(f"{named} is a file, not a folder")
         return
