@@ -65,6 +65,7 @@ BAD_TRAIN = [
     (["lr=nan"], "lr=nan: must be a finite number"),
     (["subset=10"], "batch_size=64 exceeds the 10 training images"),
     (["val_size=60000"], "val_size=60000: must lie between 1 and 59,999"),
+    (["val_size=59999"], "(subset=all, val_size=59999)"),  # as typed, not Python's None
     (["subset=59000"], "subset=59000 with val_size=6000: the 60,000 training images less 6,000 for validation leave 54,000"),
     (["device=tpu"], "device='tpu': choose cpu or cuda"),
     (["cuda_graph=maybe"], "cuda_graph='maybe': choose auto, on or off"),
@@ -185,3 +186,21 @@ def test_a_reader_that_stops_reading_is_no_error(reader_gone, args):
 def test_a_reader_that_stops_reading_leaves_the_exit_code_alone(reader_gone):
     done = reader_gone("search.run", "space=nope")
     assert done.returncode == 2 and done.stderr.startswith("error: unknown space 'nope'")
+
+
+UNREACHABLE = "hdfs://nohost/runs/x"  # pyarrow cannot reach it here: no Java, so an OSError at once, no network
+
+
+@pytest.mark.parametrize("command, args, named", [
+    ("results.show", [UNREACHABLE], UNREACHABLE),
+    ("results.collect", [UNREACHABLE], UNREACHABLE),
+    ("search.run", ["space=seed", f"warm_start={UNREACHABLE}"], f"warm_start={UNREACHABLE}"),
+    ("search.run", ["space=seed", f"replay={UNREACHABLE}"], f"replay={UNREACHABLE}"),
+    ("search.run", ["space=seed", f"storage={UNREACHABLE}"], f"storage={UNREACHABLE}"),
+], ids=["show", "collect", "warm_start", "replay", "storage"])
+def test_a_uri_that_cannot_be_reached_is_one_line_wherever_it_is_given(capsys, tmp_path, monkeypatch, command, args, named):
+    monkeypatch.chdir(tmp_path)
+    assert importlib.import_module(command).main(args) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"error: {named}: ") and "cannot be reached (" in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []

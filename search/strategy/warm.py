@@ -23,14 +23,15 @@ from dataclasses import dataclass
 
 import optuna
 import pandas as pd
+import pyarrow.fs as pafs
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.sample import Domain
 
 import results
-from results.schema import is_file, join, read_json
+from results.schema import join, reachable_type, read_json
 from results.status import COMPLETED, PRUNED, ran_to_the_end
-from search.runtime.storage import expand_home
+from search.runtime.storage import expand_home, resolve
 from search.settings import METRIC, RUN_FILE
 
 SOURCE_ATTR, TRIAL_ATTR = "warm_start", "warm_start_trial"  # user attributes of a warm trial
@@ -45,11 +46,12 @@ class WarmStart:
 
 def sources(text: str) -> list[str]:
     """The experiments named by warm_start=A,B (as given, `~` expanded); ValueError on an empty name
-    or one named twice."""
+    or one folder named twice, however it is written (runs/X, ./runs/X/, its absolute path)."""
     names = [expand_home(part.strip(), "warm_start") for part in text.split(",")]
     if not text.strip() or any(not name for name in names):
         raise ValueError(f"warm_start={text!r}: give experiment folders, comma-separated (warm_start=runs/OLD,runs/OTHER)")
-    twice = sorted({name for name in names if names.count(name) > 1})
+    folders = [resolve(name) for name in names]
+    twice = sorted({name for name, folder in zip(names, folders) if folders.count(folder) > 1})
     if twice:
         raise ValueError(f"warm_start={text}: {', '.join(twice)} named twice")
     return names
@@ -60,7 +62,7 @@ def check(text: str, space: str) -> None:
     Reads only."""
     for source in sources(text):
         run_file = join(source, RUN_FILE)
-        if not is_file(run_file):
+        if reachable_type(run_file, f"warm_start={source}") != pafs.FileType.File:
             raise ValueError(f"warm_start={source}: no {RUN_FILE} there, so it is not a search (give experiment folders "
                              "such as runs/NAME)")
         recorded = read_json(run_file)
