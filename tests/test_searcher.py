@@ -105,6 +105,23 @@ def test_a_stopped_trial_counts_for_tpe_by_its_accuracy_at_the_stop_and_stays_pr
     assert searcher.study.trials[stopped].state == TrialState.PRUNED  # readers see what happened
 
 
+def test_tpe_models_its_good_region_on_the_best_five_percent_of_the_trials(monkeypatch):
+    sizes = []  # each time TPE models the results: (trials it has seen finish, trials in its good set)
+    split = _resolve(internals.TPE_SPLIT)
+
+    def watched(study, trials, n_below):
+        good, bad = split(study, trials, n_below)
+        sizes.append((sum(t.state != TrialState.RUNNING for t in trials), len(good)))
+        return good, bad
+
+    monkeypatch.setattr(internals.TPE_SPLIT, watched)
+    _one_at_a_time(_searcher(SIZES), lambda c: math.log10(c["lr"]), 41)
+    seen = dict(sizes)
+    assert max(seen) == 40
+    # Optuna's default would take the best 10%: 4 of 40, 3 of 21.
+    assert (seen[40], seen[21], seen[20], seen[STARTUP]) == (2, 2, 1, 1)
+
+
 SPREAD = {"lr": tune.loguniform(1e-4, 1e-1), "dense_dropout": tune.uniform(0.0, 0.6)}
 
 

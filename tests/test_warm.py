@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import optuna
 import pandas as pd
 import pytest
@@ -55,7 +57,8 @@ def test_finished_trials_are_told_as_the_search_tells_its_own_and_the_rest_left_
 def test_sources_are_named_once_each_and_never_empty():
     assert warm.sources("runs/a, runs/b") == ["runs/a", "runs/b"]
     for bad, said in [("", "give experiment folders"), ("runs/a,", "give experiment folders"),
-                      ("runs/a,runs/a", "runs/a named twice")]:
+                      ("runs/a,runs/a", "runs/a named twice"), ("runs/a,./runs/a/", "./runs/a/, runs/a named twice"),
+                      (f"runs/a,{os.path.abspath('runs/a')}", "named twice")]:
         with pytest.raises(ValueError, match=said):
             warm.sources(bad)
 
@@ -85,10 +88,11 @@ def test_a_source_must_be_a_search_of_the_same_space_with_a_finished_trial(tmp_p
 
 
 def test_tpe_models_from_its_first_suggestion_when_warm_started():
-    """Twelve warm trials (more than TPE's ten random start-up trials), all good at small lr and
-    bad at large: the warm searcher's first suggestions sit at small lr; a cold one's are random."""
+    """Forty warm trials (more than TPE's ten random start-up trials; its good set, the best 5%, is
+    two of them), all good at small lr and bad at large: the warm searcher's first suggestions sit
+    at small lr; a cold one's are random."""
     space = {"lr": tune.loguniform(1e-4, 1e-1)}
-    lrs = [10 ** (-4 + 3 * i / 11) for i in range(12)]
+    lrs = [10 ** (-4 + 3 * i / 39) for i in range(40)]
     rows = [{"id": f"w{i}", "status": "completed", "lr": lr, "batch_size": 64, "curve": [1.0 - (lr > 3e-3)] * 3}
             for i, lr in enumerate(lrs)]
     taken, _ = warm.from_tables(*_tables(rows), space, max_epochs=3, source="runs/old")
@@ -103,6 +107,6 @@ def test_tpe_models_from_its_first_suggestion_when_warm_started():
     assert any(lr > 3e-3 for lr in cold_lrs), cold_lrs  # the cold start draws from the whole range
     searcher = HonestOptunaSearch(max_epochs=3, seed=0, metric="val_acc", mode="max", warm=tuple(taken))
     searcher.set_search_properties(None, None, space)
-    assert len(searcher.study.trials) == 12 and searcher.warm == ()  # in the study once; not kept twice
+    assert len(searcher.study.trials) == 40 and searcher.warm == ()  # in the study once; not kept twice
     assert {t.user_attrs[warm.SOURCE_ATTR] for t in searcher.study.trials} == {"runs/old"}
     assert isinstance(searcher.study.trials[0], optuna.trial.FrozenTrial)
