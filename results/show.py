@@ -332,7 +332,8 @@ def trial_view(exp: Experiment, trial_id: str) -> Group:
         "val acc": f"best {percent(trial['best_val_acc'])}, last {percent(trial['last_val_acc'])}",
         "val loss": f"best {loss(trial['best_val_loss'])}, last {loss(trial['last_val_loss'])}",
         "network": f"{_thousands(trial['params'])} parameters",
-        "time": f"{trial['seconds']:,.0f} s, {_thousands(trial['images_per_second'])} images/s, on {trial['node']}",
+        "time": f"{trial['seconds']:,.0f} s, {_thousands(trial['images_per_second'])} images/s, "
+        f"on {'-' if missing(trial['node']) else trial['node']}",  # none: the trial reported no epoch
     }.items():
         results.add_row(key, value)
     config = Table.grid(padding=(0, 2))

@@ -439,3 +439,13 @@ def test_while_no_trial_has_ended_the_best_says_so_and_the_furthest_trial_comes_
     assert "best        no trial has ended with a result yet" in shown.stdout  # not "no trial reported a result"
     places = [shown.stdout.index(trial_id) for trial_id in trials["trial_id"]]
     assert places[1] < places[2] < places[0]  # 3 epochs, 2, 1: the furthest first, not by trial id
+
+
+def test_a_trial_that_reported_no_epoch_shows_dashes_not_nan(tmp_path, show):
+    folder = write_search(tmp_path / "started", n=3)
+    trials = pd.read_parquet(folder / "report" / "trials.parquet")
+    trials.loc[0, ["status", "epochs_run", "seconds", "images_per_second", "node"]] = ["unfinished", 0, 0.0, None, None]
+    write_table(trials, folder / "report" / "trials.parquet", TRIALS)
+    shown = show(str(folder), f"trial={trials['trial_id'][0]}")
+    assert shown.returncode == 0, shown.stderr
+    assert "0 s, - images/s, on -" in shown.stdout and "nan" not in shown.stdout

@@ -87,7 +87,7 @@ def good_set(seen: int) -> int:
     seeds' noise: IQM of the best found 0.801 against 0.788 (12 epochs) and 0.796 against 0.777 (8
     epochs), the intervals apart. It reached random + FIFO's final best about as soon: in 0.29 and
     0.24 of its device-time, against 0.28 and 0.26. A good set of 3% was no better, and 20% was
-    much worse: a quarter of the seeds never got there. Up to 20 trials seen the good set is one
+    much worse: a third of the seeds never got there. Up to 20 trials seen the good set is one
     trial (Optuna's: two from 11 on); a floor of two got to the target later on the 12-epoch
     record (0.33). Several objectives keep Optuna's default: unmeasured there. Optuna deprecates
     `gamma` since 4.9 and will remove it in 6 (pyproject pins optuna<6)."""
