@@ -120,7 +120,7 @@ def searcher(kind: str, record: records.Record, seed: int):
     if kind == "honest":
         fixed = {k: v for k, v in record.param_space().items() if k not in records.searched(record.params())}
         return HonestOptunaSearch(max_epochs=record.max_epochs, seed=seed, base=fixed)
-    if kind == "stock":  # Optuna's TPE with TPEWithRefusals' settings but its good set (Optuna's default)
+    if kind == "stock":  # TPEWithRefusals' settings, except the good set: Optuna's default
         return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True))
     return RandomSearch(seed)
 

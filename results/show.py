@@ -519,8 +519,8 @@ def main(argv: list[str]) -> int:
         if len(paths) > 1 and args:
             raise ValueError(f"{' and '.join(f'{key}=' for key in args)} applies to one experiment; give one folder")
         experiments = [load(path) for path in paths]
-        for exp in experiments:
-            lacking = [key for key in RUN_FIELDS if exp.searched and key not in exp.run]
+        for exp in (e for e in experiments if e.searched):  # a retrain-only folder has no run.json
+            lacking = [key for key in RUN_FIELDS if key not in exp.run]
             if lacking:
                 raise ValueError(f"{join(exp.path, RUN_FILE)} lacks {', '.join(lacking)}: not a run.json written by search.run")
         if "trial" in args and not experiments[0].searched:

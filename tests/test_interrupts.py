@@ -148,19 +148,29 @@ def test_a_signal_while_ray_and_torch_import_is_one_line_and_its_exit_code(tmp_p
     assert not (tmp_path / "runs").exists()
 
 
-# Holds ray.init where it starts the head node's processes, with Ray's own SIGTERM handler in place:
-# writes $HOLD_GATE/starting-ray and waits there for the test's signal.
-HOLD_RAY_START = patched_on_import("ray._private.node", """
+def held_at(module: str, function: str, gate: str) -> str:
+    """A sitecustomize (source) after which module.FUNCTION (dotted: Class.method too) first writes
+    $HOLD_GATE/GATE and waits there for the test's signal: a moment the test waits for, not one it
+    tries to hit."""
+    return patched_on_import(module, f"""
 def patch(module):
-    start = module.Node.start_head_processes
+    *path, name = {function!r}.split(".")
+    owner = module
+    for part in path:
+        owner = getattr(owner, part)
+    original = getattr(owner, name)
 
-    def held(self, *args, **kwargs):
-        open(os.path.join(os.environ["HOLD_GATE"], "starting-ray"), "w").close()
+    def held(*args, **kwargs):
+        open(os.path.join(os.environ["HOLD_GATE"], {gate!r}), "w").close()
         time.sleep(120)
-        return start(self, *args, **kwargs)
+        return original(*args, **kwargs)
 
-    module.Node.start_head_processes = held
+    setattr(owner, name, held)
 """)
+
+
+# Holds ray.init where it starts the head node's processes, with Ray's own SIGTERM handler in place.
+HOLD_RAY_START = held_at("ray._private.node", "Node.start_head_processes", "starting-ray")
 
 
 def test_sigterm_while_ray_starts_is_one_line_and_exit_143(tmp_path):
@@ -298,19 +308,8 @@ def _result_rows(experiment: Path) -> dict[str, list[dict]]:
             for path in sorted(glob.glob(str(experiment / "trial_*" / "result.json")))}
 
 
-# Holds the driver where the search has ended and its report is being collected (Ray already shut
-# down): results.collect.collect writes $HOLD_GATE/collecting and waits there for the test's signal.
-HOLD_COLLECT = patched_on_import("results.collect", """
-def patch(module):
-    collect = module.collect
-
-    def held(*args, **kwargs):
-        open(os.path.join(os.environ["HOLD_GATE"], "collecting"), "w").close()
-        time.sleep(120)
-        return collect(*args, **kwargs)
-
-    module.collect = held
-""")
+# Holds the driver where the search has ended and its report is being collected (Ray already shut down).
+HOLD_COLLECT = held_at("results.collect", "collect", "collecting")
 
 
 @pytest.mark.parametrize("sent, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])

@@ -80,7 +80,7 @@ def ray_session(address: str = "", num_cpus: int | None = None, verbose: bool = 
     try:
         if address:
             _probe(address)
-            with _deadline(address, verbose), _sigterm_as_the_command(on_sigterm):
+            with _deadline(address, verbose), _sigterm_stays_the_commands(on_sigterm):
                 try:
                     ray.init(address=address, **kwargs)
                 except ConnectionError as e:  # address=auto with no cluster on this machine, ...
@@ -88,10 +88,8 @@ def ray_session(address: str = "", num_cpus: int | None = None, verbose: bool = 
         else:
             temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=TEMP_PARENT)
             _embedded.append(temp_dir)
-            with _own_process_group(), _sigterm_as_the_command(on_sigterm):
+            with _own_process_group(), _sigterm_stays_the_commands(on_sigterm):
                 ray.init(address="local", num_cpus=num_cpus, **internals.ray_temp_dir(temp_dir), **kwargs)
-        if callable(on_sigterm) and threading.current_thread() is threading.main_thread():  # the command's own (model.overrides.command: SIGTERM as Ctrl-C) over ray.init's
-            signal.signal(signal.SIGTERM, on_sigterm)  # sys.exit(15), and the stack dump of Ray's C++ core
         yield ray.cluster_resources()
     finally:
         with _interrupts_deferred():
@@ -222,19 +220,24 @@ def _own_process_group() -> Iterator[None]:
 
 
 @contextmanager
-def _sigterm_as_the_command(on_sigterm) -> Iterator[None]:
-    """A SIGTERM while ray.init runs takes the command's path (`on_sigterm`: model.overrides, SIGTERM
-    as Ctrl-C: one line, exit 143, the command's cleanup). ray.init installs Ray's own SIGTERM
-    handlers until it returns: sys.exit(15), or, once it starts a head node, sys.exit(1) after
-    stopping that node's processes. Their SystemExit came out of the command as exit 15 (or 1)
-    with no line; ray.init itself never exits otherwise. Ray's C++ core still has the last moments
-    of ray.init (its own handler: a stack dump, exit 134) until ray_session puts the command's back."""
+def _sigterm_stays_the_commands(on_sigterm) -> Iterator[None]:
+    """SIGTERM stays the command's (`on_sigterm`: model.overrides, SIGTERM as Ctrl-C: one line, exit
+    143, the command's cleanup) around ray.init, which installs Ray's own handlers: sys.exit(15), or,
+    once it starts a head node, sys.exit(1) after stopping that node's processes; and its C++ core's
+    (a stack dump, exit 134). During the block, the SystemExit of Ray's handlers (ray.init never
+    exits otherwise) is taken as the command's handler would take the signal: it came out as exit 15
+    or 1 with no line. After the block, the command's handler is set again over Ray's. Ray's C++
+    core keeps the last moments of ray.init."""
+    ours = callable(on_sigterm) and threading.current_thread() is threading.main_thread()
     try:
         yield
     except SystemExit:
-        if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
+        if ours:
             on_sigterm(signal.SIGTERM, None)
         raise
+    finally:
+        if ours:
+            signal.signal(signal.SIGTERM, on_sigterm)
 
 
 @contextmanager
