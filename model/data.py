@@ -201,7 +201,7 @@ def check_sizes(val_size: int, subset: int | None, batch_size: int) -> int:
     images = left if subset is None else subset
     if batch_size > images:
         raise ValueError(
-            f"batch_size={batch_size} exceeds the {images:,} training images (subset={'all' if subset is None else subset}, "
+            f"batch_size={batch_size} exceeds the {images:,} training {'image' if images == 1 else 'images'} (subset={'all' if subset is None else subset}, "
             f"val_size={val_size}): "
             "not one full batch an epoch; give a larger subset or a smaller batch_size"
         )

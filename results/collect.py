@@ -47,6 +47,7 @@ from results.schema import (
     TRIALS,
     TRIALS_WITH_LATENCY,
     empty_frame,
+    expand_home,
     join,
     locate,
     write_json,
@@ -240,11 +241,12 @@ def main(argv: list[str]) -> int:
         print("usage: python -m results.collect EXPERIMENT_FOLDER (e.g. runs/NAME, or a URI)", file=sys.stderr)
         return 2
     try:
-        collected = collect(argv[0])
+        folder = expand_home(argv[0])
+        collected = collect(folder)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    counts = load(argv[0]).status_counts()
+    counts = load(folder).status_counts()
     print(f"{counted(sum(counts.values()), 'trial')} ({', '.join(f'{n} {status}' for status, n in counts.items())}); report in {collected.report}")
     if collected.torn:
         print(f"dropped the torn last line of {counted(len(collected.torn), 'result file')} (trials {', '.join(collected.torn)})")

@@ -130,6 +130,22 @@ def locate(path: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(text)
 
 
+def expand_home(location: str, key: str | None = None) -> str:
+    """`location` (the value of `key`, or a folder given alone) with a leading ~ or ~USER made the
+    home folder's path, as a shell does; a URI as given. Quoted in a command, a script or a config
+    file, ~/x would otherwise name a folder called ~ in the working directory, while the printed
+    commands, pasted into a shell, would name the home folder's x. ValueError (one line) for ~USER
+    of no user here."""
+    if "://" in location or not location.startswith("~"):
+        return location
+    expanded = os.path.expanduser(location)
+    if expanded.startswith("~"):
+        user = location.split("/", 1)[0]
+        named = f"{key}={location}" if key else location
+        raise ValueError(f"{named}: {user} is no user's home folder here; give an absolute or relative path")
+    return expanded
+
+
 def join(path: str | os.PathLike, *parts: str) -> str:
     """`path`/part/... for local paths and URIs alike."""
     return "/".join([os.fspath(path).rstrip("/"), *parts])

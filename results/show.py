@@ -34,7 +34,7 @@ from results.importance import MIN_TRIALS, varying
 from results.load import RUN_FIELDS, RUN_FILE, Experiment, load
 from results.numbers import counted, loss, missing, number, percent
 from results.pareto import names
-from results.schema import CONFIG_COLUMNS, REPORT_FOLDER, join, write_bytes
+from results.schema import CONFIG_COLUMNS, REPORT_FOLDER, expand_home, join, write_bytes
 from results.status import COMPLETED, ranked
 
 # Test accuracies in the seed report: its final CNN (BN + augmentation) and its baseline, for scale.
@@ -513,6 +513,7 @@ def main(argv: list[str]) -> int:
         print(f"{USAGE} (a folder: runs/NAME, or a URI; --help for more)", file=sys.stderr)
         return 2
     try:
+        paths = [expand_home(path) for path in paths]
         args = overrides.parse([arg for arg in argv if "=" in arg], KEYS)
         if args.get("columns", "all") != "all":
             raise ValueError(f"columns={args['columns']!r}: the only choice is all")

@@ -16,12 +16,12 @@ from model import data as fmnist
 from model import overrides
 from model.config import MAX_EPOCHS, MAX_SEED, preset
 from results import pareto
-from results.schema import file_type, is_file, join, locate, read_json
+from results.schema import expand_home, file_type, is_file, join, locate, read_json
 from search.replay import records
 from search.runtime.devices import local_gpus
 from search.runtime.lock import LOCK_FILE, LockHeld, held_message, holder
 from search.runtime.ray_session import check_address
-from search.runtime.storage import NAME_MAX, check_writable, expand_home, is_uri
+from search.runtime.storage import NAME_MAX, check_writable, is_uri
 from search.settings import CHECKPOINT_EVERY_S, DEFAULT_STORAGE, RUN_FILE, Settings, param_space
 from search.strategy import budgets, warm
 
@@ -62,7 +62,7 @@ KEY_HELP = {
     "objective": "val_acc (default), val_acc,params or val_acc,latency_ms (ms a batch of 1 on the trial's device): "
                  "several find a Pareto front, with MO-ASHA (docs/search.md)",
     "replay": "record folders (python -m search.replay.record), comma-separated: replay their curves instead of training",
-    "warm_start": "earlier searches of the same space, comma-separated (runs/OLD,s3://...): TPE starts from their "
+    "warm_start": "earlier searches of the same space and width, comma-separated (runs/OLD,s3://...): TPE starts from their "
                   "finished trials",
     "name": "the experiment's folder name (default SPACE-BUDGET)",
     "storage": f"where experiments live: a folder (default {DEFAULT_STORAGE}) or a URI (s3://...)",
@@ -93,7 +93,7 @@ def parse(argv: list[str]) -> Settings:
         settings = _fresh(args, storage, session)
         check_values(settings)
         if settings.warm_start:  # read at the start only: a resume finds the warm trials in its study
-            warm.check(settings.warm_start, settings.space)
+            warm.check(settings.warm_start, settings.space, settings.width)
     _check_folder(settings)
     return settings
 

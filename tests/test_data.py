@@ -140,6 +140,7 @@ def test_the_validation_split_depends_on_val_size_alone(train_set):
         (0, 0, 64, "subset=0: must be at least 1"),
         (300, 40, 64, "batch_size=64 exceeds the 40 training images"),
         (59_990, None, 64, "batch_size=64 exceeds the 10 training images"),
+        (59_999, None, 64, r"batch_size=64 exceeds the 1 training image \(subset=all"),
     ],
 )
 def test_sizes_that_leave_no_batch_are_refused_before_loading(val_size, subset, batch_size, message):

@@ -206,6 +206,17 @@ def test_collect_counts_a_torn_last_line_and_refuses_a_damaged_file(tuned, tmp_p
         collect(copy)
 
 
+def test_collect_takes_a_quoted_tilde_as_the_home_folder(tuned, tmp_path, monkeypatch, capsys):
+    from results.collect import main
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tuned[0], tmp_path / "runs" / "x")
+    assert main(["~/runs/x"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "runs" / "x" / "report" / "best.json").is_file()
+    assert not (tmp_path / "~").exists()
+
+
 @pytest.mark.slow
 def test_best_is_the_completed_trial_with_the_best_last_epoch(collected):
     best = json.loads((collected / "report" / "best.json").read_text())

@@ -202,6 +202,18 @@ def test_the_best_trial_or_a_named_one_is_retrained(tmp_path, scheme) -> None:
         parse_args([run, "trial=t_nope"])
 
 
+def test_a_quoted_tilde_in_the_run_folder_is_the_home_folder(tmp_path, monkeypatch) -> None:
+    # As storage= is: '~/runs/x' in a script names the home folder's runs/x, not a folder called ~.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    _fake_experiment(tmp_path / "runs" / "x")
+    plan = parse_args(["~/runs/x", "seeds=1"])
+    assert plan.run == str(tmp_path / "runs" / "x") and plan.source == "best trial t_best"
+    with pytest.raises(ValueError, match="~nosuchuser9 is no user's home folder"):
+        parse_args(["~nosuchuser9/runs/x"])
+    assert not (tmp_path / "~nosuchuser9").exists()
+
+
 def test_a_search_whose_every_trial_failed_says_so_not_yet(tmp_path) -> None:
     _fake_experiment(tmp_path)
     trials = read_table(tmp_path / "report" / "trials.parquet", TRIALS)

@@ -291,6 +291,16 @@ def test_bad_arguments_are_one_line_and_exit_2(full, tmp_path, show):
         assert done.returncode == 2 and done.stdout == "" and len(done.stderr.strip().splitlines()) == 1, (args, done.stderr)
 
 
+def test_a_quoted_tilde_is_the_home_folder(tmp_path, show, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    write_search(tmp_path / "runs" / "x")
+    done = show("~/runs/x")
+    assert done.returncode == 0 and "best" in done.stdout, done.stderr
+    done = show("~nosuchuser9/runs/x")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no user's home folder" in done.stderr
+
+
 def test_the_top_trials_table_adapts_to_the_width_it_is_printed_at(full):
     exp = load(full)
     narrow, wide = render(top_trials_table(exp), 80), render(top_trials_table(exp), 160)

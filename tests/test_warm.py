@@ -63,13 +63,14 @@ def test_sources_are_named_once_each_and_never_empty():
             warm.sources(bad)
 
 
-def _experiment(folder, space: str, rows: list[dict]):
+def _experiment(folder, space: str, rows: list[dict], width: float | None = None):
+    """A collected search of `space` (at `width`; None: a run.json from before width= existed)."""
     trials, epochs = _tables(rows)
     full = pd.DataFrame({name: trials[name] if name in trials else None for name in TRIALS.names})
     write_table(full, folder / "report" / "trials.parquet", TRIALS)
     write_table(pd.DataFrame({name: epochs[name] if name in epochs else None for name in EPOCHS.names}),
                 folder / "report" / "epochs.parquet", EPOCHS)
-    write_json({"space": space}, folder / RUN_FILE)
+    write_json({"space": space} | ({} if width is None else {"width": width}), folder / RUN_FILE)
     write_json(None, folder / "report" / "best.json")  # results.collect writes it last
     return folder
 
@@ -80,6 +81,12 @@ def test_a_source_must_be_a_search_of_the_same_space_with_a_finished_trial(tmp_p
     other = _experiment(tmp_path / "other", "full", ROWS[:2])
     with pytest.raises(ValueError, match=r"a search of space=full, not space=augmentation"):
         warm.check(f"{same},{other}", "augmentation")
+    narrow = _experiment(tmp_path / "narrow", "augmentation", ROWS[:2], width=0.25)
+    warm.check(str(narrow), "augmentation", width=0.25)
+    with pytest.raises(ValueError, match=r"narrow: a search at width=0.25, not width=1; a warm start takes"):
+        warm.check(f"{same},{narrow}", "augmentation")
+    with pytest.raises(ValueError, match=r"same: a search at width=1, not width=0.5"):
+        warm.check(str(same), "augmentation", width=0.5)
     with pytest.raises(ValueError, match="no run.json there"):
         warm.check(str(tmp_path / "nothing"), "augmentation")
     errored = _experiment(tmp_path / "errored", "augmentation", [ROWS[2]])

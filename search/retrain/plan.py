@@ -10,7 +10,7 @@ import search.retrain
 from model import data as fmnist
 from model import overrides
 from model.config import MAX_EPOCHS, MAX_SEED, PRESETS, Config, field_types, preset
-from results.schema import file_type
+from results.schema import expand_home, file_type
 from search.runtime.storage import check_writable
 
 RETRAIN_KEYS = {
@@ -30,7 +30,7 @@ MAX_SEEDS = 100  # a sane cap: each seed is a whole training run
 
 @dataclass(frozen=True)
 class Plan:
-    run: str  # the run folder as given: a local path or a URI
+    run: str  # the run folder as given (a leading ~ expanded): a local path or a URI
     cfg: Config  # with epochs applied; seed = the first seed
     source: str  # where the config came from, for the printout and model.pt
     seeds: tuple[int, ...]
@@ -54,7 +54,7 @@ def parse_args(argv: list[str]) -> Plan:
 
     if not argv or "=" in argv[0] or argv[0].startswith("-"):
         raise ValueError("usage: python -m search.retrain runs/NAME [key=value ...]; the run folder comes first (--help)")
-    run = overrides.parse_text("the run folder", argv[0])
+    run = expand_home(overrides.parse_text("the run folder", argv[0]))
     config_keys = list(field_types())
     args = overrides.parse(argv[1:], [*RETRAIN_KEYS, *(k for k in config_keys if k not in RETRAIN_KEYS)])
     if "trial" in args and "config" in args:

@@ -4,7 +4,7 @@ A relative local path means the folder under the command's working directory. It
 here, once, into the absolute path that Tune needs (Tuner and Tuner.restore both fail inside
 pyarrow on a relative one: "URI has empty scheme"); what the user typed is what run.json records
 and what the printed commands repeat, except a leading ~, which is expanded as the user gives it
-(expand_home).
+(results.schema.expand_home).
 """
 
 from __future__ import annotations
@@ -21,20 +21,6 @@ NAME_MAX = 255  # bytes in one file or folder name (ext4, xfs, btrfs, APFS)
 
 def is_uri(location: str) -> bool:
     return "://" in location
-
-
-def expand_home(location: str, key: str) -> str:
-    """`location` (the value of `key`) with a leading ~ or ~USER made the home folder's path, as a
-    shell does; a URI as given. Quoted in a command, a script or a config file, ~/x would otherwise
-    make a folder named ~ in the working directory, while the printed commands, pasted into a
-    shell, would name the home folder's x. ValueError (one line) for ~USER of no user here."""
-    if is_uri(location) or not location.startswith("~"):
-        return location
-    expanded = os.path.expanduser(location)
-    if expanded.startswith("~"):
-        user = location.split("/", 1)[0]
-        raise ValueError(f"{key}={location}: {user} is no user's home folder here; give an absolute or relative path")
-    return expanded
 
 
 def resolve(location: str) -> str:

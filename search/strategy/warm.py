@@ -1,6 +1,6 @@
 """Warm starts: `warm_start=runs/OLD[,runs/OTHER]` hands TPE the finished trials of earlier
-searches of the same space before it suggests anything, so a second search does not start from
-nothing (Optuna adds finished trials to a study; Ray Tune cannot: ray-project/ray#18847).
+searches of the same space and width before it suggests anything, so a second search does not start
+from nothing (Optuna adds finished trials to a study; Ray Tune cannot: ray-project/ray#18847).
 
 Each completed or pruned trial of a source (read from its report tables, so a URI works as a
 local folder does) becomes an Optuna trial exactly as this search's own would be told
@@ -29,9 +29,9 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.sample import Domain
 
 import results
-from results.schema import join, reachable_type, read_json
+from results.schema import expand_home, join, reachable_type, read_json
 from results.status import COMPLETED, PRUNED, ran_to_the_end
-from search.runtime.storage import expand_home, resolve
+from search.runtime.storage import resolve
 from search.settings import METRIC, RUN_FILE
 
 SOURCE_ATTR, TRIAL_ATTR = "warm_start", "warm_start_trial"  # user attributes of a warm trial
@@ -57,9 +57,10 @@ def sources(text: str) -> list[str]:
     return names
 
 
-def check(text: str, space: str) -> None:
-    """Each source is a search of `space` whose report can be read; ValueError (one line) otherwise.
-    Reads only."""
+def check(text: str, space: str, width: float = 1.0) -> None:
+    """Each source is a search of `space` at `width` whose report can be read; ValueError (one line)
+    otherwise. Reads only. Another width is refused because its channel counts lie outside this
+    search's space: every one of its trials would be left out."""
     for source in sources(text):
         run_file = join(source, RUN_FILE)
         if reachable_type(run_file, f"warm_start={source}") != pafs.FileType.File:
@@ -70,6 +71,10 @@ def check(text: str, space: str) -> None:
         if theirs != space:
             raise ValueError(f"warm_start={source}: a search of space={theirs}, not space={space}; a warm start takes "
                              "earlier searches of the same space")
+        theirs = recorded.get("width", 1.0)  # run.json files from before width= were all at 1
+        if theirs != width:
+            raise ValueError(f"warm_start={source}: a search at width={theirs:g}, not width={width:g}; a warm start "
+                             "takes earlier searches at the same width")
         _finished(source)
 
 
