@@ -92,10 +92,7 @@ def run_search(s: Settings, split: Split) -> int:
         print(f"error: {' '.join(str(e).split())}; once that is fixed, resume with  {s.resume_command()}", file=sys.stderr)
         return FAILED
     except KeyboardInterrupt:  # a second Ctrl-C, or one before or after Tune's loop
-        if is_file(join(s.experiment, RUN_FILE)):
-            print(f"interrupted: resume with  {s.resume_command()}")
-        else:
-            print("interrupted before the search started: nothing was written")
+        print(s.interrupted_line())
         return interrupted_code()
     finally:
         if lock is not None:

@@ -26,7 +26,7 @@ import sys
 from model import data as fmnist
 from search.arguments import KEY_HELP, KEYS, parse
 from search.runtime.devices import local_resources
-from search.settings import MAX_FAILURES, check_resources
+from search.settings import MAX_FAILURES, NOTHING_WRITTEN, check_resources
 
 
 def usage() -> str:
@@ -42,6 +42,7 @@ def main(argv: list[str]) -> int:
 
         print_spaces()
         return 0
+    settings = None
     try:
         settings = parse(argv)
         if settings.resume:
@@ -53,6 +54,9 @@ def main(argv: list[str]) -> int:
         split = None if settings.replay else fmnist.load_split(settings.data_dir, settings.val_size, settings.subset)
     except ValueError as e:
         return overrides.reject(e)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while the data loads, before Ray
+        print(settings.interrupted_line() if settings else NOTHING_WRITTEN)
+        return overrides.interrupted_code()
     if not settings.address:  # an embedded Ray; joining a cluster can still fail, with one line
         # The live view starts with Tune, 5-20 s from now: say what happens until then.
         print(f"search {settings.location}: starting Ray and the first trials", file=sys.stderr, flush=True)

@@ -10,13 +10,14 @@ from dataclasses import asdict, dataclass
 import spaces
 from model.config import preset
 from results.pareto import DEFAULT_OBJECTIVE, names
-from results.schema import join
+from results.schema import is_file, join
 from search.runtime.storage import experiment_path
 
 METRIC, MODE = "val_acc", "max"
 # Seconds of a trial's work between its checkpoints: what a crash may cost each running trial.
 CHECKPOINT_EVERY_S = 60.0
 RUN_FILE = "run.json"  # the search's settings, next to Tune's files: what a resume continues
+NOTHING_WRITTEN = "interrupted before the search started: nothing was written"
 DEFAULT_STORAGE = "runs"
 MAX_FAILURES = 2  # retries per trial, each from its last checkpoint (a lost node, a flaky GPU)
 WIDTH_KEYS = ("filters", "dense")  # the Config fields that are channel counts (width=)
@@ -86,6 +87,13 @@ class Settings:
                  "address": self.address or None, "shared": "true" if self.shared else None, "data_dir": self.data_dir}
         keys = [shlex.quote(f"{k}={v}") for k, v in given.items() if v is not None]
         return " ".join(["python -m search.run", *keys, "resume=true"])
+
+    def interrupted_line(self) -> str:
+        """What a Ctrl-C or SIGTERM leaves: the command that resumes the search once its run.json is
+        written, else nothing at all."""
+        if not is_file(join(self.experiment, RUN_FILE)):
+            return NOTHING_WRITTEN
+        return f"interrupted: resume with  {self.resume_command()}"
 
 
 def check_resources(s: Settings, resources: dict) -> None:

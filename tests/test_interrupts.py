@@ -192,6 +192,29 @@ def test_sigterm_while_ray_starts_is_one_line_and_exit_143(tmp_path):
     assert not (tmp_path / "runs" / "early").exists()
 
 
+# Holds search.run where it loads the data: its arguments are checked, Ray has not started.
+HOLD_DATA = held_at("model.data", "load_split", "loading-data")
+
+
+def test_sigterm_while_the_data_loads_says_nothing_was_written_and_exits_143(tmp_path):
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = _with_site(tmp_path, HOLD_DATA, HOLD_GATE=str(gate))
+    proc = subprocess.Popen([sys.executable, "-m", "search.run", *SMALL, "trials=2", "name=early"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for_file(gate / "loading-data", proc)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err[-3000:]
+    assert out.splitlines() == ["interrupted before the search started: nothing was written"], (out, err)  # was "interrupted"
+    assert err == "", err[-3000:]
+    assert not (tmp_path / "runs").exists()
+
+
 # A module being imported that sets up a descriptor (as dataclasses, enums and torch do) and is
 # signalled right then: Python 3.11 wraps an exception raised inside __set_name__ in a RuntimeError.
 SIGNALLED_IN_SET_NAME = """
