@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -170,8 +171,7 @@ def pareto_table(exp: Experiment) -> Table:
     front = exp.pareto
     completed = int((exp.trials["status"] == COMPLETED).sum())
     beaten = "smaller" if cost == "params" else "faster"
-    caption = (f"no other completed trial is both more accurate and {beaten}; the first is the best (best.json); "
-               f"retrain any: python -m search.retrain {exp.path} trial=ID")
+    caption = f"no other completed trial is both more accurate and {beaten}; the first is the best (best.json)"
     table = _table(f"{exp.name}: Pareto front, {len(front)} of {completed} completed trials, val acc against {cost}",
                    caption)
     latency = cost == "latency_ms"
@@ -182,6 +182,17 @@ def pareto_table(exp: Experiment) -> Table:
         timings = (f"{trial['latency_ms']:.3g}", f"{trial['latency_ms_256']:.3g}") if latency else ()
         table.add_row(trial["trial_id"], percent(trial["last_val_acc"]), _thousands(trial["params"]), *timings)
     return table
+
+
+def print_command(console: Console, text: str) -> None:
+    """A line that ends in a command: never broken by rich at the console's width (a terminal wraps
+    it softly, so it is copied and pasted whole)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def retrain_any(exp: Experiment) -> str:
+    """The line under a Pareto front: the command that retrains one of its trials."""
+    return f"retrain any of them: python -m search.retrain {shlex.quote(exp.path)} trial=ID"
 
 
 def all_columns_table(exp: Experiment, n: int = TOP) -> Fitted:
@@ -455,10 +466,11 @@ def show(experiments: list[Experiment], console: Console, trial: str | None = No
         console.print(trial_view(exp, trial))
         return
     parts: list[RenderableType] = []
+    front = pareto_table(exp) if exp.searched and multi_objective(exp) else None
     if exp.searched:
         parts += [summary_table(exp), importance_table(exp), all_columns_table(exp) if all_columns else top_trials_table(exp)]
-        if multi_objective(exp):
-            parts.append(pareto_table(exp))
+        if front is not None:
+            parts.append(front)
     else:
         parts.append(f"[bold]{exp.path}[/]: a retrain only, no search")
     if not exp.retrain.empty:
@@ -467,6 +479,8 @@ def show(experiments: list[Experiment], console: Console, trial: str | None = No
         parts.append(per_class_table(exp))
     for part in parts:
         console.print(part)
+        if part is front:
+            print_command(console, retrain_any(exp))
         console.print()
     if exp.searched and not exp.trials.empty:
         if multi_objective(exp):

@@ -20,7 +20,7 @@ from results.load import load
 from results.numbers import counted
 from results.schema import is_file, join, locate
 from results.status import ERROR, FINISHED, UNFINISHED
-from results.show import multi_objective, pareto_table, top_trials_table, wide_console
+from results.show import multi_objective, pareto_table, print_command, retrain_any, top_trials_table, wide_console
 
 FAILED = 1  # some trial ended in error
 TOP = 5
@@ -58,13 +58,12 @@ def print_report(location: str, trials: int, resume_command: str, retries: int) 
     console.print(top_trials_table(exp, n=TOP))
     if multi_objective(exp):  # best.json's trial is its first row: the most accurate of the front
         console.print(pareto_table(exp))
+        print_command(console, retrain_any(exp))
     counts = exp.status_counts()
     done = sum(counts.get(status, 0) for status in FINISHED)
     summary = ", ".join(f"{n} {status}" for status, n in counts.items())
-    console.print(
-        f"{done} of {counted(trials, 'trial')} finished ({summary}); read the tables with  python -m results.show {shlex.quote(location)}",
-        markup=False, highlight=False,
-    )
+    print_command(console, f"{done} of {counted(trials, 'trial')} finished ({summary}); read the tables with  "
+                           f"python -m results.show {shlex.quote(location)}")
     errored = exp.trials.loc[exp.trials["status"] == ERROR, "trial_id"].tolist()
     if errored:
         console.print(_errors_heading(len(errored), trials, retries), highlight=False)
@@ -73,7 +72,7 @@ def print_report(location: str, trials: int, resume_command: str, retries: int) 
             line = f"  {trial_id}: {_error_line(folder)}  (traceback: {join(folder, ERROR_FILE)})"
             console.print(line, markup=False, highlight=False)
     if done < trials:
-        console.print(f"[yellow]interrupted[/]: resume with  {escape(resume_command)}", highlight=False)
+        console.print(f"[yellow]interrupted[/]: resume with  {escape(resume_command)}", highlight=False, soft_wrap=True)
         return interrupted_code()
     return FAILED if errored else 0
 

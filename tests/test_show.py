@@ -27,6 +27,7 @@ from rich.console import Console
 
 import spaces
 from model.config import Config, preset
+from model.overrides import INTERRUPTED
 from results import load
 from results.numbers import number
 from results.schema import CONFIG_COLUMNS, EPOCHS, PER_CLASS, RETRAIN, TRIALS, write_json, write_table
@@ -319,6 +320,20 @@ def test_the_show_command_a_search_prints_survives_a_shell(tmp_path, capsys, mon
     print_report(location, N_TRIALS, "python -m search.run name=full-standard resume=true", retries=2)
     line = next(line for line in capsys.readouterr().out.splitlines() if "read the tables with" in line)
     assert shlex.split(line.split("read the tables with", 1)[1]) == ["python", "-m", "results.show", location]
+
+
+def test_the_commands_a_search_prints_are_whole_lines_at_80_columns(tmp_path, capsys, monkeypatch):
+    # rich broke them at the console's width: pasted, the first half ran `python -m` alone.
+    from search.report import print_report
+
+    monkeypatch.setenv("COLUMNS", "80")
+    location = str(write_search(tmp_path / "an-experiment-folder-with-a-rather-long-name"))
+    resume = "python -m search.run name=an-experiment-folder-with-a-rather-long-name resume=true"
+    assert print_report(location, N_TRIALS + 1, resume, retries=2) == INTERRUPTED
+    lines = capsys.readouterr().out.splitlines()
+    read = next(line for line in lines if "read the tables with" in line)
+    assert shlex.split(read.split("read the tables with", 1)[1]) == ["python", "-m", "results.show", location]
+    assert next(line for line in lines if "resume with" in line).split("resume with", 1)[1].strip() == resume
 
 
 def test_show_read_by_a_reader_that_stops_reading_exits_0_quietly(full, reader_gone):
