@@ -215,6 +215,59 @@ def test_sigterm_while_the_data_loads_says_nothing_was_written_and_exits_143(tmp
     assert not (tmp_path / "runs").exists()
 
 
+# Holds ray.shutdown() where it stops Ray's processes, after it has shut the core worker down, which
+# resets SIGTERM's C handler to the default (at once or within moments, from a thread of its own),
+# until the test lets it go on. The hold waits up to 10 s for the kernel to show that reset
+# (/proc/self/status: SIGTERM not among the caught signals), which the fix undoes within a millisecond.
+HOLD_RAY_STOP = patched_on_import("ray._private.node", """
+def sigterm_caught():
+    with open("/proc/self/status") as f:
+        caught = next(line for line in f if line.startswith("SigCgt:")).split()[1]
+    return bool(int(caught, 16) & (1 << 14))  # bit 14: SIGTERM (15)
+
+
+def patch(module):
+    original = module.Node.kill_all_processes
+
+    def held(*args, **kwargs):
+        gate = os.environ["HOLD_GATE"]
+        deadline = time.monotonic() + 10
+        while sigterm_caught() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        open(os.path.join(gate, "stopping-ray"), "w").close()
+        while not os.path.exists(os.path.join(gate, "go")):
+            time.sleep(0.05)
+        return original(*args, **kwargs)
+
+    module.Node.kill_all_processes = held
+""")
+
+
+def test_sigterm_while_ray_stops_after_the_trials_is_one_line_143_and_the_printed_command_reports(tmp_path):
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = _with_site(tmp_path, HOLD_RAY_STOP, HOLD_GATE=str(gate))
+    proc = subprocess.Popen([sys.executable, "-m", "search.run", *SMALL, "trials=2", "name=late"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for_file(gate / "stopping-ray", proc)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the signal is taken (or, before the fix, the process is gone) before Ray goes on
+        (gate / "go").touch()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, (out[-2000:], err[-3000:])  # was -15: killed by the default action
+    printed = out.splitlines()[-1].split("resume with", 1)[1].strip()
+    assert printed == "python -m search.run name=late resume=true" and "Traceback" not in err, err[-3000:]
+    assert not (tmp_path / "runs" / "late" / LOCK_FILE).exists()
+    command = shlex.split(printed)
+    assert command[:3] == ["python", "-m", "search.run"]
+    done = search(*command[3:], cwd=tmp_path)  # every trial has ended: the resume makes the report
+    assert done.returncode == 0 and "2 of 2 trials finished" in done.stdout, done.stderr[-3000:]
+
+
 # A module being imported that sets up a descriptor (as dataclasses, enums and torch do) and is
 # signalled right then: Python 3.11 wraps an exception raised inside __set_name__ in a RuntimeError.
 SIGNALLED_IN_SET_NAME = """

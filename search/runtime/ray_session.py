@@ -37,6 +37,10 @@ PROBE_TIMEOUT_S = 5  # a TCP connection to host:port first: a refused or unrouta
 # /tmp, not $TMPDIR: Ray's Unix socket paths (under the session folder) must stay below about 107 bytes.
 TEMP_PARENT = "/tmp"
 TEMP_PREFIX = "ray-"
+# glibc's struct sigaction (152 bytes on x86-64 and aarch64), read and written whole; its handler
+# is its first field, a pointer.
+SIGACTION_BYTES, HANDLER_BYTES = 256, 8
+KEEP_POLL_S = 0.0005  # how often the keeper looks; a SIGTERM can only be lost within this window
 _embedded: list[str] = []  # the folder of the embedded Ray this process runs, while it runs
 
 
@@ -92,13 +96,8 @@ def ray_session(address: str = "", num_cpus: int | None = None, verbose: bool = 
                 ray.init(address="local", num_cpus=num_cpus, **internals.ray_temp_dir(temp_dir), **kwargs)
         yield ray.cluster_resources()
     finally:
-        with _interrupts_deferred():
+        with _interrupts_deferred(), _sigterm_handler_kept():
             ray.shutdown()
-            if threading.current_thread() is threading.main_thread():
-                # ray.shutdown() leaves SIGTERM's C handler at the default (terminate at once) while
-                # Python still names its own: set it again, or a SIGTERM during the report that
-                # follows would kill the command before it releases its lock.
-                signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGTERM))
             if temp_dir:
                 shutil.rmtree(temp_dir, ignore_errors=True)
                 _embedded.remove(temp_dir)
@@ -238,6 +237,39 @@ def _sigterm_stays_the_commands(on_sigterm) -> Iterator[None]:
     finally:
         if ours:
             signal.signal(signal.SIGTERM, on_sigterm)
+
+
+@contextmanager
+def _sigterm_handler_kept() -> Iterator[None]:
+    """While the block runs, SIGTERM's C handler stays the one it was. ray.shutdown() shuts Ray's
+    core worker down, which resets it to the default (at once, or moments later from a thread of its
+    own) while Python still names its handler: a SIGTERM then would end the process on the spot,
+    before it releases its lock or says how to resume (in 5 of 6 tries a second after the trials
+    ended). A thread puts the handler back within KEEP_POLL_S of each change; Python's handler,
+    once back, runs the command's own (a Ctrl-C's path) in the main thread."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    kept = ctypes.create_string_buffer(SIGACTION_BYTES)
+    if threading.current_thread() is not threading.main_thread() or libc.sigaction(signal.SIGTERM, None, kept):
+        yield
+        return
+    done = threading.Event()
+
+    def keep() -> None:
+        now = ctypes.create_string_buffer(SIGACTION_BYTES)
+        while not done.wait(KEEP_POLL_S):
+            if not libc.sigaction(signal.SIGTERM, None, now) and now.raw[:HANDLER_BYTES] != kept.raw[:HANDLER_BYTES]:
+                libc.sigaction(signal.SIGTERM, kept, None)
+
+    keeper = threading.Thread(target=keep, name="sigterm-keeper", daemon=True)
+    keeper.start()
+    try:
+        yield
+    finally:
+        done.set()
+        keeper.join()
+        signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGTERM))
 
 
 @contextmanager
