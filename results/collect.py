@@ -19,6 +19,11 @@ Reads local paths and URIs; needs no running Ray.
 
 from __future__ import annotations
 
+from model import overrides
+
+if __name__ == "__main__":  # first: a Ctrl-C or SIGTERM while Ray Tune imports ends in one line
+    overrides.starting()
+
 import fnmatch
 import json
 import logging
@@ -35,7 +40,6 @@ import pyarrow.fs as pafs
 from ray.tune import ExperimentAnalysis
 
 from internals import EXPERIMENT_ANALYSIS_LOGGER, trial_folder
-from model import overrides
 from model.config import Config
 from results.load import load, read_run
 from results.numbers import counted

@@ -132,7 +132,9 @@ def _wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 180) -> 
 @pytest.mark.parametrize("command, args, held", [
     ("search.run", SMALL, "spaces"),  # its first slow import (Ray Tune)
     ("model.train", ["subset=600"], "model.data"),  # the same for model.train (torch)
-], ids=["search.run", "model.train"])
+    ("results.collect", ["runs/x"], "ray.tune"),  # was a KeyboardInterrupt traceback
+    ("search.replay.record", ["space=augmentation", "configs=2"], "ray.tune.search"),  # the same
+], ids=["search.run", "model.train", "results.collect", "search.replay.record"])
 def test_a_signal_while_ray_and_torch_import_is_one_line_and_its_exit_code(tmp_path, sent, code, command, args, held):
     gate = tmp_path / "gate"
     gate.mkdir()

@@ -21,6 +21,11 @@ replay uses completed trials only) but cannot be resumed.
 
 from __future__ import annotations
 
+from model import overrides
+
+if __name__ == "__main__":  # first: a Ctrl-C or SIGTERM during the slow imports below ends in one line
+    overrides.starting()
+
 import json
 import os
 import platform
@@ -36,7 +41,6 @@ from ray.tune.search import Searcher
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from model import data as fmnist
-from model import overrides
 from model.config import Config
 from results.collect import collect
 from results.load import load
