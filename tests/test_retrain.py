@@ -147,12 +147,24 @@ def test_a_run_folder_in_use_is_refused_before_ray_starts(tmp_path, capsys, lock
     # One line naming who holds it, and nothing printed before: the retrain's first lines come once Ray starts.
     assert err.count("\n") == 1 and f"{run} is in use by a test (pid {holder.pid} on " in err, err
     assert out == "" and sorted(p.name for p in run.iterdir()) == ["lock.json"]
+    # Its best trial, while the search runs: in use too, not "no report; run results.collect" (it had none yet).
+    assert retrain_main([str(run)]) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and f"{run} is in use by a test" in err and out == "", err
 
 
 def test_a_folder_without_search_results_is_rejected(tmp_path, capsys) -> None:
     assert retrain_main([str(tmp_path)]) == 2
     assert "config=seed" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_with_a_retrain_only_is_named_as_such(tmp_path, capsys) -> None:
+    (tmp_path / "pre" / "winner").mkdir(parents=True)  # what `search.retrain runs/pre config=seed` leaves
+    for args in ([], ["trial=t_1"]):
+        assert retrain_main([str(tmp_path / "pre"), *args]) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: {tmp_path / 'pre'} holds a retrain only, no search to take a trial from; give config=seed|baseline\n"
 
 
 def test_the_module_exits_2_on_a_bad_path(tmp_path) -> None:

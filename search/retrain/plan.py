@@ -60,6 +60,9 @@ def parse_args(argv: list[str]) -> Plan:
     if "trial" in args and "config" in args:
         raise ValueError("give trial=ID or config=PRESET, not both")
     check_writable(run)
+    in_use = holder(run)  # first: while a search runs there, its report is missing or out of date; before Ray
+    if in_use is not None:
+        raise LockHeld(held_message(run, in_use))
     if "config" in args:
         name = args.pop("config")
         base, source = preset(name), f"preset {name}"
@@ -84,9 +87,6 @@ def parse_args(argv: list[str]) -> Plan:
     first_seed = overrides.parse_int("seed", args.pop("seed"), 0, MAX_SEED - seeds + 1) if "seed" in args else 0
     cfg = Config.from_flat({**args, "epochs": epochs, "seed": first_seed}, base=base)  # the rest: Config keys
     fmnist.check_sizes(0, subset, cfg.batch_size)
-    in_use = holder(run)  # here, before Ray's start; the lock itself is taken once Ray runs
-    if in_use is not None:
-        raise LockHeld(held_message(run, in_use))
     return Plan(
         run, cfg, source, tuple(range(first_seed, first_seed + seeds)), data_dir, subset, address, cpus, gpus, device
     )
@@ -102,6 +102,8 @@ def _config_from_search(run: str, trial: str | None) -> tuple[Config, str]:
         found = results.load(run)
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"{run}: no search results to retrain from ({e}); give config=seed|baseline instead") from None
+    if not found.searched:  # a folder a preset's retrain made: its winner/ only
+        raise ValueError(f"{run} holds a retrain only, no search to take a trial from; give config=seed|baseline")
     if trial is None:
         best = found.best
         if not best:
