@@ -180,6 +180,10 @@ def _recorded(storage: str, name: str, session: dict) -> Settings:
     record = read_json(file)
     if not isinstance(record, dict):
         raise ValueError(f"{file}: expected the JSON object search.run writes, found {type(record).__name__}")
+    if record.get(records.MADE_BY) == records.RECORDER or is_file(join(join(storage, name), records.RECORD_FILE)):
+        location = join(storage, name)
+        raise ValueError(f"{location} is a record (python -m search.replay.record), not a search: a record cannot be "
+                         f"resumed; replay it with replay={location}")
     hints = typing.get_type_hints(Settings)
     values = {}
     for field in (f for f in fields(Settings) if f.name not in SESSION_KEYS):
@@ -291,12 +295,20 @@ def largest_batch(value) -> int:
     return int(value)
 
 
+class ExistingExperiment(ValueError):
+    """A new search (or record) named after an experiment that exists: one line, exit code 2."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(f"{location} exists: add resume=true to continue it, or give another name=")
+        self.location = location
+
+
 def _check_folder(s: Settings) -> None:
     """The experiment folder fits the command (new: not a search yet; resume: one) and no live
     process holds it. Reads only."""
     if not s.resume:
         if is_file(join(s.experiment, RUN_FILE)):
-            raise ValueError(f"{s.location} exists: add resume=true to continue it, or give another name=")
+            raise ExistingExperiment(s.location)
         kind = file_type(s.experiment)
         if kind == pafs.FileType.File:
             raise ValueError(f"{s.location} is a file; give another name=")

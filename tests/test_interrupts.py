@@ -194,6 +194,29 @@ def test_sigterm_while_ray_starts_is_one_line_and_exit_143(tmp_path):
     assert not (tmp_path / "runs" / "early").exists()
 
 
+def test_ctrl_c_stops_a_record_with_one_line_and_130_and_search_run_will_not_resume_it(tmp_path):
+    from conftest import HOLD_TRIALS, wait_until
+
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = _with_site(tmp_path, HOLD_TRIALS, HOLD_GATE=str(gate), HOLD_EPOCH="1")
+    proc = subprocess.Popen([sys.executable, "-m", "search.replay.record", "space=augmentation", "configs=3", "width=0.25",
+                             "subset=600", "val_size=300", "max_epochs=2", "concurrency=2", "name=rec"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=as_typed_in_a_terminal)
+    wait_until(lambda: len(list(gate.glob("held-*"))) == 2, proc, "two trials held after their first epoch")
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == INTERRUPTED, err[-3000:]  # was 1, with no word of the interruption
+    assert out.splitlines()[-1] == ("interrupted: the record keeps its 0 completed trials of 3 (what a replay uses); "
+                                    "a record cannot be resumed"), out
+    record = json.loads((tmp_path / "runs" / "rec" / "record.json").read_text())
+    assert record["device"] == "cpu" and "Traceback" not in err, err[-3000:]
+    assert not (tmp_path / "runs" / "rec" / LOCK_FILE).exists()
+    done = search("name=rec", "resume=true", cwd=tmp_path)  # it used to train the rest, then crash at the end
+    assert done.returncode == 2 and "runs/rec is a record (python -m search.replay.record)" in done.stderr, done.stderr
+
+
 # Holds search.run where it loads the data: its arguments are checked, Ray has not started.
 HOLD_DATA = held_at("model.data", "load_split", "loading-data")
 

@@ -64,6 +64,7 @@ def test_a_record_says_what_made_it(tiny):
 @pytest.mark.parametrize("args, said", [(["configs=3", "trials=5"], "give configs=N"),
                                         (["configs=3", "grace=1"], "stops nothing early"),
                                         (["configs=0"], "at least 1"),
+                                        ([], "configs= is missing: give how many"),  # was "configs=0: must be at least 1"
                                         (["configs=2", "repeats=3"], "repeats=3 exceeds configs=2")])
 def test_record_refuses_bad_input_in_one_line(args, said, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -85,6 +86,25 @@ def test_width_narrows_every_network_a_record_trains_whether_or_not_its_space_va
         assert n["dense"] == round(f["dense"] * 0.125)
     if space != "full":  # the preset's channels, which the space leaves as they are
         assert {f["filters"] for f in full} == {base.to_flat()["filters"]} and {n["filters"] for n in narrow} == {"8,16"}
+
+
+def test_a_record_is_neither_made_again_nor_resumed(tiny, tmp_path, capsys):
+    # Its own name again: not "add resume=true" (a record has no resume=), and nothing touched.
+    before = sorted(p.name for p in tiny.iterdir())
+    assert record_main(["space=full", "configs=2", f"storage={tiny.parent}", "name=tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {tiny} exists, and a record is made in one go (it cannot be resumed): give another name=\n"
+    # search.run cannot resume it: before, it trained the rest and crashed at its end (no device spend).
+    # A record killed before its end has no record.json: run.json's mark says what it is.
+    killed = tmp_path / "killed"
+    shutil.copytree(tiny, killed)
+    (killed / "record.json").unlink()
+    for folder in (tiny, killed):
+        assert run.main([f"storage={folder.parent}", f"name={folder.name}", "resume=true"]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"error: {folder} is a record (python -m search.replay.record), not a search: a record cannot be "
+                       f"resumed; replay it with replay={folder}\n")
+    assert sorted(p.name for p in tiny.iterdir()) == before
 
 
 def test_the_record_command_as_typed_refuses_in_one_line_and_exit_2():

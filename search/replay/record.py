@@ -45,8 +45,9 @@ from model.config import Config
 from results.collect import collect
 from results.load import load
 from results.schema import join, write_json
+from results.status import COMPLETED, UNFINISHED
 from search import arguments
-from search.replay.records import RECORD_FILE, params_to_json, searched, space_params
+from search.replay.records import MADE_BY, RECORD_FILE, RECORDER, params_to_json, searched, space_params
 from search.runtime.devices import local_resources
 from search.settings import RUN_FILE, Settings, check_resources, draw_config, param_space
 
@@ -74,13 +75,19 @@ def parse(argv: list[str]) -> RecordSettings:
         if key in NOT_FOR_A_RECORD:
             raise ValueError(f"{key} is not a key of a record ({NOT_FOR_A_RECORD[key]}); valid keys: {', '.join(KEYS)}")
     args = overrides.parse(argv, KEYS)
-    configs = overrides.parse_int("configs", args.pop("configs", "0"), 1)
+    if "configs" not in args:
+        raise ValueError("configs= is missing: give how many configurations to draw and record, e.g. configs=100")
+    configs = overrides.parse_int("configs", args.pop("configs"), 1)
     repeats = overrides.parse_int("repeats", args.pop("repeats", "0"), 0)
     if repeats > configs:
         raise ValueError(f"repeats={repeats} exceeds configs={configs}: only recorded configurations can be repeated")
     space = args.get("space", "")
     args.setdefault("name", f"record-{space}-{args.get('budget', 'smoke')}")
-    settings = arguments.parse([f"{k}={v}" for k, v in args.items()] + [f"trials={configs + repeats}", "grace=1"])
+    try:
+        settings = arguments.parse([f"{k}={v}" for k, v in args.items()] + [f"trials={configs + repeats}", "grace=1"])
+    except arguments.ExistingExperiment as e:
+        raise ValueError(f"{e.location} exists, and a record is made in one go (it cannot be resumed): give another "
+                         "name=") from None
     settings = replace(settings, grace=settings.max_epochs)
     domains = searched(space_params(space, settings.width))
     if repeats and "seed" in domains:
@@ -150,7 +157,8 @@ def record(rs: RecordSettings, split: fmnist.Split, data_source: str) -> int:
             # the trial's actor for the next configuration (it did not for returned ones).
             stop={"training_iteration": s.max_epochs},
         )
-        write_json({**s.recorded(), "started": started}, join(s.experiment, RUN_FILE))  # results.collect reads it
+        # results.collect reads it; search.run refuses to resume it
+        write_json({**s.recorded(), "started": started, MADE_BY: RECORDER}, join(s.experiment, RUN_FILE))
         clock = time.monotonic()
         fit(tuner)
         wall = time.monotonic() - clock
@@ -161,7 +169,12 @@ def record(rs: RecordSettings, split: fmnist.Split, data_source: str) -> int:
     write_json(meta, join(s.experiment, RECORD_FILE))
     counts = ", ".join(f"{n} {status}" for status, n in meta["trials"].items())
     print(f"recorded {counts} in {wall / 60:.1f} min on {meta['device']}; the record is {s.location}")
-    return 0 if meta["trials"].get("completed", 0) == len(points) else 1
+    ended = sum(n for status, n in meta["trials"].items() if status != UNFINISHED)
+    if ended < len(points):  # Ctrl-C or SIGTERM: Tune stopped the trials and returned
+        print(f"interrupted: the record keeps its {meta['trials'].get(COMPLETED, 0)} completed trials of {len(points)} "
+              "(what a replay uses); a record cannot be resumed")
+        return overrides.interrupted_code()
+    return 0 if meta["trials"].get(COMPLETED, 0) == len(points) else 1
 
 
 def metadata(
@@ -185,7 +198,7 @@ def metadata(
         "concurrency": s.concurrency,
         "cpus_per_trial": s.cpus_per_trial,
         "gpus_per_trial": s.gpus_per_trial,
-        "device": devices[0] if len(devices) == 1 else "mixed: " + ", ".join(devices),
+        "device": devices[0] if len(devices) == 1 else "mixed: " + ", ".join(devices) if devices else "none: no epoch ran",
         "machines": machines,
         "versions": {name: version(name) for name in ("torch", "ray", "optuna")},
         "started": started,
