@@ -107,6 +107,29 @@ def test_a_record_is_neither_made_again_nor_resumed(tiny, tmp_path, capsys):
     assert sorted(p.name for p in tiny.iterdir()) == before
 
 
+def test_a_record_folder_missing_a_part_is_one_line_naming_it(tiny, tmp_path, capsys):
+    # Each was a traceback (FileNotFoundError, KeyError), exit 1.
+    def broken(name: str, change) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(tiny, folder)
+        change(folder)
+        return folder
+
+    cases = {
+        broken("no-report", lambda f: shutil.rmtree(f / "report")): "report/trials.parquet does not exist: not a whole record",
+        broken("a-list", lambda f: (f / "record.json").write_text("[]")): "lacks everything: it is not a JSON object",
+        broken("empty", lambda f: (f / "record.json").write_text("{}")): "lacks space, width, params, max_epochs",
+        broken("no-epochs", lambda f: (f / "record.json").write_text(json.dumps(
+            {k: v for k, v in json.loads((tiny / "record.json").read_text()).items() if k != "max_epochs"}))):
+            "record.json lacks max_epochs: not a record.json written by python -m search.replay.record",
+    }
+    for folder, said in cases.items():
+        assert run.main(["space=full", f"replay={folder}", "trials=2", f"storage={tmp_path / 'runs'}"]) == 2
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1, err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_the_record_command_as_typed_refuses_in_one_line_and_exit_2():
     done = subprocess.run([sys.executable, "-m", "search.replay.record", "space=full", "configs=0"],
                           env=ENV, capture_output=True, text=True, timeout=60, cwd=ROOT)

@@ -196,13 +196,20 @@ def read_meta(path: str) -> dict:
         raise ValueError(f"{path} does not exist; give a record folder (make one with python -m search.replay.record)")
     if not is_file(file):
         raise ValueError(f"{path} is not a record: it has no {RECORD_FILE} (make one with python -m search.replay.record)")
-    return read_json(file)
+    meta = read_json(file)
+    lacking = [key for key in (*COMPARABLE, "cpus_per_trial", "gpus_per_trial") if key not in meta] \
+        if isinstance(meta, dict) else ["everything: it is not a JSON object"]
+    if lacking:
+        raise ValueError(f"{file} lacks {', '.join(lacking)}: not a {RECORD_FILE} written by python -m search.replay.record")
+    return meta
 
 
 def read_report_table(path: str, schema: pa.Schema) -> pd.DataFrame:
     """A report table of a record made by an older checkout: Config fields added since are filled
     with Config's defaults (a new field's default keeps the old behaviour, which is what trained
     the record); any other column of `schema` must be there."""
+    if not is_file(path):
+        raise ValueError(f"{path} does not exist: not a whole record (python -m results.collect on its folder writes it)")
     fs, inner = locate(path)
     table = with_added_columns(pq.read_table(inner, filesystem=fs), schema)
     missing = [name for name in schema.names if name not in table.schema.names]
