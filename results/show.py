@@ -431,10 +431,18 @@ def status_text(exp: Experiment) -> str:
 
 
 def compute_text(exp: Experiment) -> str:
-    """Trial hours (epoch time summed over trials) and GPU-hours (each trial's time x its GPUs)."""
+    """Trial hours (epoch time summed over trials) and device-hours (each trial's time x its GPUs;
+    its CPUs for a search whose trials held no GPU), as the search's end counted them."""
     seconds = exp.trials["seconds"]
-    gpu_seconds = (seconds * exp.trials["gpus_per_trial"]).sum()
-    return f"{seconds.sum() / 3600:.2f} trial-hours, {gpu_seconds / 3600:.2f} GPU-hours"
+    gpus = exp.trials["gpus_per_trial"]
+    unit, held = ("GPU", gpus) if (gpus > 0).any() else ("CPU", exp.trials["cpus_per_trial"])
+    return f"{_hours(seconds.sum())} trial-hours, {_hours((seconds * held).sum())} {unit}-hours"
+
+
+def _hours(seconds: float) -> str:
+    """Hours to two decimals, or two significant digits below 0.01 (a smoke search is not 0.00)."""
+    hours = seconds / 3600
+    return f"{hours:.2f}" if hours >= 0.01 or hours == 0 else f"{hours:.2g}"
 
 
 def best_text(exp: Experiment) -> str:

@@ -61,7 +61,9 @@ def print_report(location: str, trials: int, resume_command: str, retries: int) 
         print_command(console, retrain_any(exp))
     counts = exp.status_counts()
     done = sum(counts.get(status, 0) for status in FINISHED)
-    summary = ", ".join(f"{n} {status}" for status, n in counts.items())
+    summary = ", ".join(f"{n} {status}" for status, n in counts.items() if status in FINISHED) or "none"
+    if counts.get(UNFINISHED):  # stopped mid-trial: not among the finished ones
+        summary += f"; {counts[UNFINISHED]} more unfinished"
     print_command(console, f"{done} of {counted(trials, 'trial')} finished ({summary}); read the tables with  "
                            f"python -m results.show {shlex.quote(location)}")
     errored = exp.trials.loc[exp.trials["status"] == ERROR, "trial_id"].tolist()

@@ -302,6 +302,21 @@ def test_a_quoted_tilde_is_the_home_folder(tmp_path, show, monkeypatch):
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no user's home folder" in done.stderr
 
 
+def test_a_search_s_compute_is_counted_in_the_devices_its_trials_held():
+    from types import SimpleNamespace
+
+    from results.show import compute_text
+
+    def trials(gpus: float, cpus: float, seconds: float) -> SimpleNamespace:
+        return SimpleNamespace(trials=pd.DataFrame({"seconds": [seconds, seconds], "gpus_per_trial": [gpus, gpus],
+                                                    "cpus_per_trial": [cpus, cpus]}))
+
+    assert compute_text(trials(0.25, 1.0, 1800.0)) == "1.00 trial-hours, 0.25 GPU-hours"
+    # A smoke search on 2 CPU cores: it was "0.00 trial-hours, 0.00 GPU-hours".
+    assert compute_text(trials(0.0, 1.0, 6.0)) == "0.0033 trial-hours, 0.0033 CPU-hours"
+    assert compute_text(trials(0.0, 2.0, 36.0)) == "0.02 trial-hours, 0.04 CPU-hours"
+
+
 def test_the_top_trials_table_adapts_to_the_width_it_is_printed_at(full):
     exp = load(full)
     narrow, wide = render(top_trials_table(exp), 80), render(top_trials_table(exp), 160)
@@ -334,6 +349,21 @@ def test_the_commands_a_search_prints_are_whole_lines_at_80_columns(tmp_path, ca
     read = next(line for line in lines if "read the tables with" in line)
     assert shlex.split(read.split("read the tables with", 1)[1]) == ["python", "-m", "results.show", location]
     assert next(line for line in lines if "resume with" in line).split("resume with", 1)[1].strip() == resume
+
+
+def test_an_unfinished_trial_is_not_counted_among_the_finished(tmp_path, capsys):
+    from results.schema import read_table
+    from search.report import print_report
+
+    location = write_search(tmp_path / "x")
+    trials = read_table(location / "report" / "trials.parquet", TRIALS)
+    trials.loc[trials["status"] == "error", "status"] = "unfinished"  # its one errored trial, stopped mid-way
+    write_table(trials, location / "report" / "trials.parquet", TRIALS)
+    counts = trials["status"].value_counts()
+    print_report(str(location), N_TRIALS, "python -m search.run name=x resume=true", retries=2)
+    line = next(line for line in capsys.readouterr().out.splitlines() if "read the tables with" in line)
+    assert line.startswith(f"{N_TRIALS - 1} of {N_TRIALS} trials finished ({counts['completed']} completed, "
+                           f"{counts['pruned']} pruned; 1 more unfinished); "), line  # was "(..., 1 unfinished)"
 
 
 def test_show_read_by_a_reader_that_stops_reading_exits_0_quietly(full, reader_gone):
