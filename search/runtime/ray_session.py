@@ -80,6 +80,7 @@ def ray_session(address: str = "", num_cpus: int | None = None, verbose: bool = 
     if not verbose:
         kwargs["logging_level"] = logging.ERROR
     temp_dir = None
+    started = False  # ray.init returned
     on_sigterm = signal.getsignal(signal.SIGTERM)
     try:
         if address:
@@ -94,9 +95,10 @@ def ray_session(address: str = "", num_cpus: int | None = None, verbose: bool = 
             _embedded.append(temp_dir)
             with _own_process_group(), _sigterm_stays_the_commands(on_sigterm):
                 ray.init(address="local", num_cpus=num_cpus, **internals.ray_temp_dir(temp_dir), **kwargs)
+        started = True
         yield ray.cluster_resources()
     finally:
-        with _interrupts_deferred(), _sigterm_handler_kept():
+        with _interrupts_deferred(), _sigterm_handler_kept(watch=started):
             ray.shutdown()
             if temp_dir:
                 shutil.rmtree(temp_dir, ignore_errors=True)
@@ -240,19 +242,27 @@ def _sigterm_stays_the_commands(on_sigterm) -> Iterator[None]:
 
 
 @contextmanager
-def _sigterm_handler_kept() -> Iterator[None]:
+def _sigterm_handler_kept(watch: bool) -> Iterator[None]:
     """While the block runs, SIGTERM's C handler stays the one it was. ray.shutdown() shuts Ray's
     core worker down, which resets it to the default (at once, or moments later from a thread of its
     own) while Python still names its handler: a SIGTERM then would end the process on the spot,
     before it releases its lock or says how to resume (in 5 of 6 tries a second after the trials
     ended). A thread puts the handler back within KEEP_POLL_S of each change; Python's handler,
-    once back, runs the command's own (a Ctrl-C's path) in the main thread."""
+    once back, runs the command's own (a Ctrl-C's path) in the main thread. watch=False (ray.init
+    was interrupted: nothing ran, so there is no lock or report to protect): no thread beside the
+    shutdown of a half-started Ray; the handler is only set again after it."""
     import ctypes
 
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     libc = ctypes.CDLL(None, use_errno=True)
     kept = ctypes.create_string_buffer(SIGACTION_BYTES)
-    if threading.current_thread() is not threading.main_thread() or libc.sigaction(signal.SIGTERM, None, kept):
-        yield
+    if not watch or libc.sigaction(signal.SIGTERM, None, kept):
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGTERM))
         return
     done = threading.Event()
 
