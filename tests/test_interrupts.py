@@ -150,6 +150,17 @@ def test_a_signal_while_ray_and_torch_import_is_one_line_and_its_exit_code(tmp_p
     assert not (tmp_path / "runs").exists()
 
 
+def _search_held(tmp_path: Path, hold: str, name: str) -> tuple[subprocess.Popen, Path]:
+    """A small search.run of 2 trials named `name`, with `hold` (a sitecustomize) on its path, and the
+    gate folder (tmp_path/gate, $HOLD_GATE) where the hold says it holds."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = _with_site(tmp_path, hold, HOLD_GATE=str(gate))
+    proc = subprocess.Popen([sys.executable, "-m", "search.run", *SMALL, "trials=2", f"name={name}"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return proc, gate
+
+
 def held_at(module: str, function: str, gate: str) -> str:
     """A sitecustomize (source) after which module.FUNCTION (dotted: Class.method too) first writes
     $HOLD_GATE/GATE and waits there for the test's signal: a moment the test waits for, not one it
@@ -173,24 +184,26 @@ def patch(module):
 
 # Holds ray.init where it starts the head node's processes, with Ray's own SIGTERM handler in place.
 HOLD_RAY_START = held_at("ray._private.node", "Node.start_head_processes", "starting-ray")
+# Holds search.run where it loads the data: its arguments are checked, Ray has not started.
+HOLD_DATA = held_at("model.data", "load_split", "loading-data")
 
 
-def test_sigterm_while_ray_starts_is_one_line_and_exit_143(tmp_path):
-    gate = tmp_path / "gate"
-    gate.mkdir()
-    env = _with_site(tmp_path, HOLD_RAY_START, HOLD_GATE=str(gate))
-    proc = subprocess.Popen([sys.executable, "-m", "search.run", *SMALL, "trials=2", "name=early"], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+@pytest.mark.parametrize("hold, gate_file", [
+    (HOLD_RAY_START, "starting-ray"),  # was exit 15, silent: Ray's handler's sys.exit(15)
+    (HOLD_DATA, "loading-data"),  # was a bare "interrupted"
+], ids=["while Ray starts", "while the data loads"])
+def test_sigterm_before_the_search_starts_is_one_line_and_exit_143(tmp_path, hold, gate_file):
+    proc, gate = _search_held(tmp_path, hold, "early")
     try:
-        _wait_for_file(gate / "starting-ray", proc)
+        _wait_for_file(gate / gate_file, proc)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 143, err[-3000:]  # was 15, silent: Ray's handler's sys.exit(15)
-    assert out.splitlines()[-1] == "interrupted before the search started: nothing was written", out
-    assert "Traceback" not in err, err[-3000:]
+    assert proc.returncode == 143, err[-3000:]
+    assert out.splitlines()[-1:] == ["interrupted before the search started: nothing was written"], (out, err)
+    assert "Traceback" not in err and "interrupted" not in err, err[-3000:]
     assert not (tmp_path / "runs" / "early").exists()
 
 
@@ -215,29 +228,6 @@ def test_ctrl_c_stops_a_record_with_one_line_and_130_and_search_run_will_not_res
     assert not (tmp_path / "runs" / "rec" / LOCK_FILE).exists()
     done = search("name=rec", "resume=true", cwd=tmp_path)  # it used to train the rest, then crash at the end
     assert done.returncode == 2 and "runs/rec is a record (python -m search.replay.record)" in done.stderr, done.stderr
-
-
-# Holds search.run where it loads the data: its arguments are checked, Ray has not started.
-HOLD_DATA = held_at("model.data", "load_split", "loading-data")
-
-
-def test_sigterm_while_the_data_loads_says_nothing_was_written_and_exits_143(tmp_path):
-    gate = tmp_path / "gate"
-    gate.mkdir()
-    env = _with_site(tmp_path, HOLD_DATA, HOLD_GATE=str(gate))
-    proc = subprocess.Popen([sys.executable, "-m", "search.run", *SMALL, "trials=2", "name=early"], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        _wait_for_file(gate / "loading-data", proc)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 143, err[-3000:]
-    assert out.splitlines() == ["interrupted before the search started: nothing was written"], (out, err)  # was "interrupted"
-    assert err == "", err[-3000:]
-    assert not (tmp_path / "runs").exists()
 
 
 # Holds ray.shutdown() where it stops Ray's processes, after it has shut the core worker down, which
@@ -269,11 +259,7 @@ def patch(module):
 
 
 def test_sigterm_while_ray_stops_after_the_trials_is_one_line_143_and_the_printed_command_reports(tmp_path):
-    gate = tmp_path / "gate"
-    gate.mkdir()
-    env = _with_site(tmp_path, HOLD_RAY_STOP, HOLD_GATE=str(gate))
-    proc = subprocess.Popen([sys.executable, "-m", "search.run", *SMALL, "trials=2", "name=late"], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc, gate = _search_held(tmp_path, HOLD_RAY_STOP, "late")
     try:
         _wait_for_file(gate / "stopping-ray", proc)
         proc.send_signal(signal.SIGTERM)
