@@ -184,7 +184,7 @@ def _fake_experiment(folder: Path) -> None:
     """The files results.load reads: run.json, report/best.json, report/trials and epochs tables."""
     report = folder / "report"
     report.mkdir(parents=True)
-    (folder / "run.json").write_text("{}")
+    (folder / "run.json").write_text(json.dumps({"space": "seed"}))  # what results.load reads of it
     rows = []
     for trial_id, cfg, acc in (("t_best", Config(lr=1e-3, filters=(32, 64)), 0.91), ("t_other", Config(dense=128), 0.88)):
         rows.append({
