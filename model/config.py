@@ -11,6 +11,7 @@ import math
 import typing
 from dataclasses import dataclass, fields, replace
 
+from model.overrides import as_int
 from model.registry import Registry
 
 ACTIVATIONS = ("relu", "gelu", "silu", "elu")
@@ -118,11 +119,11 @@ class Config:
                 raise ValueError(f"{name}={getattr(self, name)}: must lie in [0, 1]")
         if self.block_dropout == 1.0 or self.dense_dropout == 1.0:
             raise ValueError("a dropout rate of 1.0 zeroes every activation: use a value below 1")
-        for name in ("rotation", "shift", "shear", "zoom", "lr", "weight_decay", "momentum"):
+        for name in ("rotation", "shift", "shear", "zoom", "weight_decay", "momentum"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")
-        if self.lr == 0:
-            raise ValueError("lr=0: the learning rate must be positive")
+        if not self.lr > 0:
+            raise ValueError(f"lr={self.lr:g}: the learning rate must be positive")
         if not 0 < self.bn_bias_lr <= MAX_BN_BIAS_LR:
             raise ValueError(f"bn_bias_lr={self.bn_bias_lr}: must lie in (0, {MAX_BN_BIAS_LR:g}] (a multiple of lr; 1 = none)")
         if self.rotation > 180:
@@ -190,12 +191,7 @@ def parse_value(key: str, value: typing.Any, kind: typing.Any) -> typing.Any:
                 return tuple(int(v) for v in text.split(",")) if text else ()
             return tuple(int(v) for v in value)
         if kind is int:
-            if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-                return int(value)  # exact, however large: float() would round 99999999999999999999
-            as_float = float(value)
-            if as_float != int(as_float):
-                raise ValueError
-            return int(as_float)
+            return as_int(value)
         if kind is bool:
             text = str(value).lower()  # True, numpy.bool_, "true" from the CLI or Parquet's text
             if text not in ("true", "false", "1", "0"):
@@ -205,8 +201,9 @@ def parse_value(key: str, value: typing.Any, kind: typing.Any) -> typing.Any:
             return float(value)
         return str(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
-        name = {tuple[int, ...]: "comma-separated integers"}.get(kind, getattr(kind, "__name__", str(kind)))
-        raise ValueError(f"{key}={value!r}: expected {name}") from None
+        accepted = {tuple[int, ...]: "comma-separated integers, e.g. 64,128", int: "an integer", float: "a number",
+                    bool: "true or false"}
+        raise ValueError(f"{key}={value!r}: expected {accepted.get(kind, kind)}") from None
 
 
 def _format(value: typing.Any) -> typing.Any:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model import overrides
+
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 CACHE_DIR = Path.home() / ".cache" / "fashion-mnist"
@@ -184,6 +186,13 @@ def split(
     return Split(images[rest], labels[rest], images[val], labels[val])
 
 
+def parse_subset(text: str) -> int | None:
+    """`subset=` as every command takes it: a number of training images, or all (None)."""
+    if text.strip().lower() == "all":
+        return None
+    return overrides.parse_int("subset", text, 1, SPLITS["train"])
+
+
 def check_sizes(val_size: int, subset: int | None, batch_size: int) -> int:
     """The number of training images that `val_size` and `subset` leave of the 60,000; ValueError
     when they do not fit or leave less than one batch of `batch_size` (before anything loads)."""
@@ -200,9 +209,9 @@ def check_sizes(val_size: int, subset: int | None, batch_size: int) -> int:
                          f"validation leave {left:,}; give subset={left} or less{other}")
     images = left if subset is None else subset
     if batch_size > images:
+        given = f"subset={'all' if subset is None else subset}" + (f", val_size={val_size}" if val_size else "")
         raise ValueError(
-            f"batch_size={batch_size} exceeds the {images:,} training {'image' if images == 1 else 'images'} (subset={'all' if subset is None else subset}, "
-            f"val_size={val_size}): "
+            f"batch_size={batch_size} exceeds the {images:,} training {'image' if images == 1 else 'images'} ({given}): "
             "not one full batch an epoch; give a larger subset or a smaller batch_size"
         )
     return images

@@ -61,9 +61,20 @@ def parse_bool(key: str, text: str) -> bool:
     return lowered in ("true", "1", "yes")
 
 
+def as_int(value: object) -> int:
+    """An integer in any spelling of one: digits exactly, however many (float() would round
+    99999999999999999999), or an integral number ("1e3", 2.0, a numpy scalar); ValueError otherwise."""
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    as_float = float(value)  # type: ignore[arg-type]
+    if not math.isfinite(as_float) or as_float != int(as_float):
+        raise ValueError(f"{value!r} is not an integer")
+    return int(as_float)
+
+
 def parse_int(key: str, text: str, minimum: int | None = None, maximum: int | None = None) -> int:
     try:
-        value = int(text)
+        value = as_int(text)
     except ValueError:
         raise ValueError(f"{key}={text!r}: expected an integer") from None
     return check_range(key, value, minimum, maximum)

@@ -19,7 +19,7 @@ from model.trainer import EpochMetrics, train
 RUN_KEYS = {
     "preset": "the starting config: " + ", ".join(PRESETS),
     "data_dir": "folder with the Fashion-MNIST files (default: FASHION_MNIST_DIR, then Debian's package)",
-    "subset": "train on a stratified subset of this many images",
+    "subset": "train on a stratified subset of this many images (default: all)",
     "val_size": "validation images held out of the 60,000 (default 6000)",
     "device": "cpu or cuda (default: cuda when available)",
     "cuda_graph": "auto (default: on CUDA for runs of 20+ steps), on, or off: the captured training step",
@@ -37,7 +37,7 @@ def parse_run(argv: list[str]) -> tuple[Config, dict]:
     cfg = preset(args.pop("preset", "seed"))
     run = {
         "data_dir": overrides.parse_text("data_dir", args.pop("data_dir")) if "data_dir" in args else None,
-        "subset": overrides.parse_int("subset", args.pop("subset"), 1) if "subset" in args else None,
+        "subset": fmnist.parse_subset(args.pop("subset")) if "subset" in args else None,
         "val_size": overrides.parse_int("val_size", args.pop("val_size", "6000"), 1, fmnist.SPLITS["train"] - 1),
         "device": args.pop("device", None),
         "cuda_graph": args.pop("cuda_graph", "auto"),

@@ -57,9 +57,14 @@ def test_a_channel_list_with_an_empty_item_is_a_typo_refused(text):
 
 
 BAD_TRAIN = [
-    (["epochs=inf"], "epochs='inf': expected int"),
-    (["batch_size=inf"], "batch_size='inf': expected int"),
-    (["seed=inf"], "seed='inf': expected int"),
+    (["epochs=inf"], "epochs='inf': expected an integer"),
+    (["batch_size=inf"], "batch_size='inf': expected an integer"),
+    (["seed=inf"], "seed='inf': expected an integer"),
+    (["residual=yes"], "residual='yes': expected true or false"),  # what is accepted, not Python's type name
+    (["lr=-1"], "lr=-1: the learning rate must be positive"),  # not ">= 0", which lr=0 would then fail
+    (["lr=0"], "lr=0: the learning rate must be positive"),
+    (["subset=all", "val_size=59999"], "(subset=all, val_size=59999)"),
+    (["subset=1e3", "batch_size=2000"], "batch_size=2000 exceeds the 1,000 training images (subset=1000, val_size=6000)"),
     (["seed=99999999999999999999"], "seed=99999999999999999999: must lie between 0 and"),
     (["rotation=inf"], "rotation=inf: must be a finite number"),
     (["lr=nan"], "lr=nan: must be a finite number"),

@@ -209,8 +209,8 @@ def test_bad_choice_names_the_field_and_the_valid_choices(field, choices):
 @pytest.mark.parametrize(
     ("values", "fragment"),
     [
-        ({"lr": "fast"}, "lr='fast': expected float"),
-        ({"epochs": "2.5"}, "epochs='2.5': expected int"),
+        ({"lr": "fast"}, "lr='fast': expected a number"),
+        ({"epochs": "2.5"}, "epochs='2.5': expected an integer"),
         ({"filters": "64,x"}, "filters='64,x': expected comma-separated integers"),
         ({"filters": "64,0"}, "filters=(64, 0)"),
         ({"kernel_size": 4}, "kernel_size=4"),

@@ -214,6 +214,17 @@ def test_the_best_trial_or_a_named_one_is_retrained(tmp_path, scheme) -> None:
         parse_args([run, "trial=t_nope"])
 
 
+def test_subset_takes_all_or_a_count_in_any_integer_spelling_and_its_errors_name_no_val_size(tmp_path) -> None:
+    # The retrain trains on every training image (it takes no val_size): its errors must not name one.
+    _fake_experiment(tmp_path)
+    assert parse_args([str(tmp_path), "subset=all"]).subset is None
+    assert parse_args([str(tmp_path), "subset=1e3"]).subset == 1000
+    with pytest.raises(ValueError) as info:
+        parse_args([str(tmp_path), "subset=10", "batch_size=64"])
+    assert "batch_size=64 exceeds the 10 training images (subset=10)" in str(info.value)
+    assert "val_size" not in str(info.value)
+
+
 def test_a_quoted_tilde_in_the_run_folder_is_the_home_folder(tmp_path, monkeypatch) -> None:
     # As storage= is: '~/runs/x' in a script names the home folder's runs/x, not a folder called ~.
     monkeypatch.setenv("HOME", str(tmp_path))

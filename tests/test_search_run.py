@@ -290,6 +290,8 @@ BAD = [
     (["space=augmentation", "val_size=59999"], "subset=3000 with val_size=59999: the 60,000 training images less 59,999 "
                                                "for validation leave 1; give subset=1 or less, or val_size=57000 or less"),
     (["space=augmentation", "subset=40"], "batch_size=64 exceeds the 40 training images"),
+    (["space=augmentation", "subset=4e1"], "batch_size=64 exceeds the 40 training images"),  # as epochs=1e3 is read
+    (["space=augmentation", "trials=2.5"], "trials='2.5': expected an integer"),
     (["space=full", "subset=300"], "batch_size=512 exceeds the 300 training images"),
     (["space=architecture", "max_params=1"], "max_params=1: none of 1,000 networks drawn from this space has so few"),
     (["space=augmentation", "storage={file}"], "is a file, not a folder"),

@@ -22,7 +22,7 @@ RETRAIN_KEYS = {
     "address": "join this Ray cluster (auto or host:port); default: start a local Ray",
     "cpus_per_trial": "CPUs per seed (default: the cluster's CPUs shared between the seeds)",
     "gpus_per_trial": "GPUs per seed, fractions allowed (default: the GPUs shared between the seeds, at most 1 each; 0 without GPUs)",
-    "subset": "train on a stratified subset of this many training images (quick runs and tests)",
+    "subset": "train on a stratified subset of this many training images (quick runs and tests; default: all)",
     "device": "cpu or cuda (default: the GPU Ray assigns a seed when gpus_per_trial > 0, else the CPU)",
 }
 MAX_SEEDS = 100  # a sane cap: each seed is a whole training run
@@ -71,7 +71,7 @@ def parse_args(argv: list[str]) -> Plan:
     seeds = overrides.parse_int("seeds", args.pop("seeds", "3"), 1, MAX_SEEDS)
     epochs = overrides.parse_int("epochs", args.pop("epochs", "30"), 1, MAX_EPOCHS)
     data_dir = overrides.parse_text("data_dir", args.pop("data_dir")) if "data_dir" in args else None
-    subset = overrides.parse_int("subset", args.pop("subset"), 1, fmnist.SPLITS["train"]) if "subset" in args else None
+    subset = fmnist.parse_subset(args.pop("subset")) if "subset" in args else None
     address = check_address(args.pop("address", ""))
     cpus = overrides.parse_float("cpus_per_trial", args.pop("cpus_per_trial"), 0) if "cpus_per_trial" in args else None
     gpus = overrides.parse_float("gpus_per_trial", args.pop("gpus_per_trial"), 0) if "gpus_per_trial" in args else None
