@@ -65,7 +65,12 @@ def test_a_record_says_what_made_it(tiny):
                                         (["configs=3", "grace=1"], "stops nothing early"),
                                         (["configs=0"], "at least 1"),
                                         ([], "configs= is missing: give how many"),  # was "configs=0: must be at least 1"
-                                        (["configs=2", "repeats=3"], "repeats=3 exceeds configs=2")])
+                                        (["configs=2", "repeats=3"], "repeats=3 exceeds configs=2"),
+                                        # keys that steer a search, which a record would have ignored
+                                        (["configs=3", "max_params=1000"], "draws from the whole space"),
+                                        (["configs=3", "objective=val_acc,params"], "keeps every metric"),
+                                        (["configs=3", "gpu_hours=0.1"], "every configuration to max_epochs"),
+                                        (["configs=3", "warm_start=runs/x"], "configurations at random")])
 def test_record_refuses_bad_input_in_one_line(args, said, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert record_main(["space=full", *args]) == 2

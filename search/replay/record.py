@@ -12,9 +12,10 @@ time with another weight seed: the seed-to-seed spread that the replay adds to i
         max_epochs=15 subset=10000 budget=standard gpus_per_trial=0.25 \\
         concurrency=8 data_dir=... storage=...
 
-Keys: those of search.run (budget, max_epochs, concurrency, cpus_per_trial, gpus_per_trial,
-subset, val_size, width, seed, name, storage, address, data_dir, shared, verbose), except trials,
-grace and eta (a record stops nothing early); plus configs and repeats. seed draws the
+Keys: those of search.run that say what to train and where (budget, max_epochs, concurrency,
+cpus_per_trial, gpus_per_trial, subset, val_size, width, seed, name, storage, address, data_dir,
+shared, verbose, checkpoint_every), plus configs and repeats; not those that steer a search
+(trials, grace, eta, objective, max_params, gpu_hours, cpu_hours, replay, warm_start). seed draws the
 configurations. A record is made in one go: an interrupted one keeps its finished trials (the
 replay uses completed trials only) but cannot be resumed.
 """
@@ -53,7 +54,13 @@ from search.settings import RUN_FILE, Settings, check_resources, draw_config, pa
 
 OWN_KEYS = ("configs", "repeats")
 NOT_FOR_A_RECORD = {"trials": "give configs=N", "grace": "a record stops nothing early",
-                    "eta": "a record stops nothing early", "resume": "a record is made in one go"}
+                    "eta": "a record stops nothing early", "resume": "a record is made in one go",
+                    "objective": "a record keeps every metric of every epoch",
+                    "replay": "a record trains networks; it replays none",
+                    "warm_start": "a record draws its configurations at random",
+                    "max_params": "a record draws from the whole space",
+                    "gpu_hours": "a record trains every configuration to max_epochs",
+                    "cpu_hours": "a record trains every configuration to max_epochs"}
 KEYS = (*OWN_KEYS, *(k for k in arguments.KEYS if k not in NOT_FOR_A_RECORD))
 
 
