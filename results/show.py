@@ -409,11 +409,11 @@ def _comparison_rows(experiments: list[Experiment]) -> dict[str, list[str]]:
         "budget": each(lambda e: e.run["budget"]),
         "trials x epochs": each(lambda e: f"{e.run['trials']} x {e.run['max_epochs']}"),
         **{status: each(lambda e, s=status: str(e.status_counts().get(s, 0))) for status in ("completed", "pruned", "error", "unfinished")},
-        "trial-hours": each(lambda e: f"{e.trials['seconds'].sum() / 3600:.2f}"),
-        "GPU-hours": each(lambda e: f"{(e.trials['seconds'] * e.trials['gpus_per_trial']).sum() / 3600:.2f}"),
+        "trial-hours": each(lambda e: _hours(e.trials["seconds"].sum())),
+        "GPU-hours": each(lambda e: _hours((e.trials["seconds"] * e.trials["gpus_per_trial"]).sum())),
         "best val acc": each(lambda e: percent(e.best["metrics"]["val_acc"]) if e.best else "-"),
         "best trial": each(lambda e: e.best["trial_id"] if e.best else "-"),
-        "best at epoch": each(lambda e: f"{e.best['metrics']['epoch']} of {e.best['metrics']['epochs_run']}" if e.best else "-"),
+        "best at epoch": each(lambda e: f"{e.best['metrics']['epoch']} of {e.run['max_epochs']}" if e.best else "-"),
         "retrain": each(lambda e: e.winner["source"] if e.winner else "-", searched_only=False),
         "retrain images": each(lambda e: f"{e.winner['train_images']:,}" if e.winner else "-", searched_only=False),
         "test acc": each(lambda e: accuracy_spread(e.retrain["test_acc"]), searched_only=False),
@@ -446,12 +446,13 @@ def _hours(seconds: float) -> str:
 
 
 def best_text(exp: Experiment) -> str:
-    """'80.00% val acc at epoch 27 of 30, trial 0a1b2c3d (completed)'."""
+    """'80.00% val acc at epoch 27 of 30, trial 0a1b2c3d (completed)': of the search's max_epochs, so a
+    pruned best reads 'at epoch 3 of 30', not 'of 3' (the epochs it ran)."""
     if exp.best is None:  # the best is among the trials that ended (results.status.ranked)
         return "no trial has ended with a result yet" if (exp.trials["epochs_run"] > 0).any() else "no trial reported a result"
     metrics = exp.best["metrics"]
     return (
-        f"{percent(metrics['val_acc'])} val acc at epoch {metrics['epoch']} of {metrics['epochs_run']}, "
+        f"{percent(metrics['val_acc'])} val acc at epoch {metrics['epoch']} of {exp.run['max_epochs']}, "
         f"trial {exp.best['trial_id']} ({exp.best['status']})"
     )
 

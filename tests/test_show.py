@@ -317,6 +317,16 @@ def test_a_search_s_compute_is_counted_in_the_devices_its_trials_held():
     assert compute_text(trials(0.0, 2.0, 36.0)) == "0.02 trial-hours, 0.04 CPU-hours"
 
 
+def test_a_pruned_best_is_at_its_epoch_of_the_search_s_max_epochs_not_of_the_epochs_it_ran():
+    from types import SimpleNamespace
+
+    from results.show import best_text
+
+    pruned = SimpleNamespace(run={"max_epochs": 3}, trials=pd.DataFrame({"epochs_run": [2]}), best={
+        "trial_id": "t1", "status": "pruned", "metrics": {"val_acc": 0.5, "epoch": 2, "epochs_run": 2}})
+    assert best_text(pruned) == "50.00% val acc at epoch 2 of 3, trial t1 (pruned)"  # was "at epoch 2 of 2"
+
+
 def test_the_top_trials_table_adapts_to_the_width_it_is_printed_at(full):
     exp = load(full)
     narrow, wide = render(top_trials_table(exp), 80), render(top_trials_table(exp), 160)
