@@ -203,10 +203,12 @@ def check_sizes(val_size: int, subset: int | None, batch_size: int) -> int:
     if subset is not None and subset < 1:
         raise ValueError(f"subset={subset}: must be at least 1 (or all)")
     if subset is not None and subset > left:
-        # Either key may be the one to change (a budget's subset stays when only val_size is given): name both.
-        other = f", or val_size={total - subset} or less" if subset < total else ""
+        # Either key may be the one to change (a budget's subset stays when only val_size is given): name
+        # both, but not a subset too small for one batch, which the next check would refuse.
+        fixes = [f"subset={left} or less"] if left >= batch_size else []
+        fixes += [f"val_size={total - max(subset, batch_size)} or less"] if max(subset, batch_size) < total else []
         raise ValueError(f"subset={subset} with val_size={val_size}: the {total:,} training images less {val_size:,} for "
-                         f"validation leave {left:,}; give subset={left} or less{other}")
+                         f"validation leave {left:,}; give {', or '.join(fixes) or 'a smaller subset and val_size'}")
     images = left if subset is None else subset
     if batch_size > images:
         given = f"subset={'all' if subset is None else subset}" + (f", val_size={val_size}" if val_size else "")

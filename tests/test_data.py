@@ -136,7 +136,10 @@ def test_the_validation_split_depends_on_val_size_alone(train_set):
         (60_000, None, 64, "val_size=60000: must lie between 0 and 59,999"),
         (6_000, 54_001, 64, "subset=54001 with val_size=6000: the 60,000 training images less 6,000 for validation "
                             "leave 54,000; give subset=54000 or less, or val_size=5999 or less"),
-        (59_999, 3_000, 64, "subset=3000 with val_size=59999: .* leave 1; give subset=1 or less, or val_size=57000 or less"),
+        # subset=1 would leave no batch of 64: only val_size is a way out
+        (59_999, 3_000, 64, "subset=3000 with val_size=59999: .* leave 1; give val_size=57000 or less$"),
+        (59_999, 30, 64, "subset=30 with val_size=59999: .* leave 1; give val_size=59936 or less$"),
+        (59_999, 60_000, 64, "subset=60000 with val_size=59999: .* leave 1; give a smaller subset and val_size$"),
         (0, 0, 64, "subset=0: must be at least 1"),
         (300, 40, 64, "batch_size=64 exceeds the 40 training images"),
         (59_990, None, 64, "batch_size=64 exceeds the 10 training images"),

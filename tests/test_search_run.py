@@ -288,7 +288,8 @@ BAD = [
     (["space=augmentation", "width=wide"], "width='wide': expected a number"),
     (["space=augmentation", "val_size=60000"], "val_size=60000: must lie between 1 and 59,999"),
     (["space=augmentation", "val_size=59999"], "subset=3000 with val_size=59999: the 60,000 training images less 59,999 "
-                                               "for validation leave 1; give subset=1 or less, or val_size=57000 or less"),
+                                               "for validation leave 1; give val_size=57000 or less"),  # subset=1: no batch
+    (["space=augmentation", "val_size=59000"], "leave 1,000; give subset=1000 or less, or val_size=57000 or less"),
     (["space=augmentation", "subset=40"], "batch_size=64 exceeds the 40 training images"),
     (["space=augmentation", "subset=4e1"], "batch_size=64 exceeds the 40 training images"),  # as epochs=1e3 is read
     (["space=augmentation", "trials=2.5"], "trials='2.5': expected an integer"),
