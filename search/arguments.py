@@ -21,7 +21,7 @@ from search.replay import records
 from search.runtime.devices import local_gpus
 from search.runtime.lock import LOCK_FILE, LockHeld, held_message, holder
 from search.runtime.ray_session import check_address
-from search.runtime.storage import NAME_MAX, check_writable, is_uri
+from search.runtime.storage import NAME_MAX, check_writable, is_uri, resolve
 from search.settings import CHECKPOINT_EVERY_S, DEFAULT_STORAGE, RUN_FILE, Settings, param_space
 from search.strategy import budgets, warm
 
@@ -139,12 +139,13 @@ def parse_search_value(key: str, text: str):
     if key == "objective":
         pareto.names(text)
         return text
-    if key == "replay":
+    if key == "replay":  # kept resolved: a resume from another folder, or spelled ./REC/, finds the same records
+        paths = [resolve(expand_home(part.strip(), "replay")) for part in text.split(",") if part.strip()]
         try:
-            records.load(text)
+            records.load(paths)
         except ValueError as e:  # what is wrong with the record, said of the key that named it
             raise ValueError(f"replay={text}: {e}") from None
-        return text
+        return ",".join(paths)
     if key == "warm_start":
         return ",".join(warm.sources(text))
     if key in OPTIONAL and text.lower() in ("all", "none"):

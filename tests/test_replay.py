@@ -412,6 +412,17 @@ def test_search_run_replays_a_record(tiny, replayed_search, tmp_path):
         run.parse(["space=full", f"replay={tiny}", "width=0.5", f"storage={tmp_path}", "name=refused"])
 
 
+def test_a_replay_keeps_its_records_resolved_so_a_resume_from_elsewhere_finds_them(tiny, replayed_search, tmp_path,
+                                                                                   monkeypatch):
+    # A relative replay= was kept as typed: the resume, run from another folder, could not find it,
+    # and the same record spelled ./REC/ was refused as differing.
+    monkeypatch.chdir(tiny.parent)
+    fresh = run.parse(["space=full", f"replay=./{tiny.name}/", f"storage={tmp_path}", "name=fresh"])
+    assert fresh.replay == str(tiny)
+    resumed = run.parse(["name=replayed", f"storage={replayed_search.parent}", "resume=true", f"replay={tiny.name}"])
+    assert resumed.replay == str(tiny)
+
+
 def test_a_search_warm_started_from_an_earlier_one_hands_tpe_its_trials(tiny, replayed_search, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(replayed_search, old)
