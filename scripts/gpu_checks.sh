@@ -9,6 +9,8 @@
 #   bash scripts/gpu_checks.sh speed    # CUDA tests, throughput (a)-(e), packed trials with and without MPS
 #   bash scripts/gpu_checks.sh mps      # packed trials under MPS only
 #   bash scripts/gpu_checks.sh search   # a short space=full search: trial seconds / (slots x wall)
+#   bash scripts/gpu_checks.sh record   # the GPU record: 108 curves of space=full at full width (4-6 min)
+#   bash scripts/gpu_checks.sh record-quick  # the same, 10 curves of 2 epochs: check the stage works
 #   bash scripts/gpu_checks.sh headline start
 #
 # Everything goes to one file, $OUT/gpu-checks.log (the device tool brings back only a few files),
@@ -58,6 +60,17 @@ headline() {  # headline NAME [--quick]: benchmarks/headline.py, its table under
   tar -czf "$OUT/$name-report.tgz" -C /tmp/runs "$name/report" "$name/run.json" "$name/headline.json" 2>/dev/null
 }
 
+record() {  # record NAME key=value...: curves for the replay (docs/replay.md), no early stopping; its
+  # tables and record.json under $OUT as NAME.tgz, to commit under benchmarks/records/. Four trials
+  # share the GPU (gpus_per_trial=0.25), as in the standard budget. Cut short, it keeps what completed.
+  local name=$1; shift
+  mps on
+  step "$name" 540 python3 -m search.replay.record space=full budget=standard gpus_per_trial=0.25 concurrency=4 \
+    data_dir="$FMNIST" storage=/tmp/runs name="$name" "$@"
+  mps off
+  tar -czf "$OUT/$name.tgz" -C /tmp/runs "$name/report" "$name/run.json" "$name/record.json" 2>/dev/null
+}
+
 
 for stage in "$@"; do
   case $stage in
@@ -91,7 +104,9 @@ PY
       tar -czf "$OUT/gpu-full-report.tgz" -C /tmp/runs gpu-full/report gpu-full/run.json 2>/dev/null
       mps off
       ;;
-    *) log "unknown stage $stage (headline, quick, start, speed, mps, search)";;
+    record) record gpu-record configs=100 repeats=8 max_epochs=15 subset=10000;;
+    record-quick) record gpu-record-quick configs=8 repeats=2 max_epochs=2 subset=2000;;
+    *) log "unknown stage $stage (headline, quick, start, speed, mps, search, record, record-quick)";;
   esac
 done
 log done

@@ -79,6 +79,15 @@ def test_record_refuses_bad_input_in_one_line(args, said, tmp_path, monkeypatch,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_record_has_no_device_budget_so_a_cpu_record_of_a_gpu_budget_needs_no_gpu_hours(tmp_path):
+    from search.replay.record import parse
+
+    # budget=standard gives gpu_hours=0.09, which search.run refuses for trials without a GPU; a
+    # record trains every configuration to max_epochs and refuses gpu_hours= itself.
+    recorded = parse(["space=full", "budget=standard", "gpus_per_trial=0", "configs=3", f"storage={tmp_path}"])
+    assert (recorded.run.gpu_hours, recorded.run.cpu_hours, recorded.run.gpus_per_trial) == (None, None, 0.0)
+
+
 @pytest.mark.parametrize("space", ["full", "augmentation", "seed"])
 def test_width_narrows_every_network_a_record_trains_whether_or_not_its_space_varies_the_channels(space):
     from search.replay.record import draw, parse

@@ -91,7 +91,10 @@ def parse(argv: list[str]) -> RecordSettings:
     space = args.get("space", "")
     args.setdefault("name", f"record-{space}-{args.get('budget', 'smoke')}")
     try:
-        settings = arguments.parse([f"{k}={v}" for k, v in args.items()] + [f"trials={configs + repeats}", "grace=1"])
+        # No device budget: a record trains every configuration to max_epochs (and a budget's
+        # gpu_hours would otherwise be refused for a record on CPUs, gpus_per_trial=0).
+        settings = arguments.parse([f"{k}={v}" for k, v in args.items()]
+                                   + [f"trials={configs + repeats}", "grace=1", "gpu_hours=none", "cpu_hours=none"])
     except arguments.ExistingExperiment as e:
         raise ValueError(f"{e.location} exists, and a record is made in one go (it cannot be resumed): give another "
                          "name=") from None
