@@ -175,14 +175,14 @@ def _resumed_name(args: dict[str, str], given: dict[str, str]) -> str:
 
 def _recorded(storage: str, name: str, session: dict) -> Settings:
     """The search recorded in storage/name/run.json, with this session's options."""
-    file = join(join(storage, name), RUN_FILE)  # as the user gave it: relative paths name the same file
+    location = join(storage, name)  # as the user gave it: relative paths name the same files
+    file = join(location, RUN_FILE)
     if not is_file(file):
         raise ValueError(f"nothing to resume: {file} does not exist")
     record = read_json(file)
     if not isinstance(record, dict):
         raise ValueError(f"{file}: expected the JSON object search.run writes, found {type(record).__name__}")
-    if record.get(records.MADE_BY) == records.RECORDER or is_file(join(join(storage, name), records.RECORD_FILE)):
-        location = join(storage, name)
+    if record.get(records.MADE_BY) == records.RECORDER or is_file(join(location, records.RECORD_FILE)):
         raise ValueError(f"{location} is a record (python -m search.replay.record), not a search: a record cannot be "
                          f"resumed; replay it with replay={location}")
     hints = typing.get_type_hints(Settings)

@@ -258,12 +258,6 @@ def _sigterm_handler_kept(watch: bool) -> Iterator[None]:
         return
     libc = ctypes.CDLL(None, use_errno=True)
     kept = ctypes.create_string_buffer(SIGACTION_BYTES)
-    if not watch or libc.sigaction(signal.SIGTERM, None, kept):
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGTERM))
-        return
     done = threading.Event()
 
     def keep() -> None:
@@ -272,13 +266,16 @@ def _sigterm_handler_kept(watch: bool) -> Iterator[None]:
             if not libc.sigaction(signal.SIGTERM, None, now) and now.raw[:HANDLER_BYTES] != kept.raw[:HANDLER_BYTES]:
                 libc.sigaction(signal.SIGTERM, kept, None)
 
-    keeper = threading.Thread(target=keep, name="sigterm-keeper", daemon=True)
-    keeper.start()
+    keeper = None
+    if watch and not libc.sigaction(signal.SIGTERM, None, kept):  # 0: the handler read into `kept`
+        keeper = threading.Thread(target=keep, name="sigterm-keeper", daemon=True)
+        keeper.start()
     try:
         yield
     finally:
         done.set()
-        keeper.join()
+        if keeper is not None:
+            keeper.join()
         signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGTERM))
 
 
