@@ -190,9 +190,14 @@ def print_command(console: Console, text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def retrain_any(exp: Experiment) -> str:
-    """The line under a Pareto front: the command that retrains one of its trials."""
-    return f"retrain any of them: python -m search.retrain {shlex.quote(exp.path)} trial=ID"
+def print_pareto(console: Console, exp: Experiment) -> None:
+    """A multi-objective search's Pareto front and the command that retrains one of its trials; one
+    line while no trial has completed (the front holds completed trials only)."""
+    if exp.pareto.empty:
+        console.print(f"{exp.name}: no Pareto front yet: no trial has completed", markup=False, highlight=False)
+        return
+    console.print(pareto_table(exp))
+    print_command(console, f"retrain any of them: python -m search.retrain {shlex.quote(exp.path)} trial=ID")
 
 
 def all_columns_table(exp: Experiment, n: int = TOP) -> Fitted:
@@ -475,10 +480,10 @@ def show(experiments: list[Experiment], console: Console, trial: str | None = No
         console.print(trial_view(exp, trial))
         return
     parts: list[RenderableType] = []
-    front = pareto_table(exp) if exp.searched and multi_objective(exp) else None
+    front = "the Pareto front"  # a placeholder among the parts: print_pareto prints it
     if exp.searched:
         parts += [summary_table(exp), importance_table(exp), all_columns_table(exp) if all_columns else top_trials_table(exp)]
-        if front is not None:
+        if multi_objective(exp):
             parts.append(front)
     else:
         parts.append(f"[bold]{exp.path}[/]: a retrain only, no search")
@@ -487,9 +492,10 @@ def show(experiments: list[Experiment], console: Console, trial: str | None = No
     if not exp.per_class.empty:
         parts.append(per_class_table(exp))
     for part in parts:
-        console.print(part)
         if part is front:
-            print_command(console, retrain_any(exp))
+            print_pareto(console, exp)
+        else:
+            console.print(part)
         console.print()
     if exp.searched and not exp.trials.empty:
         if multi_objective(exp):
@@ -515,6 +521,8 @@ def pareto_figure_text(exp: Experiment) -> str:
     from results import figures
 
     cost = names(exp.objective)[1]
+    if not (exp.trials[cost].notna() & exp.trials["last_val_acc"].notna()).any():  # a log axis of nothing fails
+        return "Pareto front figure: not drawn, as no trial has reported an epoch"
     fig = figures.pareto_figure(exp.trials, exp.pareto, cost, title=f"{exp.name}: Pareto front of val acc against {cost}")
     return _written(figures.png(fig), join(exp.path, REPORT_FOLDER, PARETO_FIGURE), "Pareto front figure")
 

@@ -20,7 +20,7 @@ from results.load import load
 from results.numbers import counted
 from results.schema import is_file, join, locate
 from results.status import ERROR, FINISHED, UNFINISHED
-from results.show import multi_objective, pareto_table, print_command, retrain_any, top_trials_table, wide_console
+from results.show import multi_objective, print_command, print_pareto, top_trials_table, wide_console
 
 FAILED = 1  # some trial ended in error
 TOP = 5
@@ -57,8 +57,7 @@ def print_report(location: str, trials: int, resume_command: str, retries: int) 
     console = wide_console()
     console.print(top_trials_table(exp, n=TOP))
     if multi_objective(exp):  # best.json's trial is its first row: the most accurate of the front
-        console.print(pareto_table(exp))
-        print_command(console, retrain_any(exp))
+        print_pareto(console, exp)
     counts = exp.status_counts()
     done = sum(counts.get(status, 0) for status in FINISHED)
     summary = ", ".join(f"{n} {status}" for status, n in counts.items() if status in FINISHED) or "none"

@@ -30,7 +30,7 @@ from model.config import Config, preset
 from model.overrides import INTERRUPTED
 from results import load
 from results.numbers import number
-from results.schema import CONFIG_COLUMNS, EPOCHS, PER_CLASS, RETRAIN, TRIALS, write_json, write_table
+from results.schema import CONFIG_COLUMNS, EPOCHS, PER_CLASS, RETRAIN, TRIALS, empty_frame, write_json, write_table
 from results.show import all_columns_table, importance_table, main, side_by_side, summary_table, top_trials_table
 from results.status import ranked
 
@@ -514,3 +514,23 @@ def test_a_trial_that_reported_no_epoch_shows_dashes_not_nan(tmp_path, show):
     shown = show(str(folder), f"trial={trials['trial_id'][0]}")
     assert shown.returncode == 0, shown.stderr
     assert "0 s, - images/s, on -" in shown.stdout and "nan" not in shown.stdout
+
+
+def test_a_two_objective_search_stopped_before_any_epoch_has_no_front_and_no_figure_of_nothing(tmp_path, show):
+    # It exited 2 with matplotlib's "Data cannot be log-scaled", after printing an empty front that
+    # called its first row the best and offered a retrain.
+    folder = write_search(tmp_path / "two", n=3)
+    run = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**run, "objective": "val_acc,params"}))
+    trials = pd.read_parquet(folder / "report" / "trials.parquet")
+    nothing = {"status": "unfinished", "epochs_run": 0, "seconds": 0.0, "params": None, "best_val_acc": None,
+               "last_val_acc": None, "best_val_loss": None, "last_val_loss": None}
+    write_table(trials.assign(**nothing), folder / "report" / "trials.parquet", TRIALS)
+    write_table(empty_frame(EPOCHS), folder / "report" / "epochs.parquet", EPOCHS)
+    write_json(None, folder / "report" / "best.json")
+    shown = show(str(folder))
+    assert shown.returncode == 0, shown.stderr
+    assert "two: no Pareto front yet: no trial has completed" in shown.stdout
+    assert "retrain any" not in shown.stdout and "the first is the best" not in shown.stdout
+    assert "Pareto front figure: not drawn, as no trial has reported an epoch" in shown.stdout
+    assert not (folder / "report" / "pareto.png").exists()
