@@ -386,6 +386,28 @@ def test_a_seed_whose_worker_dies_is_retried(fmnist_dir) -> None:
     assert out["seed"] == 0 and len(out["epochs"]) == 1 and out["device"] == "cpu"
 
 
+def test_the_staging_folders_a_killed_retrain_left_are_removed_by_the_next(tmp_path, monkeypatch) -> None:
+    # SIGKILL while winner/ was being written left .winner.HEX.tmp (and publish's .winner.old-PID),
+    # and the next retrain, which takes over the lock, left them there.
+    from types import SimpleNamespace
+
+    from search.retrain import winner
+
+    run = tmp_path / "runs" / "x"
+    (run / ".winner.0123456789abcdef0123456789abcdef.tmp").mkdir(parents=True)
+    (run / ".winner.0123456789abcdef0123456789abcdef.tmp" / "model.pt").write_bytes(b"half written")
+    (run / ".winner.old-4242").mkdir()
+    (run / "report").mkdir()
+
+    def write_winner(plan, outs, test, folder: Path) -> dict:
+        (folder / "retrain.parquet").write_bytes(b"the tables")
+        return {}
+
+    monkeypatch.setattr(winner, "write_winner", write_winner)
+    assert winner.write_and_publish(SimpleNamespace(run=str(run)), [], (None, None)) == ({}, ["retrain.parquet"])
+    assert sorted(p.name for p in run.iterdir()) == ["report", "winner"]
+
+
 @pytest.fixture(scope="module")
 def retrained(tmp_path_factory, fmnist_dir) -> tuple[Path, str]:
     """2 seeds x 1 epoch on 3,000 training images, into a run folder that does not exist yet, given

@@ -31,6 +31,9 @@ def write_and_publish(plan: Plan, outs: list[dict[str, Any]], test: tuple[np.nda
     """winner/ built in a temporary folder, then published; (the ONNX check, the file names)."""
     fs, folder = locate(plan.run)
     local = isinstance(fs, pafs.LocalFileSystem)
+    if local:  # what a retrain killed while writing (SIGKILL: no cleanup) left; the lock makes it no one else's
+        for left in Path(folder).glob(f".{WINNER_FOLDER}.*"):  # .winner.HEX.tmp, and publish's .winner.old-PID
+            shutil.rmtree(left, ignore_errors=True)
     # Locally the staging folder sits next to winner/ (same filesystem: renames); else in /tmp.
     staging = Path(folder) / f".{WINNER_FOLDER}.{uuid.uuid4().hex}.tmp" if local else Path(tempfile.mkdtemp())
     try:
