@@ -146,8 +146,8 @@ def parse_search_value(key: str, text: str):
         except ValueError as e:  # what is wrong with the record, said of the key that named it
             raise ValueError(f"replay={text}: {e}") from None
         return ",".join(paths)
-    if key == "warm_start":
-        return ",".join(warm.sources(text))
+    if key == "warm_start":  # resolved too: on resume, runs/OLD/ and ./runs/OLD are the folder recorded
+        return ",".join(map(resolve, warm.sources(text)))
     if key in OPTIONAL and text.lower() in ("all", "none"):
         return None
     if key in ("cpus_per_trial", "gpus_per_trial", "gpu_hours", "cpu_hours", "width"):

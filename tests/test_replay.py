@@ -432,7 +432,7 @@ def test_a_replay_keeps_its_records_resolved_so_a_resume_from_elsewhere_finds_th
     assert resumed.replay == str(tiny)
 
 
-def test_a_search_warm_started_from_an_earlier_one_hands_tpe_its_trials(tiny, replayed_search, tmp_path):
+def test_a_search_warm_started_from_an_earlier_one_hands_tpe_its_trials(tiny, replayed_search, tmp_path, monkeypatch):
     old = tmp_path / "old"
     shutil.copytree(replayed_search, old)
     trials = load(old).trials
@@ -455,6 +455,9 @@ def test_a_search_warm_started_from_an_earlier_one_hands_tpe_its_trials(tiny, re
     again = _replay_search(f"replay={tiny}", "trials=2", f"warm_start={replayed_search}", f"storage={tmp_path}",
                            "name=new", "resume=true")
     assert again.returncode == 2 and f"warm_start={replayed_search} differs from warm_start={old}" in again.stderr
+    # The recorded folder spelled another way is the same folder (it was refused as differing).
+    monkeypatch.chdir(tmp_path)
+    assert run.parse(["name=new", "storage=.", "resume=true", "warm_start=./old/"]).warm_start == str(old)
     # Another space's search is no source: refused in one line, nothing written.
     refused = subprocess.run(
         [sys.executable, "-m", "search.run", "space=augmentation", f"warm_start={old}", f"storage={tmp_path}",
