@@ -158,7 +158,7 @@ def create_tuner(s: Settings, split: Split, make_trainer=None):
     for note in start.notes:
         print(note, file=sys.stderr)
     searcher = HonestOptunaSearch(
-        max_epochs=s.max_epochs, seed=s.seed, journal=study.journal_path(s.experiment),
+        max_epochs=s.max_epochs, seed=warm.sampler_seed(s.seed, s.warm_start), journal=study.journal_path(s.experiment),
         base={k: v for k, v in space.items() if not isinstance(v, Domain)}, max_params=s.max_params,
         spend=DeviceSpend(hours * 3600 if hours else math.inf, devices), first_rung=s.grace, warm=start.trials,
         objectives=s.objectives, slots=trials_at_once(s, ray.cluster_resources()),

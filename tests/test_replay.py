@@ -451,6 +451,9 @@ def test_a_search_warm_started_from_an_earlier_one_hands_tpe_its_trials(tiny, re
     told = study.load(tmp_path / "new").trials
     warm_trials = [t for t in told if t.user_attrs.get(warm.SOURCE_ATTR) == str(old)]
     assert len(warm_trials) == finished - 1 and len(told) == finished - 1 + 2
+    # Fewer warm trials than TPE's start-up: the new ones are random draws, but not the source's own
+    # (both searches have seed 0; TPE's stream was the same, and repeated the source's first draws).
+    assert not set(load(tmp_path / "new").trials["lr"]) & set(load(old).trials["lr"])
     # A resume keeps the warm start: another one is refused, the recorded one accepted.
     again = _replay_search(f"replay={tiny}", "trials=2", f"warm_start={replayed_search}", f"storage={tmp_path}",
                            "name=new", "resume=true")

@@ -11,7 +11,8 @@ reached: its accuracies are not those of this search's schedule, and TPE ranks e
 below the completed ones. Trials that errored or never ended are left out; so is a trial whose
 values fall outside this search's space (a searched value out of its range, or a fixed value
 that differs), with one note per source. The warm trials count towards TPE's random start-up
-(that is the point: TPE models from the first suggestion) and carry the user attributes
+(that is the point: with as many as it has, TPE models from the first suggestion; the rest of it is
+drawn from a stream of this search's own, sampler_seed) and carry the user attributes
 `warm_start` (the source as given) and `warm_start_trial` (its trial id), for optuna-dashboard.
 They are not trials of this search: its tables, rungs, device budget and live view know only its
 own. A resume never reads the sources again: the study (journal and Tune's snapshot) holds them.
@@ -19,8 +20,10 @@ own. A resume never reads the sources again: the study (journal and Tune's snaps
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
+import numpy as np
 import optuna
 import pandas as pd
 import pyarrow.fs as pafs
@@ -76,6 +79,16 @@ def check(text: str, space: str, width: float = 1.0) -> None:
             raise ValueError(f"warm_start={source}: a search at width={theirs:g}, not width={width:g}; a warm start "
                              "takes earlier searches at the same width")
         _finished(source)
+
+
+def sampler_seed(seed: int, text: str) -> int:
+    """TPE's seed in a search warm-started from `text` (warm_start= as recorded): a stream of its
+    own. With fewer warm trials than TPE's random start-up, the next suggestions are random draws,
+    and under `seed` alone they would repeat those of a source searched with the same seed (0 unless
+    given), configurations TPE already holds. The same at the start and on every resume."""
+    if not text:
+        return seed
+    return int(np.random.SeedSequence([seed, zlib.crc32(text.encode())]).generate_state(1)[0])
 
 
 def load(text: str, param_space: dict, max_epochs: int) -> WarmStart:
