@@ -11,7 +11,7 @@ import math
 import typing
 from dataclasses import dataclass, fields, replace
 
-from model.overrides import as_int
+from model.overrides import as_int, parse_bool
 from model.registry import Registry
 
 ACTIVATIONS = ("relu", "gelu", "silu", "elu")
@@ -192,11 +192,8 @@ def parse_value(key: str, value: typing.Any, kind: typing.Any) -> typing.Any:
             return tuple(int(v) for v in value)
         if kind is int:
             return as_int(value)
-        if kind is bool:
-            text = str(value).lower()  # True, numpy.bool_, "true" from the CLI or Parquet's text
-            if text not in ("true", "false", "1", "0"):
-                raise ValueError
-            return text in ("true", "1")
+        if kind is bool:  # True, numpy.bool_, "true" or "yes" from the CLI (as search.run's keys), Parquet's text
+            return parse_bool(key, str(value))
         if kind is float:
             return float(value)
         return str(value)

@@ -60,7 +60,7 @@ BAD_TRAIN = [
     (["epochs=inf"], "epochs='inf': expected an integer"),
     (["batch_size=inf"], "batch_size='inf': expected an integer"),
     (["seed=inf"], "seed='inf': expected an integer"),
-    (["residual=yes"], "residual='yes': expected true or false"),  # what is accepted, not Python's type name
+    (["residual=on"], "residual='on': expected true or false"),  # what is accepted, not Python's type name
     (["lr=-1"], "lr=-1: the learning rate must be positive"),  # not ">= 0", which lr=0 would then fail
     (["lr=0"], "lr=0: the learning rate must be positive"),
     (["subset=all", "val_size=59999"], "(subset=all, val_size=59999)"),
@@ -209,3 +209,10 @@ def test_a_uri_that_cannot_be_reached_is_one_line_wherever_it_is_given(capsys, t
     out, err = capsys.readouterr()
     assert err.startswith(f"error: {named}: ") and "cannot be reached (" in err and err.count("\n") == 1, err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("text", "value"), [("yes", True), ("No", False), ("1", True), ("false", False), ("TRUE", True)])
+def test_a_config_switch_takes_the_words_every_command_takes(text, value):
+    # model.train and search.retrain refused residual=yes, which search.run's switches (resume=yes) take.
+    assert Config.from_flat({"residual": text}).residual is value
+    assert overrides.parse_bool("resume", text) is value
