@@ -105,7 +105,9 @@ def load(experiment: str | os.PathLike) -> Experiment:
         run = read_run(path)
         report = join(path, REPORT_FOLDER)
         if not is_file(join(report, "best.json")):  # results.collect writes best.json last
-            raise ValueError(f"{path} has no report; run python -m results.collect {path}")
+            # A search still running has none either: collecting it now would race the search's own report.
+            raise ValueError(f"{path} has no report yet: a search writes it as it ends; for one that was killed, "
+                             f"python -m results.collect {shlex.quote(path)} makes it from Tune's files")
         rebuild = (f"python -m results.collect {shlex.quote(path)} rebuilds the report from Tune's files, unless an "
                    "older version of this service wrote them")
         try:

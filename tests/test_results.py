@@ -253,7 +253,8 @@ def test_load_without_a_report_says_how_to_make_one(tuned, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(tuned[0], copy)
     shutil.rmtree(copy / "report", ignore_errors=True)
-    with pytest.raises(ValueError, match="has no report; run python -m results.collect"):
+    with pytest.raises(ValueError, match="has no report yet: a search writes it as it ends; for one that was "
+                                         "killed, python -m results.collect"):
         load(copy)
     with pytest.raises(ValueError, match="does not exist"):
         load(tmp_path / "missing")
