@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import shutil
 import signal
 import sys
 import textwrap
@@ -111,6 +112,15 @@ def check_range(key: str, value: float, minimum: float | None = None, maximum: f
     if isinstance(value, int) and abs(value) > INT_LIMIT:
         raise ValueError(f"{key}={value}: too large (at most {INT_LIMIT:,})")
     return value
+
+
+def say(text: str) -> None:
+    """Print one line of prose: on a terminal, wrapped at its width between words (later lines
+    indented); elsewhere (a log, a pipe, a test) whole, one line per fact for grep."""
+    if sys.stdout.isatty():
+        text = textwrap.fill(text, width=shutil.get_terminal_size().columns, subsequent_indent="  ",
+                             break_long_words=False, break_on_hyphens=False)
+    print(text)
 
 
 def reject(error: ValueError) -> int:

@@ -216,3 +216,24 @@ def test_a_config_switch_takes_the_words_every_command_takes(text, value):
     # model.train and search.retrain refused residual=yes, which search.run's switches (resume=yes) take.
     assert Config.from_flat({"residual": text}).residual is value
     assert overrides.parse_bool("resume", text) is value
+
+
+def test_prose_is_wrapped_between_words_on_a_terminal_and_left_whole_elsewhere(monkeypatch, capsys):
+    # The retrain's lines ran to 200 characters, broken mid-word by an 80-column terminal.
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    line = "config (differences from the defaults): " + " ".join(f"key{i}=value{i}" for i in range(20))
+    overrides.say(line)
+    assert capsys.readouterr().out == line + "\n"  # a pipe or a log: one line per fact
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    monkeypatch.setenv("COLUMNS", "80")
+    overrides.say(line)
+    shown = terminal.getvalue().splitlines()
+    assert len(shown) > 1 and max(map(len, shown)) <= 80 and all(s.startswith("  ") for s in shown[1:])
+    assert " ".join(part.strip() for part in shown) == line  # every word whole

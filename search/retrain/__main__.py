@@ -39,8 +39,8 @@ def main(argv: list[str]) -> int:
     from search.runtime.lock import Lock, LockError
     from search.runtime.ray_session import RayUnavailable, ray_session
 
-    print(f"retrain of {plan.run}: {plan.source}")
-    print(f"config (differences from the defaults): {_describe(plan.cfg)}")
+    overrides.say(f"retrain of {plan.run}: {plan.source}")
+    overrides.say(f"config (differences from the defaults): {_describe(plan.cfg)}")
     lock: Lock | None = None
     try:
         with ray_session(plan.address):
@@ -68,12 +68,12 @@ def main(argv: list[str]) -> int:
     acc = np.array([o["test_acc"] for o in outs]) * 100
     spread = f" ± {acc.std(ddof=1):.2f}% (mean ± sd)" if len(acc) > 1 else " (one seed: no sd)"
     report = report_accuracies() if matches_report(outs[0]["train_images"], {plan.cfg.epochs}) else not_comparable_text()
-    print(f"test accuracy over {counted(len(acc), 'seed')}: {acc.mean():.2f}%{spread}; {report}")
-    print(
+    overrides.say(f"test accuracy over {counted(len(acc), 'seed')}: {acc.mean():.2f}%{spread}; {report}")
+    overrides.say(
         f"ONNX Runtime vs PyTorch, seed {outs[0]['seed']} on {check['images']:,} test images: argmax agreement "
         f"{check['agree']:,}/{check['images']:,}, max |logit diff| {check['max_abs_diff']:.2e}"
     )
-    print(f"written to {join(plan.run, WINNER_FOLDER)}/: {', '.join(files)}")
+    overrides.say(f"written to {join(plan.run, WINNER_FOLDER)}/: {', '.join(files)}")
     return 0
 
 
