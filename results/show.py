@@ -411,11 +411,12 @@ def _comparison_rows(experiments: list[Experiment]) -> dict[str, list[str]]:
 
     rows = {
         "space": each(lambda e: e.run["space"]),
+        "width": each(lambda e: f"{e.run.get('width', 1.0):g}"),  # a rehearsal at 0.125 is not the full network
         "budget": each(lambda e: e.run["budget"]),
         "trials x epochs": each(lambda e: f"{e.run['trials']} x {e.run['max_epochs']}"),
         **{status: each(lambda e, s=status: str(e.status_counts().get(s, 0))) for status in ("completed", "pruned", "error", "unfinished")},
         "trial-hours": each(lambda e: _hours(e.trials["seconds"].sum())),
-        "GPU-hours": each(lambda e: _hours((e.trials["seconds"] * e.trials["gpus_per_trial"]).sum())),
+        "device-hours": each(device_hours),  # a CPU search's are CPU-hours, not 0 GPU-hours
         "best val acc": each(lambda e: percent(e.best["metrics"]["val_acc"]) if e.best else "-"),
         "best trial": each(lambda e: e.best["trial_id"] if e.best else "-"),
         "best at epoch": each(lambda e: f"{e.best['metrics']['epoch']} of {e.run['max_epochs']}" if e.best else "-"),
@@ -436,12 +437,16 @@ def status_text(exp: Experiment) -> str:
 
 
 def compute_text(exp: Experiment) -> str:
-    """Trial hours (epoch time summed over trials) and device-hours (each trial's time x its GPUs;
-    its CPUs for a search whose trials held no GPU), as the search's end counted them."""
-    seconds = exp.trials["seconds"]
-    gpus = exp.trials["gpus_per_trial"]
+    """Trial hours (epoch time summed over trials) and device-hours, as the search's end counted them."""
+    return f"{_hours(exp.trials['seconds'].sum())} trial-hours, {device_hours(exp)}-hours"
+
+
+def device_hours(exp: Experiment) -> str:
+    """'0.25 GPU': each trial's time x its GPUs; x its CPUs ('0.0033 CPU') for a search whose
+    trials held no GPU."""
+    seconds, gpus = exp.trials["seconds"], exp.trials["gpus_per_trial"]
     unit, held = ("GPU", gpus) if (gpus > 0).any() else ("CPU", exp.trials["cpus_per_trial"])
-    return f"{_hours(seconds.sum())} trial-hours, {_hours((seconds * held).sum())} {unit}-hours"
+    return f"{_hours((seconds * held).sum())} {unit}"
 
 
 def _hours(seconds: float) -> str:

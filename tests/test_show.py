@@ -284,6 +284,17 @@ def test_experiments_side_by_side_fit_80_columns(tmp_path, full, show):
     assert "93.30% ± 0.28%" in done.stdout
     text = render(side_by_side([load(full), *map(load, others)]), width=200)
     assert text.count("experiments side by side") == 1 and all(folder.name in text.splitlines()[1] for folder in others)
+    # Each search's device-hours in its own unit (a CPU search's were "GPU-hours 0.00"), and its width.
+    cpu = write_search(tmp_path / "on-cpu", space="augmentation", seed=5)
+    trials = pd.read_parquet(cpu / "report" / "trials.parquet")
+    write_table(trials.assign(gpus_per_trial=0.0, cpus_per_trial=2.0), cpu / "report" / "trials.parquet", TRIALS)
+    run = json.loads((cpu / "run.json").read_text())
+    (cpu / "run.json").write_text(json.dumps({**run, "width": 0.125}))
+    rows = {line.split()[0]: line.split()[1:] for line in render(side_by_side([load(full), load(cpu)]), width=200).splitlines()
+            if line.split() and line.split()[0] in ("device-hours", "width")}
+    hours = 12.345 * trials["epochs_run"].sum() / 3600
+    assert rows["device-hours"][2:] == [f"{2 * hours:.2f}", "CPU"] and rows["device-hours"][1] == "GPU"
+    assert rows["width"] == ["1", "0.125"]
 
 
 def test_bad_arguments_are_one_line_and_exit_2(full, tmp_path, show):
