@@ -216,4 +216,9 @@ def command(main: Callable[[list[str]], int]) -> NoReturn:
         print("interrupted", file=sys.stderr)
         code = interrupted_code()
     sys.stdout.flush()  # here, not at exit: a reader gone by now is dropped quietly too
+    # Done, and said. A Ctrl-C or SIGTERM from here on (atexit, the modules' teardown: up to a second)
+    # would stop nothing that matters, so it is ignored: Python puts its handlers back to the default
+    # late in its exit, where such a signal ended the command as killed (130 or 143, no line).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.exit(code)

@@ -237,3 +237,26 @@ def test_prose_is_wrapped_between_words_on_a_terminal_and_left_whole_elsewhere(m
     shown = terminal.getvalue().splitlines()
     assert len(shown) > 1 and max(map(len, shown)) <= 80 and all(s.startswith("  ") for s in shown[1:])
     assert " ".join(part.strip() for part in shown) == line  # every word whole
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_once_the_command_has_done_and_said_everything_changes_nothing(tmp_path, signum):
+    # It arrived while Python tore its modules down (a second for results.show): the command then
+    # ended as killed, 130 or 143 with no line, after printing its whole result.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "done.py"
+    script.write_text(
+        "import atexit, os, signal, sys, time\n"
+        "from model import overrides\n"
+        "def main(argv):\n"
+        f"    atexit.register(lambda: (os.kill(os.getpid(), signal.{signum}), time.sleep(0.5)))  # in the exit\n"
+        "    print('the result')\n"
+        "    return 0\n"
+        "overrides.command(main)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).parent.parent, env={"PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert (done.returncode, done.stdout, done.stderr) == (0, "the result\n", "")
