@@ -9,7 +9,7 @@
 #   bash scripts/gpu_checks.sh speed    # CUDA tests, throughput (a)-(e), packed trials with and without MPS
 #   bash scripts/gpu_checks.sh mps      # packed trials under MPS only
 #   bash scripts/gpu_checks.sh search   # a short space=full search: trial seconds / (slots x wall)
-#   bash scripts/gpu_checks.sh record   # the GPU record: 108 curves of space=full at full width (4-6 min)
+#   bash scripts/gpu_checks.sh record   # the GPU record: 108 curves of space=full at full width (2-5 min?)
 #   bash scripts/gpu_checks.sh record-quick  # the same, 10 curves of 2 epochs: check the stage works
 #   bash scripts/gpu_checks.sh headline start
 #

@@ -11,8 +11,8 @@ reached: its accuracies are not those of this search's schedule, and TPE ranks e
 below the completed ones. Trials that errored or never ended are left out; so is a trial whose
 values fall outside this search's space (a searched value out of its range, or a fixed value
 that differs), with one note per source. The warm trials count towards TPE's random start-up
-(that is the point: with as many as it has, TPE models from the first suggestion; the rest of it is
-drawn from a stream of this search's own, sampler_seed) and carry the user attributes
+(that is the point: with 10 or more, TPE models from the first suggestion; with fewer, the rest of
+the start-up is drawn from a stream of this search's own, sampler_seed) and carry the user attributes
 `warm_start` (the source as given) and `warm_start_trial` (its trial id), for optuna-dashboard.
 They are not trials of this search: its tables, rungs, device budget and live view know only its
 own. A resume never reads the sources again: the study (journal and Tune's snapshot) holds them.
