@@ -204,11 +204,13 @@ def test_the_best_trial_or_a_named_one_is_retrained(tmp_path, scheme) -> None:
     _fake_experiment(tmp_path)
     run = f"{scheme}{tmp_path}"
     plan = parse_args([run, "epochs=7", "seeds=2", "dense=32"])
-    assert plan.source == "best trial t_best" and plan.run == run
+    # What was retrained, as winner.json and results.show name it: the best trial, with the keys given.
+    assert plan.source == "best trial t_best with dense=32" and plan.run == run
     assert (plan.cfg.filters, plan.cfg.lr, plan.cfg.dense, plan.cfg.epochs) == ((32, 64), 1e-3, 32, 7)
     assert plan.seeds == (0, 1)
     plan = parse_args([run, "trial=t_other", "seed=5"])
     assert plan.source == "trial t_other" and plan.cfg.dense == 128 and plan.cfg.epochs == 30
+    assert parse_args([run, "config=seed", "lr=2e-3", "filters=8,16"]).source == "preset seed with lr=2e-3 filters=8,16"
     assert plan.seeds == (5, 6, 7)
     with pytest.raises(ValueError, match="not a trial"):
         parse_args([run, "trial=t_nope"])

@@ -86,6 +86,8 @@ def parse_args(argv: list[str]) -> Plan:
         raise ValueError("device=cuda with gpus_per_trial=0: a task without a GPU cannot use cuda")
     first_seed = overrides.parse_int("seed", args.pop("seed"), 0, MAX_SEED - seeds + 1) if "seed" in args else 0
     cfg = Config.from_flat({**args, "epochs": epochs, "seed": first_seed}, base=base)  # the rest: Config keys
+    if args:  # winner.json and results.show name what was retrained: not the trial or preset as it was
+        source += " with " + " ".join(f"{key}={value}" for key, value in args.items())
     fmnist.check_sizes(0, subset, cfg.batch_size)
     return Plan(
         run, cfg, source, tuple(range(first_seed, first_seed + seeds)), data_dir, subset, address, cpus, gpus, device
