@@ -163,13 +163,15 @@ def create_tuner(s: Settings, split: Split, make_trainer=None):
         spend=DeviceSpend(hours * 3600 if hours else math.inf, devices), first_rung=s.grace, warm=start.trials,
         objectives=s.objectives, slots=trials_at_once(s, ray.cluster_resources()),
     )
+    stopper = SpendStopper(searcher)  # stops everything once the device budget is spent
     return build_tuner(
         s, trainable(s, split, make_trainer), param_space=space, search_alg=searcher, scheduler=scheduler,
         callbacks=[
             RungKeeper(scheduler, s.experiment),
-            Progress(s.trials, s.max_epochs, shown=sorted(spaces.get(s.space).PARAMS), grace=s.grace, eta=s.eta),
+            Progress(s.trials, s.max_epochs, shown=sorted(spaces.get(s.space).PARAMS), grace=s.grace, eta=s.eta,
+                     stopper=stopper),
         ],
-        stop=SpendStopper(searcher),  # stops everything once the device budget is spent
+        stop=stopper,
     )
 
 

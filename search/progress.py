@@ -25,6 +25,7 @@ from time import monotonic
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
+from ray.tune.stopper import Stopper
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
@@ -79,9 +80,13 @@ def expected_epochs(epoch: int, max_epochs: int, grace: int | None, eta: int | N
 class Progress(Callback):
     def __init__(
         self, total: int, max_epochs: int, shown: list[str], metric: str = "val_acc",
-        grace: int | None = None, eta: int | None = None,
+        grace: int | None = None, eta: int | None = None, stopper: Stopper | None = None,
     ) -> None:
         self.total = total  # trials the search will run
+        # The search's stopper. Once it has stopped every trial (a device budget spent), the trials it
+        # stopped ended as the tables say (pruned), where after Ctrl-C they are unfinished: Tune
+        # marks both TERMINATED without ending them.
+        self.stopper = stopper
         self.max_epochs = max_epochs
         self.shown = shown  # config keys worth showing for the best trial: the searched ones
         self.metric = metric
@@ -195,6 +200,8 @@ class Progress(Callback):
         self._rows = tuple(rows)
 
     def _open_state(self, trial: Trial) -> str:
+        if self._ended and self.stopper is not None and self.stopper.stop_all() and trial.status == Trial.TERMINATED:
+            return trial_status(trial.status, self._epoch(trial), self.max_epochs)
         if self._ended:
             return UNFINISHED  # stopped by Ctrl-C (Tune marks it terminated without ending it)
         return "running" if trial.status == Trial.RUNNING else "pending"

@@ -147,6 +147,36 @@ def test_a_search_whose_budget_ended_it_early_says_finished_not_unfinished(clock
     assert "finished after 2 of 4 trials; 0 running, 2 completed" in last and "unfinished" not in last
 
 
+class _Spent:
+    """A stopper (as search.strategy.spend.SpendStopper) whose stop_all says whether the budget is spent."""
+
+    def __init__(self, spent: bool) -> None:
+        self.spent = spent
+
+    def stop_all(self) -> bool:
+        return self.spent
+
+
+@pytest.mark.parametrize("spent", [True, False], ids=["budget spent", "ctrl-c"])
+def test_trials_the_budget_stopped_are_pruned_as_in_the_tables_and_ctrl_cs_unfinished(clock, stderr, spent):
+    # Tune marks a running trial TERMINATED, without ending it, both when the stopper stops every trial
+    # (the device budget spent) and on Ctrl-C. The tables call the first pruned (it ran fewer than
+    # max_epochs and will not run again); the resume reruns the second.
+    progress = Progress(total=4, max_epochs=3, shown=["lr"], stopper=_Spent(spent))
+    progress.setup()
+    trials = [_trial("a", "RUNNING"), _trial("b", "RUNNING")]
+    progress.on_step_begin(0, trials)
+    for trial in trials:
+        _result(progress, trials, trial, 1, 0.5)
+        trial.status = "TERMINATED"
+    progress.on_experiment_end(trials)
+    last = stderr.lines()[-1]
+    if spent:
+        assert "finished after 2 of 4 trials; 0 running, 0 completed, 2 pruned, 0 error of 4 trials" in last
+    else:
+        assert "stopped; 0 running, 0 completed, 0 pruned, 0 error, 2 unfinished of 4 trials (2 not started)" in last
+
+
 def test_a_second_ctrl_c_still_takes_the_frame_down_and_shows_the_cursor(clock, monkeypatch):
     monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich: stderr counts as a terminal
     progress = Progress(total=1, max_epochs=1, shown=[])

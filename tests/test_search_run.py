@@ -481,6 +481,9 @@ def test_max_params_and_a_cpu_hour_budget_bound_a_search(tmp_path):
                   "grace=1", "max_params=100000", "cpu_hours=0.0001", "name=bounded", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "CPU-hour budget is spent" in done.stdout and "refused, never trained" in done.stdout
+    # The live view's last line: finished, and the trials the budget stopped pruned, as in the tables.
+    ending = [line for line in done.stderr.splitlines() if "] finished" in line or "] stopped" in line]
+    assert ending and "finished after" in ending[-1] and "unfinished" not in ending[-1], done.stderr[-3000:]
     trials, _ = report(tmp_path / "runs" / "bounded")
     assert 1 <= len(trials) < 6 and (trials["params"].dropna() <= 100_000).all()  # NaN: stopped before an epoch
     refused = [t for t in study.load(tmp_path / "runs" / "bounded").trials if t.user_attrs.get("refused")]
