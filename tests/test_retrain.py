@@ -537,5 +537,5 @@ def test_a_reader_that_stops_reading_ends_nothing_early(tmp_path, fmnist_dir) ->
     done = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout == f"retrain of {run}: preset seed\n" and "Traceback" not in done.stderr
+    assert done.stdout == f"retrain of {run}: preset seed with {' '.join(SMALL)}\n" and "Traceback" not in done.stderr
     assert (run / "winner" / "model.onnx").exists()
