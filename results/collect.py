@@ -93,10 +93,19 @@ def collect(experiment: str | os.PathLike) -> Collected:
     return Collected(report, tuple(torn))
 
 
+def has_tune_snapshot(path: str) -> bool:
+    """Whether Tune has saved the experiment at `path` (experiment_state-*.json, written with the
+    searcher's and search generator's states): what Tuner.restore continues from."""
+    fs, inner = locate(path)
+    if fs.get_file_info(inner).type != pafs.FileType.Directory:
+        return False
+    names = [info.base_name for info in fs.get_file_info(pafs.FileSelector(inner))]
+    return bool(fnmatch.filter(names, "experiment_state-*.json"))
+
+
 def _tune_trials(path: str) -> list:
     fs, inner = locate(path)
-    names = [info.base_name for info in fs.get_file_info(pafs.FileSelector(inner))]
-    if not fnmatch.filter(names, "experiment_state-*.json"):
+    if not has_tune_snapshot(path):
         raise ValueError(f"{path} is not a Ray Tune experiment folder (it has no experiment_state-*.json)")
     with reading_tune_state(path, "its report tables, where they are readable, are what is left"), _without_fetch_warnings():
         analysis = ExperimentAnalysis(inner, storage_filesystem=fs)

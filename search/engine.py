@@ -29,7 +29,7 @@ import spaces
 from model.data import Split
 from model.overrides import interrupted_code, reject
 import internals
-from results.collect import OlderExperiment, collect, reading_tune_state
+from results.collect import OlderExperiment, collect, has_tune_snapshot, reading_tune_state
 from results.schema import is_file, join, locate, write_json
 from search.progress import Progress, stop_frames
 from search.replay import records
@@ -82,7 +82,7 @@ def run_search(s: Settings, split: Split) -> int:
             if note:
                 print(note, file=sys.stderr)
             lock = _take_lock(s)
-            tuner = _restore(s, split) if s.resume and is_file(join(s.experiment, TUNER_FILE)) else create_tuner(s, split)
+            tuner = _restore(s, split) if s.resume and _restorable(s) else create_tuner(s, split)
             fit(tuner)
         collect(s.experiment)
         return print_report(s.location, _expected_trials(s, internals.tuner_searcher(tuner)), s.resume_command(), MAX_FAILURES)
@@ -142,8 +142,12 @@ def trainable(s: Settings, split: Split | None, make_trainer=None):
 
 
 def create_tuner(s: Settings, split: Split, make_trainer=None):
-    """A new Tuner for `s`; writes run.json first (unless a resume finds one but no Tuner to restore).
-    make_trainer: see trainable()."""
+    """A new Tuner for `s`; writes run.json first, unless a resume finds one but nothing to restore
+    (_restorable): then the study its first attempt opened goes, as an asked trial there would stay
+    RUNNING for good. make_trainer: see trainable()."""
+    journal = study.journal_path(s.experiment)
+    if s.resume and journal is not None and os.path.exists(journal):
+        os.remove(journal)
     if not is_file(join(s.experiment, RUN_FILE)):
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         marks = {}
@@ -247,6 +251,14 @@ def trial_name(trial) -> str:
     """Trial folders named by id alone: Tune's default packs the whole config into the name.
     search.report.trial_folder finds them by this name."""
     return f"trial_{trial.trial_id}"
+
+
+def _restorable(s: Settings) -> bool:
+    """Whether the search has a Tuner and a snapshot of it to continue from. Tune saves its first
+    snapshot as it creates the first trials; a search stopped before that (Ctrl-C, SIGTERM or a
+    crash in its first seconds) trained nothing, and Tuner.restore would bring back a searcher with
+    no space and one sample to run: create_tuner starts it again from its run.json."""
+    return is_file(join(s.experiment, TUNER_FILE)) and has_tune_snapshot(s.experiment)
 
 
 def _restore(s: Settings, split: Split):

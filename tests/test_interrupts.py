@@ -22,6 +22,7 @@ from conftest import as_typed_in_a_terminal, patched_on_import
 
 from model.overrides import INTERRUPTED
 from search.runtime.lock import LOCK_FILE
+from search.strategy import study
 from test_search_run import ENV, SMALL, report, search, start
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -277,6 +278,46 @@ def test_sigterm_while_ray_stops_after_the_trials_is_one_line_143_and_the_printe
     assert command[:3] == ["python", "-m", "search.run"]
     done = search(*command[3:], cwd=tmp_path)  # every trial has ended: the resume makes the report
     assert done.returncode == 0 and "2 of 2 trials finished" in done.stdout, done.stderr[-3000:]
+
+
+# SIGTERM once the searcher has made its first suggestion (asked the study for a trial): before Tune
+# creates that trial and saves its first snapshot of the experiment.
+SIGNALLED_BEFORE_THE_FIRST_SNAPSHOT = patched_on_import("search.strategy.searcher", """
+import signal
+
+def patch(module):
+    original = module.HonestOptunaSearch.suggest
+
+    def signalled(self, *args, **kwargs):
+        config = original(self, *args, **kwargs)
+        if isinstance(config, dict):
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs now, in this thread
+        return config
+
+    module.HonestOptunaSearch.suggest = signalled
+""")
+
+
+def test_a_search_stopped_before_tunes_first_snapshot_starts_again_on_the_printed_command(tmp_path):
+    # Was: the printed command restored a Tuner with no snapshot, whose searcher had no space (a
+    # RuntimeError traceback, exit 1, every time); without the journal's removal, its asked trial
+    # would stay RUNNING in the study.
+    stopped = search(*SMALL, "trials=3", "max_epochs=1", "name=early", cwd=tmp_path,
+                     env=_with_site(tmp_path, SIGNALLED_BEFORE_THE_FIRST_SNAPSHOT))
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    experiment = tmp_path / "runs" / "early"
+    assert not glob.glob(str(experiment / "experiment_state-*.json")) and not glob.glob(str(experiment / "trial_*"))
+    assert (experiment / "tuner.pkl").exists()
+    asked = [t.state.name for t in study.load(experiment).trials]
+    assert asked and set(asked) == {"RUNNING"}  # asked of the study, never Tune's trials
+    printed = stopped.stdout.splitlines()[-1].split("resume with", 1)[1].strip()
+    assert printed == "python -m search.run name=early resume=true"
+    done = search(*shlex.split(printed)[3:], cwd=tmp_path)
+    assert done.returncode == 0 and "3 of 3 trials finished" in done.stdout, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    trials, _ = report(experiment)
+    assert len(trials) == 3
+    assert sorted(t.state.name for t in study.load(experiment).trials) == ["COMPLETE"] * 3
 
 
 # A module being imported that sets up a descriptor (as dataclasses, enums and torch do) and is
