@@ -110,6 +110,9 @@ def load(experiment: str | os.PathLike) -> Experiment:
                              f"python -m results.collect {shlex.quote(path)} makes it from Tune's files")
         rebuild = (f"python -m results.collect {shlex.quote(path)} rebuilds the report from Tune's files, unless an "
                    "older version of this service wrote them")
+        missing = [f"{REPORT_FOLDER}/{name}.parquet" for name in REPORT_TABLES if not is_file(join(report, f"{name}.parquet"))]
+        if missing:  # a copy cut short, a file removed by hand
+            raise ValueError(f"{path}: the report has no {' or '.join(missing)}; {rebuild}")
         try:
             best = read_json(join(report, "best.json"))
             report_tables = {name: read_table(join(report, f"{name}.parquet"), schema) for name, schema in REPORT_TABLES.items()}

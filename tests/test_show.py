@@ -403,6 +403,18 @@ def test_a_damaged_report_table_is_one_line_saying_what_rebuilds_it(tmp_path, sh
                                     "an older version of this service wrote them")
 
 
+@pytest.mark.parametrize("table", ["trials", "epochs"])
+def test_a_report_table_missing_is_one_line_saying_what_rebuilds_it(tmp_path, show, table):
+    # Was a pyarrow FileNotFoundError traceback, exit 1 (a copy or sync cut short), alone or side by side.
+    folder = write_search(tmp_path / "partial", n=4)
+    (folder / "report" / f"{table}.parquet").unlink()
+    for shown in (show(str(folder)), show(str(write_search(tmp_path / "whole", n=2)), str(folder))):
+        assert shown.returncode == 2 and shown.stdout == ""
+        assert shown.stderr.strip() == (f"error: {folder}: the report has no report/{table}.parquet; python -m "
+                                        f"results.collect {folder} rebuilds the report from Tune's files, unless an "
+                                        "older version of this service wrote them")
+
+
 def test_a_key_given_with_two_experiments_is_one_line_naming_the_key(tmp_path, show):
     a, b = write_search(tmp_path / "a", n=2), write_search(tmp_path / "b", n=2)
     shown = show(str(a), str(b), "trial=x")
