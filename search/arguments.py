@@ -93,7 +93,7 @@ def parse(argv: list[str]) -> Settings:
         settings = _fresh(args, storage, session)
         check_values(settings)
         if settings.warm_start:  # read at the start only: a resume finds the warm trials in its study
-            warm.check(settings.warm_start, settings.space, settings.width)
+            warm.check(settings.warm_start, settings.space, settings.width, replay=bool(settings.replay))
     _check_folder(settings)
     return settings
 

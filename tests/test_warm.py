@@ -94,6 +94,20 @@ def test_a_source_must_be_a_search_of_the_same_space_with_a_finished_trial(tmp_p
         warm.check(str(errored), "augmentation")
 
 
+def test_a_replay_warm_starts_only_replays_and_a_search_in_use_is_no_source(tmp_path, lock_holder):
+    # Both were accepted: a real search's TPE took a replay's predicted accuracies for measured ones,
+    # and a running search's advice was to collect it, which wrote a partial report into it.
+    replayed = _experiment(tmp_path / "replayed", "augmentation", ROWS[:2])
+    write_json({"space": "augmentation", "replay": "/records/r"}, replayed / RUN_FILE)
+    with pytest.raises(ValueError, match=r"replayed: a replay of recorded curves \(replay=/records/r\), whose accuracies"):
+        warm.check(str(replayed), "augmentation")
+    warm.check(str(replayed), "augmentation", replay=True)
+    running = _experiment(tmp_path / "running", "augmentation", ROWS[:2])
+    lock_holder(running)
+    with pytest.raises(ValueError, match=r"^warm_start=.*running is in use by a test \(pid \d+"):
+        warm.check(str(running), "augmentation")
+
+
 def test_tpe_models_from_its_first_suggestion_when_warm_started():
     """Forty warm trials (more than TPE's ten random start-up trials; its good set, the best 5%, is
     two of them), all good at small lr and bad at large: the warm searcher's first suggestions sit

@@ -34,6 +34,7 @@ from ray.tune.search.sample import Domain
 import results
 from results.schema import expand_home, join, reachable_type, read_json
 from results.status import COMPLETED, PRUNED, ran_to_the_end
+from search.runtime.lock import held_message, holder
 from search.runtime.storage import resolve
 from search.settings import METRIC, RUN_FILE
 
@@ -60,10 +61,12 @@ def sources(text: str) -> list[str]:
     return names
 
 
-def check(text: str, space: str, width: float = 1.0) -> None:
-    """Each source is a search of `space` at `width` whose report can be read; ValueError (one line)
-    otherwise. Reads only. Another width is refused because its channel counts lie outside this
-    search's space: every one of its trials would be left out."""
+def check(text: str, space: str, width: float = 1.0, replay: bool = False) -> None:
+    """Each source is a search of `space` at `width` that has ended and whose report can be read;
+    ValueError (one line) otherwise. Reads only. Another width is refused because its channel
+    counts lie outside this search's space: every one of its trials would be left out. A replay's
+    accuracies are a record's curves, mostly predicted: a source for another replay (`replay`), never
+    for a search that trains."""
     for source in sources(text):
         run_file = join(source, RUN_FILE)
         if reachable_type(run_file, f"warm_start={source}") != pafs.FileType.File:
@@ -78,6 +81,12 @@ def check(text: str, space: str, width: float = 1.0) -> None:
         if theirs != width:
             raise ValueError(f"warm_start={source}: a search at width={theirs:g}, not width={width:g}; a warm start "
                              "takes earlier searches at the same width")
+        if recorded.get("replay") and not replay:
+            raise ValueError(f"warm_start={source}: a replay of recorded curves (replay={recorded['replay']}), whose "
+                             "accuracies are predictions; a search that trains warm-starts from searches that trained")
+        in_use = holder(source)
+        if in_use is not None:  # its report is missing or out of date until it ends
+            raise ValueError(f"warm_start={held_message(source, in_use)}")
         _finished(source)
 
 
