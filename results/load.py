@@ -130,6 +130,15 @@ def load(experiment: str | os.PathLike) -> Experiment:
 RUN_FIELDS = {"space": str, "budget": str, "trials": int, "max_epochs": int, "grace": int, "eta": int,
               "concurrency": int, "val_size": int, "cpus_per_trial": (int, float), "gpus_per_trial": (int, float)}
 RUN_FIELDS_ADDED = {"subset": (int, type(None)), "width": (int, float)}  # absent from older run.json files
+MADE_BY, RECORDER = "made_by", "search.replay.record"  # run.json's mark of a record: never resumed as a search
+
+
+def run_kind(run: dict[str, Any]) -> str:
+    """'search', 'replay' (replay=: recorded curves answered its trials, nothing trained) or 'record'
+    (search.replay.record: every trial to max_epochs, no early stopping)."""
+    if run.get(MADE_BY) == RECORDER:
+        return "record"
+    return "replay" if run.get("replay") else "search"
 
 
 def read_run(path: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from rich.text import Text
 
 from model import overrides
 from results.importance import MIN_TRIALS, varying
-from results.load import RUN_FIELDS, RUN_FILE, Experiment, load
+from results.load import RUN_FIELDS, RUN_FILE, Experiment, load, run_kind
 from results.numbers import counted, loss, missing, number, percent
 from results.pareto import names
 from results.schema import CONFIG_COLUMNS, REPORT_FOLDER, expand_home, join, write_bytes
@@ -261,11 +261,15 @@ def summary_table(exp: Experiment) -> Table:
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")  # a path too long for the line is folded, never cut
     run = exp.run
+    kind = run_kind(run)
+    stopping = "no early stopping: a record" if kind == "record" else f"ASHA grace {run['grace']}, eta {run['eta']}"
     rows = {
         "experiment": exp.path,
         "space": run["space"] + (f" at width {number(run['width'])}" if run.get("width", 1) != 1 else ""),
         "budget": f"{run['budget']}: {counted(run['trials'], 'trial')} of up to {counted(run['max_epochs'], 'epoch')} "
-        f"(ASHA grace {run['grace']}, eta {run['eta']}), {run['concurrency']} at a time",
+        f"({stopping}), {run['concurrency']} at a time",
+        **({"replay": f"of {run['replay']}: nothing trained; every epoch recorded or predicted from the record, its "
+                      "seconds simulated"} if kind == "replay" else {}),
         "data": f"{'all' if run.get('subset') is None else format(run['subset'], ',')} training images, "
         f"{run['val_size']:,} for validation",
         "trials": status_text(exp),
@@ -412,7 +416,7 @@ def _comparison_rows(experiments: list[Experiment]) -> dict[str, list[str]]:
     rows = {
         "space": each(lambda e: e.run["space"]),
         "width": each(lambda e: f"{e.run.get('width', 1.0):g}"),  # a rehearsal at 0.125 is not the full network
-        "budget": each(lambda e: e.run["budget"]),
+        "budget": each(lambda e: e.run["budget"] + ("" if run_kind(e.run) == "search" else f" ({run_kind(e.run)})")),
         "trials x epochs": each(lambda e: f"{e.run['trials']} x {e.run['max_epochs']}"),
         **{status: each(lambda e, s=status: str(e.status_counts().get(s, 0))) for status in ("completed", "pruned", "error", "unfinished")},
         "trial-hours": each(lambda e: _hours(e.trials["seconds"].sum())),

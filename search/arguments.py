@@ -16,6 +16,7 @@ from model import data as fmnist
 from model import overrides
 from model.config import MAX_EPOCHS, MAX_SEED, preset
 from results import pareto
+from results.load import run_kind
 from results.schema import expand_home, file_type, is_file, join, locate, read_json
 from search.replay import records
 from search.runtime.devices import local_gpus
@@ -182,7 +183,7 @@ def _recorded(storage: str, name: str, session: dict) -> Settings:
     record = read_json(file)
     if not isinstance(record, dict):
         raise ValueError(f"{file}: expected the JSON object search.run writes, found {type(record).__name__}")
-    if record.get(records.MADE_BY) == records.RECORDER or is_file(join(location, records.RECORD_FILE)):
+    if run_kind(record) == "record" or is_file(join(location, records.RECORD_FILE)):
         raise ValueError(f"{location} is a record (python -m search.replay.record), not a search: a record cannot be "
                          f"resumed; replay it with replay={location}")
     hints = typing.get_type_hints(Settings)

@@ -415,6 +415,23 @@ def test_a_report_table_missing_is_one_line_saying_what_rebuilds_it(tmp_path, sh
                                         "older version of this service wrote them")
 
 
+def test_a_replay_and_a_record_say_what_they_are(tmp_path, show):
+    # Both read as searches that trained, and a record's budget as one with ASHA's early stopping.
+    searched, replayed, recorded = (write_search(tmp_path / name, n=3) for name in ("searched", "replayed", "recorded"))
+    for folder, marks in ((replayed, {"replay": "/records/r"}), (recorded, {"made_by": "search.replay.record"})):
+        run = json.loads((folder / "run.json").read_text())
+        (folder / "run.json").write_text(json.dumps({**run, **marks}))
+    flat = " ".join(show(str(replayed)).stdout.split())
+    assert "replay of /records/r: nothing trained; every epoch recorded or predicted from the record" in flat
+    assert "(ASHA grace 1, eta 3)" in flat
+    flat = " ".join(show(str(recorded)).stdout.split())
+    assert "(no early stopping: a record)" in flat and "ASHA" not in flat and "replay of" not in flat
+    shown = show(str(searched), str(replayed), str(recorded), columns=None)
+    assert shown.returncode == 0
+    assert next(line for line in shown.stdout.splitlines() if line.startswith("budget")).split() == [
+        "budget", "standard", "standard", "(replay)", "standard", "(record)"]
+
+
 def test_a_key_given_with_two_experiments_is_one_line_naming_the_key(tmp_path, show):
     a, b = write_search(tmp_path / "a", n=2), write_search(tmp_path / "b", n=2)
     shown = show(str(a), str(b), "trial=x")

@@ -44,11 +44,11 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from model import data as fmnist
 from model.config import Config
 from results.collect import collect
-from results.load import load
+from results.load import MADE_BY, RECORDER, load
 from results.schema import join, write_json
 from results.status import COMPLETED, UNFINISHED
 from search import arguments
-from search.replay.records import MADE_BY, RECORD_FILE, RECORDER, params_to_json, searched, space_params
+from search.replay.records import RECORD_FILE, params_to_json, searched, space_params
 from search.runtime.devices import local_resources
 from search.settings import RUN_FILE, Settings, check_resources, draw_config, param_space
 

@@ -39,7 +39,6 @@ from results.schema import (CONFIG_COLUMNS, EPOCHS, REPORT_FOLDER, TRIALS, is_fi
 from search.settings import WIDTH_KEYS, narrowed
 
 RECORD_FILE = "record.json"
-MADE_BY, RECORDER = "made_by", "search.replay.record"  # run.json's mark of a record: never resumed as a search
 # Records replayed together must agree on these: curves of different data, schedule lengths or
 # devices do not mix.
 COMPARABLE = ("space", "width", "params", "max_epochs", "subset", "val_size", "device")
