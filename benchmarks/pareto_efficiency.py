@@ -24,7 +24,7 @@ seeds, percentile) of the final hypervolume and of the hypervolume at fractions 
 device-time; the time-to-target ratio (device-time until the hypervolume reaches mo-fifo's final
 IQM, over mo-fifo's device-time; "never" when a seed does not get there); MO-ASHA minus FIFO (final
 hypervolumes' IQMs) and the probability that a MO-ASHA seed reaches the target sooner than a FIFO
-seed (ties half), with intervals. One PNG of the anytime curves.
+seed (ties half), with intervals. With --png, a figure of the anytime curves.
 
     python benchmarks/pareto_efficiency.py --record benchmarks/records/full-cpu-12ep-2026-11-26
 """
@@ -271,7 +271,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--grace", type=int, default=1, help="MO-ASHA's first rung, epochs")
     ap.add_argument("--eta", type=int, default=3, help="MO-ASHA's reduction factor")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes")
-    ap.add_argument("--png", default="benchmarks/pareto_efficiency.png", help="where the anytime curves go")
+    ap.add_argument("--png", help="draw the anytime curves there (the committed figures: docs/replay.md)")
     args = ap.parse_args(argv)
     try:
         record = records.load(args.record)
@@ -291,8 +291,9 @@ def main(argv: list[str]) -> int:
     print(tables(summary))
     title = (f"{record.space}, {record.max_epochs} epochs, {record.device}: val_acc and params, {args.seeds} seeds, "
              f"FIFO's device-time ({args.trials} trials) each")
-    plot(summary, args.png, title)
-    print(f"anytime curves: {args.png}")
+    if args.png:
+        plot(summary, args.png, title)
+        print(f"anytime curves: {args.png}")
     return 0
 
 

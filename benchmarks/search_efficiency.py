@@ -28,7 +28,7 @@ half) and a bootstrap 95% interval (2,000 resamples of the seeds, percentile) of
 
 And ours against the stock search: the difference of the IQMs of the final best, and the
 probability that a seed of ours reaches the target sooner than a seed of stock (ties count half),
-each with its bootstrap interval. One PNG of the anytime curves (IQM and 95% band).
+each with its bootstrap interval. With --png, a figure of the anytime curves (IQM and 95% band).
 
     python benchmarks/search_efficiency.py --record benchmarks/records/full-cpu-12ep-2026-11-26
 """
@@ -383,7 +383,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--eta", type=int, default=3, help="ASHA's reduction factor")
     ap.add_argument("--jobs", type=int, default=2, help="processes that simulate searches (results do not depend on it)")
     ap.add_argument("--strategies", default=",".join(s.key for s in STRATEGIES))
-    ap.add_argument("--png", default="benchmarks/search_efficiency.png")
+    ap.add_argument("--png", help="draw the anytime curves there (the committed figures: docs/replay.md)")
     ap.add_argument("--unit", choices=("s", "min", "h"), default="min", help="device-time unit of the table and plot")
     ap.add_argument("--loo", default="",
                     help="also print the surrogate's leave-one-out error for these K, e.g. 1,3,5,8")
@@ -434,8 +434,9 @@ def main(argv: list[str]) -> int:
              f"{record.device}:\n{args.seeds} seeds, concurrency {args.concurrency}, "
              + (f"{args.trials} trials each" if args.same_trials else
                 f"random + FIFO's device-time ({args.trials} trials) for each"))
-    plot(searches, chosen, summary, args.png, title, args.unit)
-    print(f"anytime curves: {args.png}")
+    if args.png:
+        plot(searches, chosen, summary, args.png, title, args.unit)
+        print(f"anytime curves: {args.png}")
     return 0
 
 
