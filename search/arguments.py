@@ -33,7 +33,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "trials": (1, MAX_COUNT), "max_epochs": (1, MAX_EPOCHS), "grace": (1, MAX_EPOCHS), "eta": (2, MAX_COUNT),
     "concurrency": (1, MAX_COUNT), "cpus_per_trial": (0, None), "gpus_per_trial": (0, None),
     "subset": (1, fmnist.SPLITS["train"]), "val_size": (1, fmnist.SPLITS["train"] - 1), "seed": (0, MAX_SEED),
-    "max_params": (1, None), "gpu_hours": (0, None), "cpu_hours": (0, None), "width": (0, MAX_WIDTH),
+    "max_params": (1, None), "gpu_hours": (None, None), "cpu_hours": (None, None), "width": (0, MAX_WIDTH),
 }
 OPTIONAL = ("subset", "max_params", "gpu_hours", "cpu_hours")  # keys that take "none" (subset: "all")
 
@@ -142,6 +142,8 @@ def parse_search_value(key: str, text: str):
         return text
     if key == "replay":  # kept resolved: a resume from another folder, or spelled ./REC/, finds the same records
         paths = [resolve(expand_home(part.strip(), "replay")) for part in text.split(",") if part.strip()]
+        if len(set(paths)) < len(paths):  # its curves counted twice: each configuration's seeds doubled
+            raise ValueError(f"replay={text}: a record named twice")
         try:
             records.load(paths)
         except ValueError as e:  # what is wrong with the record, said of the key that named it
@@ -223,9 +225,11 @@ def _compare(recorded: Settings, given: dict[str, str]) -> None:
     for key, text in given.items():
         value = parse_search_value(key, text)
         if value != getattr(recorded, key):
+            further = (f" (to search on with another {key}=, start a new search with warm_start={recorded.location})"
+                       if key in ("trials", "gpu_hours", "cpu_hours") else "")
             raise ValueError(
                 f"resume=true: {key}={text} differs from {key}={_shown(key, getattr(recorded, key))} recorded in "
-                f"{join(recorded.location, RUN_FILE)}; give the recorded value or leave {key} out"
+                f"{join(recorded.location, RUN_FILE)}; give the recorded value or leave {key} out{further}"
             )
 
 
@@ -257,8 +261,8 @@ def check_values(s: Settings) -> None:
     if s.cpu_hours is not None and s.gpus_per_trial:
         raise ValueError(f"cpu_hours={_shown('cpu_hours', s.cpu_hours)} but trials use GPUs (gpus_per_trial={_shown('gpus_per_trial', s.gpus_per_trial)}): give gpu_hours= instead")
     for key in ("gpu_hours", "cpu_hours"):
-        if getattr(s, key) == 0:
-            raise ValueError(f"{key}=0: a budget must be positive (none: no limit)")
+        if getattr(s, key) is not None and getattr(s, key) <= 0:  # check_values: 0 and -1 say the same
+            raise ValueError(f"{key}={_shown(key, getattr(s, key))}: a budget must be positive (none: no limit)")
     if s.address and not is_uri(s.storage) and not s.shared:
         raise ValueError(
             f"storage={s.storage} is a local path, but address={s.address} joins a cluster: multi-node Tune needs "

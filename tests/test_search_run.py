@@ -147,6 +147,7 @@ def test_resume_with_a_key_that_differs_is_refused_naming_both_values(smoke, wor
     assert run.main([*(a for a in SMOKE if not a.startswith("trials=")), "trials=7", "resume=true"]) == 2
     line = one_line(capsys.readouterr().err)
     assert "trials=7 differs from trials=6 recorded in runs/smoke/run.json" in line
+    assert line.endswith("(to search on with another trials=, start a new search with warm_start=runs/smoke)")
     assert run.main([*SMOKE, "max_params=5000", "resume=true"]) == 2  # none recorded: typed as none, not all
     assert "max_params=5000 differs from max_params=none recorded in" in one_line(capsys.readouterr().err)
     assert run.main([*(a for a in SMOKE if not a.startswith("width=")), "width=0.5", "resume=true"]) == 2
@@ -279,6 +280,8 @@ BAD = [
     (["space=augmentation", "max_params=1" + "0" * 30], "0000: too large (at most 9,223,372,036,854,775,807)"),
     (["space=augmentation", "budget=standard", "gpus_per_trial=0", "cpu_hours=1"],
      "budget=standard gives gpu_hours=0.09, but trials use no GPU (gpus_per_trial=0): add gpu_hours=none"),
+    (["space=augmentation", "cpu_hours=0"], "cpu_hours=0: a budget must be positive (none: no limit)"),
+    (["space=augmentation", "cpu_hours=-1"], "cpu_hours=-1: a budget must be positive"),  # was "must be at least 0"
     (["space=augmentation", "name=" + "a" * 300], "name= has 300 characters; a folder name has at most 255"),
     (["space=augmentation", "storage=" + "a" * 300], "a folder name of 300 bytes; at most 255 each"),
     (["space=augmentation", "max_epochs=100000"], "max_epochs=100000: must lie between 1 and 10,000"),
@@ -311,7 +314,8 @@ BAD = [
     (["space=augmentation", "replay=/nonexistent"], "replay=/nonexistent: /nonexistent does not exist; give a record folder"),
     (["space=augmentation", "replay={file}"], "is not a record: it has no record.json"),
     (["space=augmentation", "warm_start="], "warm_start='': give experiment folders, comma-separated"),
-    (["space=augmentation", "warm_start=/nonexistent"], "warm_start=/nonexistent: no run.json there, so it is not a search"),
+    (["space=augmentation", "replay=runs/r,./runs/r/"], "replay=runs/r,./runs/r/: a record named twice"),
+    (["space=augmentation", "warm_start=/nonexistent"], "warm_start=/nonexistent does not exist; give experiment folders"),
     (["space=augmentation", "warm_start={file},{file}"], "named twice"),
     (["space=augmentation", "address=auto"], "multi-node Tune needs storage every node can reach"),
     (["space=augmentation", "address=not an address"], "address='not an address'"),

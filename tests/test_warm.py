@@ -87,8 +87,13 @@ def test_a_source_must_be_a_search_of_the_same_space_with_a_finished_trial(tmp_p
         warm.check(f"{same},{narrow}", "augmentation")
     with pytest.raises(ValueError, match=r"same: a search at width=1, not width=0.5"):
         warm.check(str(same), "augmentation", width=0.5)
-    with pytest.raises(ValueError, match="no run.json there"):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: no run.json there"):
+        warm.check(str(tmp_path / "empty"), "augmentation")
+    with pytest.raises(ValueError, match="nothing does not exist; give experiment folders"):  # was "no run.json there"
         warm.check(str(tmp_path / "nothing"), "augmentation")
+    with pytest.raises(ValueError, match="run.json is a file; give experiment folders"):
+        warm.check(str(same / RUN_FILE), "augmentation")
     errored = _experiment(tmp_path / "errored", "augmentation", [ROWS[2]])
     with pytest.raises(ValueError, match="no finished trial to start from"):
         warm.check(str(errored), "augmentation")

@@ -68,6 +68,10 @@ def check(text: str, space: str, width: float = 1.0, replay: bool = False) -> No
     accuracies are a record's curves, mostly predicted: a source for another replay (`replay`), never
     for a search that trains."""
     for source in sources(text):
+        kind = reachable_type(source, f"warm_start={source}")
+        if kind != pafs.FileType.Directory:
+            what = "does not exist" if kind == pafs.FileType.NotFound else "is a file"
+            raise ValueError(f"warm_start={source} {what}; give experiment folders such as runs/NAME")
         run_file = join(source, RUN_FILE)
         if reachable_type(run_file, f"warm_start={source}") != pafs.FileType.File:
             raise ValueError(f"warm_start={source}: no {RUN_FILE} there, so it is not a search (give experiment folders "
