@@ -150,8 +150,8 @@ def read_run(path: str) -> dict[str, Any]:
     if not is_file(file):
         raise ValueError(f"{path} has no {RUN_FILE}, so it is not an experiment written by search.run")
     run = read_json(file)
-    if not isinstance(run, dict):
-        raise ValueError(f"{file}: expected the JSON object search.run writes, found {type(run).__name__}")
+    if not isinstance(run, dict) or not run:  # {} would read as a folder with a retrain only
+        raise ValueError(f"{file}: expected the JSON object search.run writes, found {type(run).__name__ if run else 'an empty one'}")
     for key, kind in {**RUN_FIELDS, **RUN_FIELDS_ADDED}.items():
         if key in run and (not isinstance(run[key], kind) or isinstance(run[key], bool)):
             raise ValueError(f"{file}: {key}={run[key]!r} is not what search.run writes there")

@@ -513,10 +513,11 @@ def test_the_search_figure_of_a_search_where_every_trial_failed_or_one_epoch_ran
 
 @pytest.mark.parametrize("content, message", [
     ([1], "expected the JSON object search.run writes, found list"),
+    ({}, "expected the JSON object search.run writes, found an empty one"),  # was 'a retrain only', exit 0
     ({"space": 5}, "space=5 is not what search.run writes there"),
     ("drop:max_epochs", "lacks max_epochs: not a run.json written by search.run"),
     ("set:subset=all", "subset='all' is not what search.run writes there"),
-], ids=["a-list", "a-number-for-space", "a-key-missing", "text-for-subset"])
+], ids=["a-list", "an-empty-object", "a-number-for-space", "a-key-missing", "text-for-subset"])
 def test_a_run_json_edited_by_hand_is_one_line_not_a_traceback(tmp_path, show, content, message):
     folder = write_search(tmp_path / "edited", n=4)
     run = json.loads((folder / "run.json").read_text())
