@@ -261,7 +261,7 @@ def check_values(s: Settings) -> None:
     if s.cpu_hours is not None and s.gpus_per_trial:
         raise ValueError(f"cpu_hours={_shown('cpu_hours', s.cpu_hours)} but trials use GPUs (gpus_per_trial={_shown('gpus_per_trial', s.gpus_per_trial)}): give gpu_hours= instead")
     for key in ("gpu_hours", "cpu_hours"):
-        if getattr(s, key) is not None and getattr(s, key) <= 0:  # check_values: 0 and -1 say the same
+        if getattr(s, key) is not None and getattr(s, key) <= 0:  # 0 and -1 alike: RANGES leaves both to this
             raise ValueError(f"{key}={_shown(key, getattr(s, key))}: a budget must be positive (none: no limit)")
     if s.address and not is_uri(s.storage) and not s.shared:
         raise ValueError(

@@ -32,6 +32,7 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.sample import Domain
 
 import results
+from results.load import run_kind
 from results.schema import expand_home, join, reachable_type, read_json
 from results.status import COMPLETED, PRUNED, ran_to_the_end
 from search.runtime.lock import held_message, holder
@@ -85,7 +86,7 @@ def check(text: str, space: str, width: float = 1.0, replay: bool = False) -> No
         if theirs != width:
             raise ValueError(f"warm_start={source}: a search at width={theirs:g}, not width={width:g}; a warm start "
                              "takes earlier searches at the same width")
-        if recorded.get("replay") and not replay:
+        if run_kind(recorded) == "replay" and not replay:
             raise ValueError(f"warm_start={source}: a replay of recorded curves (replay={recorded['replay']}), whose "
                              "accuracies are predictions; a search that trains warm-starts from searches that trained")
         in_use = holder(source)
