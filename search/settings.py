@@ -105,7 +105,8 @@ def check_resources(s: Settings, resources: dict) -> None:
         return
     gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
     if s.gpus_per_trial > gpus:
-        raise ValueError(f"gpus_per_trial={s.gpus_per_trial} but this machine has {gpus:g} GPUs; use gpus_per_trial=0 or address=")
+        on_cpus = "gpus_per_trial=0" + (" gpu_hours=none (cpu_hours=N for a CPU budget)" if s.gpu_hours is not None else "")
+        raise ValueError(f"gpus_per_trial={s.gpus_per_trial} but this machine has {gpus:g} GPUs; use {on_cpus} or address=")
     if s.cpus_per_trial > cpus:
         raise ValueError(f"cpus_per_trial={s.cpus_per_trial} but this machine has {cpus:g} CPUs")
 

@@ -28,12 +28,13 @@ from optuna.trial import TrialState
 from model.config import Config, preset
 from model.net import parameters_of
 from results.schema import EPOCHS, TRIALS, read_table
-from search import run
+from search import arguments, run
 from search.runtime import devices
 from search.runtime.lock import LOCK_FILE, holder
 from search.runtime.ray_session import JOIN_TIMEOUT_S
 from search.strategy import study
 from search.report import FAILED
+from search.settings import check_resources
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 # The seed network at a quarter of its width (filters 16,32, dense 64) on 600 training images:
@@ -476,6 +477,20 @@ def test_trials_this_machine_cannot_hold_are_refused_before_ray_starts_or_anythi
     size = "trials=2" if command == "search.run" else "configs=2"
     assert importlib.import_module(command).main(["space=augmentation", size, f"{key}={asked}"]) == 2
     assert f"{key}={float(asked)} but this machine has" in one_line(capsys.readouterr().err)  # and no "starting Ray"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_gpu_budget_on_a_machine_without_gpus_names_every_key_to_change_in_one_line(tmp_path, monkeypatch, capsys):
+    # budget=standard gives gpus_per_trial=0.25 and gpu_hours=0.09: the advice names both, so that
+    # following it is one command, not two refusals in turn.
+    if devices.local_gpus():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.chdir(tmp_path)
+    assert run.main(["space=augmentation", "budget=standard"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "use gpus_per_trial=0 gpu_hours=none (cpu_hours=N for a CPU budget) or address=" in line, line
+    settings = arguments.parse(["space=augmentation", "budget=standard", "gpus_per_trial=0", "gpu_hours=none"])
+    check_resources(settings, devices.local_resources())  # the advice, followed, passes every check
     assert list(tmp_path.iterdir()) == []
 
 
