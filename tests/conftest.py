@@ -26,6 +26,13 @@ from model import data
 for _name in ("COLUMNS", "LINES"):
     os.environ.pop(_name, None)
 
+# pytest-xdist's workers share the cores: torch in each would start a thread per core, and OpenMP
+# threads that outnumber the cores spin at every barrier for one that is not running. Measured on
+# 2 cores beside one busy process: the 2-epoch training test 108 s with 2 threads, 7.7 s with 1.
+# Set before torch is first imported (here or in a command a test starts), which reads it once.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
+
 
 def _data_dir() -> Path | None:
     given = os.environ.get("FASHION_MNIST_DIR")
