@@ -26,12 +26,22 @@ from model import data
 for _name in ("COLUMNS", "LINES"):
     os.environ.pop(_name, None)
 
-# pytest-xdist's workers share the cores: torch in each would start a thread per core, and OpenMP
-# threads that outnumber the cores spin at every barrier for one that is not running. Measured on
-# 2 cores beside one busy process: the 2-epoch training test 108 s with 2 threads, 7.7 s with 1.
-# Set before torch is first imported (here or in a command a test starts), which reads it once.
-_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
+
+def pytest_configure(config: pytest.Config) -> None:
+    """pytest-xdist's workers share the cores, so each takes its share, as a user's search takes
+    the machine. Set here, before collection imports torch, and inherited by every command a test
+    starts (Ray's trials too):
+    - OMP_NUM_THREADS: torch reads it once; a thread per core in each worker made OpenMP threads
+      outnumber the cores and spin at every barrier for one that was not running (the 2-epoch
+      training test beside one busy process: 108 s with 2 threads, 7.7 s with 1);
+    - RAY_worker_niceness=0: Ray starts its workers at nice 15, and a trial at nice 15 beside the
+      other worker's in-process torch at nice 0 all but stops (a 6-configuration record, 19 s on
+      a quiet machine, beside three busy processes: 2.7-3.5 min at nice 15, 1.1 min at 0; in CI
+      runs beside other work it passed its 300 s timeout)."""
+    worker = getattr(config, "workerinput", None)  # None in the process that starts the workers, or without -n
+    if worker is not None:
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // worker["workercount"])))
+        os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 def _data_dir() -> Path | None:
