@@ -1,7 +1,9 @@
-"""Stopping a search and resuming it, as a user's terminal, `timeout` or a crash does: Ctrl-C,
-SIGTERM, SIGKILL, a signal while Ray and torch still import, and a trial killed between its
-checkpoints. Each search runs in a subprocess from a temporary working directory with the default
-relative storage (runs/), and every command it prints is run back as printed.
+"""Stopping a search while its trials train and resuming it, as a user's terminal, `timeout` or a
+crash does: Ctrl-C twice, SIGKILL, a move to other storage, SIGTERM as `kill` and `timeout` send
+it, and a trial killed between its checkpoints. Each search runs in a subprocess from a temporary
+working directory with the default relative storage (runs/), and every command it prints is run
+back as printed. Signals at a search's edges (its imports, its start, its end, a record) are in
+tests/test_interrupts_at_the_edges.py, so that pytest-xdist can run the two files side by side.
 """
 
 from __future__ import annotations
@@ -18,14 +20,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import as_typed_in_a_terminal, patched_on_import
 
 from model.overrides import INTERRUPTED
 from search.runtime.lock import LOCK_FILE
-from search.strategy import study
 from test_search_run import ENV, SMALL, report, search, start
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _epochs_written(experiment: Path) -> int:
@@ -96,252 +94,11 @@ def test_ctrl_c_twice_then_the_printed_command_then_sigkill_and_a_move_lose_and_
         recorded = {t for rung in rungs if rung["milestone"] == milestone for t in rung["recorded"]}
         assert reached == recorded, milestone
 
-
-# A sitecustomize that stops a command in its imports: importing $HOLD_MODULE writes the file
-# $HOLD_GATE/importing and waits there (for the signal the test sends), so "while Ray and torch
-# import" is a state the test waits for rather than a moment it tries to hit.
-HOLD_IMPORT = """
-import importlib.abc, os, sys, time
-
-class HoldImport(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == os.environ["HOLD_MODULE"]:
-            open(os.path.join(os.environ["HOLD_GATE"], "importing"), "w").close()
-            time.sleep(300)
-        return None
-
-sys.meta_path.insert(0, HoldImport())
-"""
-
-
 def _with_site(tmp_path: Path, code: str, **env: str) -> dict:
     inject = tmp_path / "inject"
     inject.mkdir()
     (inject / "sitecustomize.py").write_text(code)
     return {**ENV, **env, "PYTHONPATH": os.pathsep.join([str(inject), *filter(None, [ENV.get("PYTHONPATH")])])}
-
-
-def _wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout  # a hang's deadline, not a margin to meet
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
-        time.sleep(0.2)
-
-
-@pytest.mark.parametrize("sent, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
-@pytest.mark.parametrize("command, args, held", [
-    ("search.run", SMALL, "spaces"),  # its first slow import (Ray Tune)
-    ("model.train", ["subset=600"], "model.data"),  # the same for model.train (torch)
-    ("results.collect", ["runs/x"], "ray.tune"),  # was a KeyboardInterrupt traceback
-    ("search.replay.record", ["space=augmentation", "configs=2"], "ray.tune.search"),  # the same
-], ids=["search.run", "model.train", "results.collect", "search.replay.record"])
-def test_a_signal_while_ray_and_torch_import_is_one_line_and_its_exit_code(tmp_path, sent, code, command, args, held):
-    gate = tmp_path / "gate"
-    gate.mkdir()
-    env = _with_site(tmp_path, HOLD_IMPORT, HOLD_GATE=str(gate), HOLD_MODULE=held)
-    proc = subprocess.Popen([sys.executable, "-m", command, *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=as_typed_in_a_terminal)
-    _wait_for_file(gate / "importing", proc)
-    proc.send_signal(sent)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == code, err[-3000:]
-    assert err == "interrupted while starting: nothing was done\n" and out == ""
-    assert not (tmp_path / "runs").exists()
-
-
-def _search_held(tmp_path: Path, hold: str, name: str) -> tuple[subprocess.Popen, Path]:
-    """A small search.run of 2 trials named `name`, with `hold` (a sitecustomize) on its path, and the
-    gate folder (tmp_path/gate, $HOLD_GATE) where the hold says it holds."""
-    gate = tmp_path / "gate"
-    gate.mkdir()
-    env = _with_site(tmp_path, hold, HOLD_GATE=str(gate))
-    proc = subprocess.Popen([sys.executable, "-m", "search.run", *SMALL, "trials=2", f"name={name}"], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    return proc, gate
-
-
-def held_at(module: str, function: str, gate: str) -> str:
-    """A sitecustomize (source) after which module.FUNCTION (dotted: Class.method too) first writes
-    $HOLD_GATE/GATE and waits there for the test's signal: a moment the test waits for, not one it
-    tries to hit."""
-    return patched_on_import(module, f"""
-def patch(module):
-    *path, name = {function!r}.split(".")
-    owner = module
-    for part in path:
-        owner = getattr(owner, part)
-    original = getattr(owner, name)
-
-    def held(*args, **kwargs):
-        open(os.path.join(os.environ["HOLD_GATE"], {gate!r}), "w").close()
-        time.sleep(120)
-        return original(*args, **kwargs)
-
-    setattr(owner, name, held)
-""")
-
-
-# Holds ray.init where it starts the head node's processes, with Ray's own SIGTERM handler in place.
-HOLD_RAY_START = held_at("ray._private.node", "Node.start_head_processes", "starting-ray")
-# Holds search.run where it loads the data: its arguments are checked, Ray has not started.
-HOLD_DATA = held_at("model.data", "load_split", "loading-data")
-
-
-@pytest.mark.parametrize("hold, gate_file", [
-    (HOLD_RAY_START, "starting-ray"),  # was exit 15, silent: Ray's handler's sys.exit(15)
-    (HOLD_DATA, "loading-data"),  # was a bare "interrupted"
-], ids=["while Ray starts", "while the data loads"])
-def test_sigterm_before_the_search_starts_is_one_line_and_exit_143(tmp_path, hold, gate_file):
-    proc, gate = _search_held(tmp_path, hold, "early")
-    try:
-        _wait_for_file(gate / gate_file, proc)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 143, err[-3000:]
-    assert out.splitlines()[-1:] == ["interrupted before the search started: nothing was written"], (out, err)
-    assert "Traceback" not in err and "interrupted" not in err, err[-3000:]
-    assert not (tmp_path / "runs" / "early").exists()
-
-
-def test_ctrl_c_stops_a_record_with_one_line_and_130_and_search_run_will_not_resume_it(tmp_path):
-    from conftest import HOLD_TRIALS, wait_until
-
-    gate = tmp_path / "gate"
-    gate.mkdir()
-    env = _with_site(tmp_path, HOLD_TRIALS, HOLD_GATE=str(gate), HOLD_EPOCH="1")
-    proc = subprocess.Popen([sys.executable, "-m", "search.replay.record", "space=augmentation", "configs=3", "width=0.25",
-                             "subset=600", "val_size=300", "max_epochs=2", "concurrency=2", "name=rec"], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=as_typed_in_a_terminal)
-    wait_until(lambda: len(list(gate.glob("held-*"))) == 2, proc, "two trials held after their first epoch")
-    os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == INTERRUPTED, err[-3000:]  # was 1, with no word of the interruption
-    assert out.splitlines()[-1] == ("interrupted: the record keeps its 0 completed trials of 3 (what a replay uses); "
-                                    "a record cannot be resumed"), out
-    record = json.loads((tmp_path / "runs" / "rec" / "record.json").read_text())
-    assert record["device"] == "cpu" and "Traceback" not in err, err[-3000:]
-    assert not (tmp_path / "runs" / "rec" / LOCK_FILE).exists()
-    done = search("name=rec", "resume=true", cwd=tmp_path)  # it used to train the rest, then crash at the end
-    assert done.returncode == 2 and "runs/rec is a record (python -m search.replay.record)" in done.stderr, done.stderr
-
-
-# Holds ray.shutdown() where it stops Ray's processes, after it has shut the core worker down, which
-# resets SIGTERM's C handler to the default (at once or within moments, from a thread of its own),
-# until the test lets it go on. The hold waits up to 10 s for the kernel to show that reset
-# (/proc/self/status: SIGTERM not among the caught signals), which the fix undoes within a millisecond.
-HOLD_RAY_STOP = patched_on_import("ray._private.node", """
-def sigterm_caught():
-    with open("/proc/self/status") as f:
-        caught = next(line for line in f if line.startswith("SigCgt:")).split()[1]
-    return bool(int(caught, 16) & (1 << 14))  # bit 14: SIGTERM (15)
-
-
-def patch(module):
-    original = module.Node.kill_all_processes
-
-    def held(*args, **kwargs):
-        gate = os.environ["HOLD_GATE"]
-        deadline = time.monotonic() + 10
-        while sigterm_caught() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        open(os.path.join(gate, "stopping-ray"), "w").close()
-        while not os.path.exists(os.path.join(gate, "go")):
-            time.sleep(0.05)
-        return original(*args, **kwargs)
-
-    module.Node.kill_all_processes = held
-""")
-
-
-def test_sigterm_while_ray_stops_after_the_trials_is_one_line_143_and_the_printed_command_reports(tmp_path):
-    proc, gate = _search_held(tmp_path, HOLD_RAY_STOP, "late")
-    try:
-        _wait_for_file(gate / "stopping-ray", proc)
-        proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)  # the signal is taken (or, before the fix, the process is gone) before Ray goes on
-        (gate / "go").touch()
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 143, (out[-2000:], err[-3000:])  # was -15: killed by the default action
-    printed = out.splitlines()[-1].split("resume with", 1)[1].strip()
-    assert printed == "python -m search.run name=late resume=true" and "Traceback" not in err, err[-3000:]
-    assert not (tmp_path / "runs" / "late" / LOCK_FILE).exists()
-    command = shlex.split(printed)
-    assert command[:3] == ["python", "-m", "search.run"]
-    done = search(*command[3:], cwd=tmp_path)  # every trial has ended: the resume makes the report
-    assert done.returncode == 0 and "2 of 2 trials finished" in done.stdout, done.stderr[-3000:]
-
-
-# SIGTERM once the searcher has made its first suggestion (asked the study for a trial): before Tune
-# creates that trial and saves its first snapshot of the experiment.
-SIGNALLED_BEFORE_THE_FIRST_SNAPSHOT = patched_on_import("search.strategy.searcher", """
-import signal
-
-def patch(module):
-    original = module.HonestOptunaSearch.suggest
-
-    def signalled(self, *args, **kwargs):
-        config = original(self, *args, **kwargs)
-        if isinstance(config, dict):
-            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs now, in this thread
-        return config
-
-    module.HonestOptunaSearch.suggest = signalled
-""")
-
-
-def test_a_search_stopped_before_tunes_first_snapshot_starts_again_on_the_printed_command(tmp_path):
-    # Was: the printed command restored a Tuner with no snapshot, whose searcher had no space (a
-    # RuntimeError traceback, exit 1, every time); without the journal's removal, its asked trial
-    # would stay RUNNING in the study.
-    stopped = search(*SMALL, "trials=3", "max_epochs=1", "name=early", cwd=tmp_path,
-                     env=_with_site(tmp_path, SIGNALLED_BEFORE_THE_FIRST_SNAPSHOT))
-    assert stopped.returncode == 143, stopped.stderr[-3000:]
-    experiment = tmp_path / "runs" / "early"
-    assert not glob.glob(str(experiment / "experiment_state-*.json")) and not glob.glob(str(experiment / "trial_*"))
-    assert (experiment / "tuner.pkl").exists()
-    asked = [t.state.name for t in study.load(experiment).trials]
-    assert asked and set(asked) == {"RUNNING"}  # asked of the study, never Tune's trials
-    printed = stopped.stdout.splitlines()[-1].split("resume with", 1)[1].strip()
-    assert printed == "python -m search.run name=early resume=true"
-    done = search(*shlex.split(printed)[3:], cwd=tmp_path)
-    assert done.returncode == 0 and "3 of 3 trials finished" in done.stdout, done.stderr[-3000:]
-    assert "Traceback" not in done.stderr
-    trials, _ = report(experiment)
-    assert len(trials) == 3
-    assert sorted(t.state.name for t in study.load(experiment).trials) == ["COMPLETE"] * 3
-
-
-# A module being imported that sets up a descriptor (as dataclasses, enums and torch do) and is
-# signalled right then: Python 3.11 wraps an exception raised inside __set_name__ in a RuntimeError.
-SIGNALLED_IN_SET_NAME = """
-import os, signal, sys, time
-from model import overrides
-overrides.starting()
-
-class Descriptor:
-    def __set_name__(self, owner, name):
-        os.kill(os.getpid(), signal.SIG{name})
-        time.sleep(30)
-
-class Holder:
-    field = Descriptor()
-"""
-
-
-@pytest.mark.parametrize("name, code", [("TERM", 143), ("INT", 130)])
-def test_a_signal_while_a_class_is_made_during_the_imports_is_still_one_line(name, code):
-    done = subprocess.run([sys.executable, "-c", SIGNALLED_IN_SET_NAME.format(name=name)], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=60)
-    assert (done.returncode, done.stderr, done.stdout) == (code, "interrupted while starting: nothing was done\n", "")
 
 
 @pytest.mark.parametrize("to_group", [False, True], ids=["kill", "timeout"])
@@ -434,35 +191,3 @@ def _result_rows(experiment: Path) -> dict[str, list[dict]]:
     """trial id -> the rows of its result.json, in the order Tune wrote them."""
     return {Path(path).parent.name: [json.loads(line) for line in Path(path).read_text().splitlines()]
             for path in sorted(glob.glob(str(experiment / "trial_*" / "result.json")))}
-
-
-# Holds the driver where the search has ended and its report is being collected (Ray already shut down).
-HOLD_COLLECT = held_at("results.collect", "collect", "collecting")
-
-
-@pytest.mark.parametrize("sent, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
-def test_a_signal_once_the_trials_have_ended_stops_the_report_and_the_printed_command_finishes_it(tmp_path, sent, code):
-    """Tune installs its Ctrl-C handler for fit() and leaves it there when the run ends without a
-    signal: the first Ctrl-C or SIGTERM while the report is made would only set Tune's flag."""
-    gate = tmp_path / "gate"
-    gate.mkdir()
-    env = _with_site(tmp_path, HOLD_COLLECT, HOLD_GATE=str(gate))
-    proc = subprocess.Popen([sys.executable, "-m", "search.run", *SMALL, "trials=2", "max_epochs=1", "name=late"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        _wait_for_file(gate / "collecting", proc)
-        proc.send_signal(sent)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:  # it did not stop: leave no process behind
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == code, err[-3000:]
-    assert "Traceback" not in err, err[-3000:]
-    experiment = tmp_path / "runs" / "late"
-    assert not (experiment / "report").exists() and not (experiment / LOCK_FILE).exists()
-    printed = next(line for line in out.splitlines() if "resume with" in line).split("resume with", 1)[1].strip()
-    done = search(*shlex.split(printed)[3:], cwd=tmp_path)
-    assert done.returncode == 0 and "2 of 2 trials finished" in done.stdout, done.stderr[-3000:]
-    trials, _ = report(experiment)
-    assert len(trials) == 2 and set(trials["status"]) == {"completed"}

@@ -2,7 +2,8 @@
 
 Each search runs in a subprocess, as a user runs it, from a temporary working directory with the
 default relative storage (runs/), so that concurrent starts can be sent to it and every command it
-prints can be run back as printed. Stopping and resuming one: test_interrupts.py.
+prints can be run back as printed. Stopping and resuming one: test_interrupts.py and
+test_interrupts_at_the_edges.py.
 """
 
 from __future__ import annotations
