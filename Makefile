@@ -14,7 +14,7 @@ search: setup data
 	$(PY) -m search.run space=augmentation budget=smoke name=$(SEARCH) $$(test -f runs/$(SEARCH)/run.json && echo resume=true)
 
 # Two test files at a time (pytest-xdist; a file stays on one worker, so a module's fixtures are made
-# once): 6 min 3 s to 7 min 50 s on 2 cores in fresh clones, 2026-12-06 (much of each test waits on Ray).
+# once): 8 min 9 s on 2 cores in a fresh clone, 2026-12-07 (much of each test waits on Ray).
 test: setup data
 	$(PY) -m pytest -q -n 2 --dist loadfile
 

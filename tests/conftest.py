@@ -28,9 +28,9 @@ for _name in ("COLUMNS", "LINES"):
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """pytest-xdist's workers share the cores, so each takes its share, as a user's search takes
-    the machine. Set here, before collection imports torch, and inherited by every command a test
-    starts (Ray's trials too):
+    """pytest-xdist's workers share the cores: each worker's torch takes its share of them, and its
+    Ray trials run at the priority of the other worker's tests. Set here, before collection imports
+    torch, and inherited by every command a test starts (Ray's trials too):
     - OMP_NUM_THREADS: torch reads it once; a thread per core in each worker made OpenMP threads
       outnumber the cores and spin at every barrier for one that was not running (the 2-epoch
       training test beside one busy process: 108 s with 2 threads, 7.7 s with 1);
