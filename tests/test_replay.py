@@ -23,7 +23,7 @@ from results.schema import EPOCHS, TRIALS, write_json, write_table
 from search import run
 from search.replay import records
 from search.replay.record import RecordedConfigs, main as record_main
-from search.replay.surrogate import CURVE_KEYS, Surrogate, replay_marks, replay_trainable
+from search.replay.surrogate import CURVE_KEYS, Surrogate, relevance, replay_marks, replay_trainable
 from search.settings import RUN_FILE
 from search.strategy.asha import make_scheduler
 from search.strategy import study, warm
@@ -214,6 +214,33 @@ def test_surrogate_interpolates_between_two_recorded_neighbours(tmp_path):
     recorded = surrogate.answer(dict(B), seed=0)
     assert recorded.source == "recorded" and recorded.params == 786_890
     assert all(list(recorded.curves[k]) == curve_b[k] for k in CURVE_KEYS)
+
+
+def test_the_keys_that_rank_the_record_choose_the_neighbours(tmp_path):
+    # lr ranks the four final accuracies; rotation (30, 0, 0, 30) does not rank them at all (rho 0).
+    # With every key weighted alike, rotation=30 would pull the prediction at the second lr towards
+    # the high fourth curve (about 0.59); weighted by relevance, rotation counts for nothing there.
+    levels, rotations = (0.5, 0.52, 0.54, 0.85), (30.0, 0.0, 0.0, 30.0)
+    lrs = [math.exp(math.log(1e-4) + i / 3 * (math.log(3e-3) - math.log(1e-4))) for i in range(4)]
+    runs = [({**A, "lr": lr, "rotation": rotation}, 0, _curve(level, lr, 2.0))
+            for lr, rotation, level in zip(lrs, rotations, levels)]
+    surrogate = Surrogate(records.load(str(_made_up_record(tmp_path, runs))))
+    assert surrogate.relevance["lr"] == pytest.approx(1.0) and surrogate.relevance["rotation"] == pytest.approx(0.0)
+    assert all(v == 0.0 for k, v in surrogate.relevance.items() if k not in ("lr", "rotation"))  # never varied
+    for rotation in (0.0, 15.0, 30.0):
+        guess = surrogate.predict({**A, "lr": lrs[1] * 1.000001, "rotation": rotation})
+        assert np.allclose(guess["val_acc"], runs[1][2]["val_acc"], atol=1e-4), (rotation, guess["val_acc"])
+
+
+def test_relevance_of_unordered_categories_and_of_a_record_that_ranks_nothing():
+    one_hot = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=float)  # a schedule that sorts the finals
+    cube = np.hstack([one_hot, np.array([[0.2], [0.2], [0.2], [0.2]]), np.array([[0.1], [0.9], [0.9], [0.1]])])
+    columns = ["schedule", "schedule", "flip", "lr"]
+    weights = relevance(cube, columns, np.array([0.50, 0.51, 0.80, 0.81]))
+    # between-group share of the ranks' spread: (2 x 1^2 + 2 x 1^2) / (1.5^2 + 0.5^2 + 0.5^2 + 1.5^2) = 0.8
+    assert weights["schedule"] == pytest.approx(math.sqrt(0.8)) and weights["flip"] == 0.0
+    assert weights["lr"] == pytest.approx(0.0)
+    assert relevance(cube, columns, np.full(4, 0.7)) == {"schedule": 1.0, "flip": 1.0, "lr": 1.0}
 
 
 def test_predictions_carry_recorded_seed_to_seed_noise(tmp_path):
