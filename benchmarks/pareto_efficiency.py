@@ -5,12 +5,11 @@ S seeds per strategy:
 
     mo-asha         HonestOptunaSearch on two objectives (Optuna's multi-objective TPE) + FairASHA's MO-ASHA
     mo-fifo         the same searcher, every trial to max_epochs
-    complete-asha   stock OptunaSearch on the same two objectives and TPE settings + MO-ASHA: a stopped
-                    trial told COMPLETE with its values at the stop (what HonestOptunaSearch does not do)
 
-mo-fifo runs --trials trials; the others may spend the same device-time (the IQM of mo-fifo's
-over its seeds), as many trials as that pays for, and end as the service's device budget ends a
-search.
+mo-fifo runs --trials trials; mo-asha may spend the same device-time (the IQM of mo-fifo's over
+its seeds), as many trials as that pays for, and ends as the service's device budget ends a
+search. (Stock OptunaSearch on the same objectives with MO-ASHA is mo-asha trial for trial: TPE
+sees a stopped trial as stock OptunaSearch tells it, search.strategy.searcher.TPEWithRefusals.)
 
 The measure is the hypervolume of the front the service would show when the search stopped there
 (results.pareto.front: the completed trials no other completed trial beats on both objectives),
@@ -45,7 +44,6 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import optuna  # noqa: E402
 from ray.tune.schedulers import FIFOScheduler  # noqa: E402
-from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from results import pareto  # noqa: E402
 from results.status import COMPLETED  # noqa: E402
@@ -59,9 +57,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from search_efficiency import FRACTIONS, RESAMPLES, UNLIMITED, Options, Stat, interval, iqm  # noqa: E402
 
 OBJECTIVES = ("val_acc", "params")
-STRATEGIES = {"mo-asha": "TPE (2 objectives) + MO-ASHA", "mo-fifo": "TPE (2 objectives) + FIFO",
-              "complete-asha": "stock OptunaSearch (stopped: COMPLETE) + MO-ASHA"}
-ASHA, BASELINE, COMPLETE = "mo-asha", "mo-fifo", "complete-asha"
+STRATEGIES = {"mo-asha": "TPE (2 objectives) + MO-ASHA", "mo-fifo": "TPE (2 objectives) + FIFO"}
+ASHA, BASELINE = "mo-asha", "mo-fifo"
 # search_efficiency's Options, FRACTIONS (of mo-fifo's device-time here), RESAMPLES and UNLIMITED.
 
 
@@ -126,10 +123,7 @@ def _setup(paths: tuple[str, ...]) -> None:
 def run_search(strategy: str, seed: int, o: Options) -> Search:
     record = _WORKER["record"]
     start = time.process_time()
-    if strategy == COMPLETE:
-        searcher = StockMultiObjective(sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True))
-    else:
-        searcher = HonestOptunaSearch(max_epochs=record.max_epochs, seed=seed, base=_WORKER["fixed"], objectives=OBJECTIVES)
+    searcher = HonestOptunaSearch(max_epochs=record.max_epochs, seed=seed, base=_WORKER["fixed"], objectives=OBJECTIVES)
     scheduler = FIFOScheduler() if strategy == BASELINE else make_scheduler(record.max_epochs, o.grace, o.eta, OBJECTIVES)
     budgeted = o.budget is not None and strategy != BASELINE
     sim = simulate(_WORKER["surrogate"], searcher, scheduler, param_space=_WORKER["space"],
@@ -139,14 +133,6 @@ def run_search(strategy: str, seed: int, o: Options) -> Search:
     completed = sum(e.status == COMPLETED for e in sim.ended)
     return Search(strategy, seed, seconds, volume, sim.device_seconds(), len(sim.ended), completed, front,
                   time.process_time() - start)
-
-
-class StockMultiObjective(OptunaSearch):
-    """Ray's OptunaSearch on OBJECTIVES whatever metric Tune (here the simulator) gives: it tells a
-    stopped trial COMPLETE with its values at the stop, and reports no epoch (Optuna cannot)."""
-
-    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
-        return super().set_search_properties(list(OBJECTIVES), [pareto.DIRECTIONS[n] for n in OBJECTIVES], config)
 
 
 def _job(job: tuple[str, int, Options]) -> Search:
@@ -167,7 +153,7 @@ def run_all(record: records.Record, o: Options, seeds: list[int], jobs: int) -> 
         base = run(BASELINE, o)
         budget = iqm([x.used for x in base])
         budgeted = Options(o.trials, o.concurrency, o.grace, o.eta, budget=budget)
-        return run(ASHA, budgeted) + base + run(COMPLETE, budgeted)
+        return run(ASHA, budgeted) + base
     finally:
         if pool is not None:
             pool.shutdown()
@@ -188,7 +174,7 @@ def summarize(searches: list[Search], resamples: int = RESAMPLES, seed: int = 0)
     point_estimates = {k: measures(v, target, budget) for k, v in by.items()}
     rng = np.random.default_rng(seed)
     boot = {k: {m: [] for m in point_estimates[k]} for k in by}
-    sooner, difference, honest = [], [], []
+    sooner, difference = [], []
     for _ in range(resamples):
         pick = {k: [v[i] for i in rng.integers(len(v), size=len(v))] for k, v in by.items()}
         t, b = yardstick(pick[BASELINE])
@@ -197,11 +183,9 @@ def summarize(searches: list[Search], resamples: int = RESAMPLES, seed: int = 0)
                 boot[k][m].append(value)
         sooner.append(_sooner(pick[ASHA], pick[BASELINE], t))
         difference.append(iqm([x.final for x in pick[ASHA]]) - iqm([x.final for x in pick[BASELINE]]))
-        honest.append(iqm([x.final for x in pick[ASHA]]) - iqm([x.final for x in pick[COMPLETE]]))
     stats = {k: {m: Stat(point_estimates[k][m], *interval(boot[k][m])) for m in point_estimates[k]} for k in by}
     verdict = {"difference": Stat(point_estimates[ASHA]["final"] - point_estimates[BASELINE]["final"], *interval(difference)),
-               "sooner": Stat(_sooner(by[ASHA], by[BASELINE], target), *interval(sooner)),
-               "honest": Stat(point_estimates[ASHA]["final"] - point_estimates[COMPLETE]["final"], *interval(honest))}
+               "sooner": Stat(_sooner(by[ASHA], by[BASELINE], target), *interval(sooner))}
     return {"target": target, "budget": budget, "stats": stats, "verdict": verdict, "by": by}
 
 
@@ -227,9 +211,7 @@ def tables(summary: dict) -> str:
     v = summary["verdict"]
     lines += ["", f"MO-ASHA - FIFO, final hypervolume (IQM): {v['difference'].value:+.3f} [{v['difference'].low:+.3f}, "
                   f"{v['difference'].high:+.3f}]; P(a MO-ASHA seed reaches {target:.3f} sooner than a FIFO seed) = "
-                  f"{v['sooner'].value:.2f} [{v['sooner'].low:.2f}, {v['sooner'].high:.2f}]",
-              "", f"PRUNED - COMPLETE (stopped trials told each way, with MO-ASHA), final hypervolume (IQM): "
-                  f"{v['honest'].value:+.3f} [{v['honest'].low:+.3f}, {v['honest'].high:+.3f}]"]
+                  f"{v['sooner'].value:.2f} [{v['sooner'].low:.2f}, {v['sooner'].high:.2f}]"]
     return "\n".join(lines)
 
 

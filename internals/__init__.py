@@ -69,13 +69,13 @@ def point_journal(study: optuna.Study, backend: JournalFileBackend) -> None:
 
 
 # How a sampler should see a finished trial, when not as it is: (state, value); None: as it is.
-Relabel = Callable[[FrozenTrial], tuple[TrialState, float | None] | None]
+Relabel = Callable[[FrozenTrial], tuple[TrialState, list[float] | None] | None]
 
 
 def study_seen_as(study: optuna.Study, seen: Relabel) -> optuna.Study:
     """`study` as a sampler should see it: a finished trial for which `seen(trial)` gives (state,
-    value) reads with that state and value (a copy: the storage is untouched); every other trial,
-    and everything else, passes through to `study`.
+    values) reads with that state and those values, one per objective (a copy: the storage is
+    untouched); every other trial, and everything else, passes through to `study`.
 
     TPESampler reads trials only through Study._get_trials (its start-up count, its good/bad split).
     With constant_liar=True it puts a RUNNING trial among the bad ones without counting it towards
@@ -99,7 +99,7 @@ class _SeenView:
             relabel = self._seen(trial) if trial.state.is_finished() else None
             if relabel is not None:
                 trial = copy.copy(trial)
-                trial.state, trial.value = relabel
+                trial.state, trial.values = relabel
             if states is None or trial.state in states:
                 shown.append(trial)
         return shown

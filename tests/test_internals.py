@@ -126,7 +126,7 @@ def test_tpe_reads_trials_through_the_view_as_it_relabels_them(monkeypatch):
         if trial.user_attrs.get("hidden"):
             return TrialState.RUNNING, None
         if trial.state == TrialState.PRUNED:
-            return TrialState.COMPLETE, trial.intermediate_values[max(trial.intermediate_values)]
+            return TrialState.COMPLETE, [trial.intermediate_values[max(trial.intermediate_values)]]
         return None
 
     monkeypatch.setattr(internals.TPE_SPLIT, watched)

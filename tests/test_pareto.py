@@ -33,7 +33,7 @@ from search import run
 from search.replay import records
 from search.strategy import study
 from search.strategy.asha import RungKeeper, make_scheduler, rungs
-from search.strategy.searcher import STOPPED_ATTR, HonestOptunaSearch
+from search.strategy.searcher import REFUSED_ATTR, STOPPED_ATTR, HonestOptunaSearch, TPEWithRefusals
 from conftest import patched_on_import, wait_until, wait_until_held_and_snapshotted
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,6 +163,14 @@ def test_the_mo_searcher_tells_values_stopped_trials_and_refusals():
             assert trial.state == TrialState.PRUNED and trial.values is None
             assert trial.user_attrs[STOPPED_ATTR] == {"epoch": 1, "val_acc": result["val_acc"], "params": small}
     assert searcher.spend.hours == pytest.approx(12 * 0.1)  # 3 x 3 + 3 x 1 epochs of 0.1 h, each counted once
+    # TPE sees each stopped trial COMPLETE with its values at the stop, as stock OptunaSearch tells it, and
+    # each refusal as a running trial (among the bad, never counted).
+    seen = {t.number: t for t in TPEWithRefusals.seen(s)._get_trials(deepcopy=False)}
+    for trial_id, result in ended.items():
+        assert seen[told[trial_id].number].state == TrialState.COMPLETE
+        assert seen[told[trial_id].number].values == [result["val_acc"], small]
+    refused = [t.number for t in s.trials if t.user_attrs.get(REFUSED_ATTR)]
+    assert refused and all(seen[n].state == TrialState.RUNNING for n in refused)
 
 
 # --- latency -------------------------------------------------------------------------------------------

@@ -36,17 +36,16 @@ Several objectives (objective=val_acc,params or val_acc,latency_ms; results.pare
 gets a direction per objective and Optuna's TPE its multi-objective split; Tune's metric stays
 val_acc. Trial.report raises in such a study (optuna/optuna#3450), so no epoch reaches Optuna: a
 completed trial is told its values at its last epoch, and a trial MO-ASHA stopped is told PRUNED,
-its values at the stop kept as the user attribute "stopped" for readers. What TPE makes of it:
-its good set is filled first with COMPLETE trials by non-dominated rank (ties broken by
-hypervolume contribution); PRUNED ones, which Optuna scores by a last intermediate value that a
-multi-objective study cannot hold, all tie and fill only what is left of it, oldest first, and are
-otherwise in the bad set. Told COMPLETE with their values at the stop, as stock OptunaSearch
-would, stopped trials would stand on the front beside full-length ones: on val_acc,params the
-smallest networks, stopped at their first rung, are non-dominated whatever their one-epoch
-accuracy (nothing is smaller), and TPE's good set would fill with them. So PRUNED, the truth as far
-as Optuna allows. On the replay of the CPU records neither measurably beats the other
-(benchmarks/pareto_efficiency.py, docs/replay.md). Refusals and the constant liar work unchanged: TPE puts running (and refused)
-trials in the bad set in both splits, and counts neither.
+its values at the stop kept as the user attribute "stopped". TPE sees such a trial COMPLETE with
+those values, as stock OptunaSearch tells it (TPEWithRefusals): its good set is filled by
+non-dominated rank (ties broken by hypervolume contribution), stopped trials among the rest. Seen
+as PRUNED, which Optuna scores by a last intermediate value that a multi-objective study cannot
+hold, they would all tie and fill only what is left of the good set, oldest first. Seen COMPLETE,
+the smallest networks stopped at their first rung stand on TPE's front whatever their one-epoch
+accuracy (nothing is smaller), and yet on the replay of both CPU records (60 seeds each,
+benchmarks/pareto_efficiency.py, docs/replay.md) the fronts found that way were better, by more
+than the seeds' noise. Refusals and the constant liar work unchanged: TPE puts running (and
+refused) trials in the bad set in both splits, and counts neither.
 """
 
 from __future__ import annotations
@@ -56,6 +55,8 @@ import os
 import pickle
 import uuid
 import warnings
+from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import optuna
@@ -119,7 +120,8 @@ class TPEWithRefusals(optuna.samplers.TPESampler):
     records that reached random + FIFO's final best sooner: in 0.29 of its device-time against
     0.36 (12 epochs), 0.24 against 0.25 (8 epochs), 40 seeds each, intervals overlapping
     (benchmarks/search_efficiency.py, docs/replay.md). A multi-objective study holds no
-    intermediate values (HonestOptunaSearch), so its stopped trials stay PRUNED.
+    intermediate values (HonestOptunaSearch): TPE sees its stopped trials COMPLETE with the values
+    at the stop that their "stopped" attribute keeps (the module's docstring says why).
 
     The good set. With one objective it is the best 5% of the trials TPE sees, not Optuna's 10%
     (good_set says why).
@@ -137,19 +139,30 @@ class TPEWithRefusals(optuna.samplers.TPESampler):
                              **narrower)
 
     def sample_relative(self, study, trial, search_space):
-        return super().sample_relative(internals.study_seen_as(study, _as_tpe_sees), trial, search_space)
+        return super().sample_relative(self.seen(study), trial, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
-        return super().sample_independent(
-            internals.study_seen_as(study, _as_tpe_sees), trial, param_name, param_distribution)
+        return super().sample_independent(self.seen(study), trial, param_name, param_distribution)
+
+    @staticmethod
+    def seen(study: optuna.Study) -> optuna.Study:
+        """The study as TPE sees it: refusals as running trials, stopped trials COMPLETE at the stop."""
+        return internals.study_seen_as(study, partial(_as_tpe_sees, names=study.metric_names or ()))
 
 
-def _as_tpe_sees(trial: optuna.trial.FrozenTrial) -> tuple[TrialState, float | None] | None:
-    """How TPEWithRefusals shows a finished trial to TPE, when not as it is: (state, value)."""
+def _as_tpe_sees(trial: optuna.trial.FrozenTrial, names: Sequence[str]) -> tuple[TrialState, list[float] | None] | None:
+    """How TPEWithRefusals shows a finished trial to TPE, when not as it is: (state, values). A
+    stopped trial's values at the stop: its last intermediate value (one objective), or the
+    objectives `names` of its "stopped" attribute (several)."""
     if trial.user_attrs.get(REFUSED_ATTR):
         return TrialState.RUNNING, None
-    if trial.state == TrialState.PRUNED and trial.intermediate_values:
-        return TrialState.COMPLETE, trial.intermediate_values[max(trial.intermediate_values)]
+    if trial.state != TrialState.PRUNED:
+        return None
+    if trial.intermediate_values:
+        return TrialState.COMPLETE, [trial.intermediate_values[max(trial.intermediate_values)]]
+    stopped = trial.user_attrs.get(STOPPED_ATTR, {})
+    if len(names) > 1 and all(name in stopped for name in names):
+        return TrialState.COMPLETE, [stopped[name] for name in names]
     return None
 
 
