@@ -165,7 +165,8 @@ def test_the_mo_searcher_tells_values_stopped_trials_and_refusals():
     assert searcher.spend.hours == pytest.approx(12 * 0.1)  # 3 x 3 + 3 x 1 epochs of 0.1 h, each counted once
     # TPE sees each stopped trial COMPLETE with its values at the stop, as stock OptunaSearch tells it, and
     # each refusal as a running trial (among the bad, never counted).
-    seen = {t.number: t for t in TPEWithRefusals.seen(s)._get_trials(deepcopy=False)}
+    assert isinstance(s.sampler, TPEWithRefusals)
+    seen = {t.number: t for t in s.sampler.seen(s)._get_trials(deepcopy=False)}
     for trial_id, result in ended.items():
         assert seen[told[trial_id].number].state == TrialState.COMPLETE
         assert seen[told[trial_id].number].values == [result["val_acc"], small]

@@ -34,8 +34,8 @@ reports (epoch, train/val loss and accuracy, lr, seconds, images_per_second, par
   final val_acc's mean absolute error rises from 0.164 to 0.210 (Spearman 0.47 to 0.06; the
   neighbours of one schedule are too few and too far), while taking only the shape from them lifts
   the rank correlation at epochs 1 and 3 from 0.19 and 0.43 to 0.39 and 0.54 at the same final
-  error. lr is the shape keys' neighbours' schedules (lr /
-  their peak lr) times this configuration's peak lr.
+  error. lr is the shape keys' neighbours' schedules (lr / their peak lr) times this
+  configuration's peak lr.
   Then seed-to-seed noise on the losses and accuracies, as recorded: the difference of the two
   seeds of one of the record's repeated configurations, drawn at random, with a random sign,
   divided by sqrt(2) (it then has one seed's variance and the recorded correlation between epochs
@@ -116,8 +116,9 @@ class Surrogate:
         self.points = list(runs)
         self.means = np.stack([np.mean(runs[p], axis=0) for p in self.points])  # [point, key, epoch]
         cube = np.stack([self.encode(dict(zip(self.keys, p))) for p in self.points])  # [point, column] in [0, 1]
-        self.relevance = relevance(cube, self.columns(), self.means[:, CURVE_KEYS.index("val_acc"), -1])
-        self.scale = np.sqrt(np.array([self.relevance[k] for k in self.columns()]))  # per column
+        columns = self.columns()
+        self.relevance = relevance(cube, columns, self.means[:, CURVE_KEYS.index("val_acc"), -1])
+        self.scale = np.sqrt(np.array([self.relevance[k] for k in columns]))  # per column
         self.encoded = cube * self.scale
         pairs = [r for r in runs.values() if len(r) > 1]
         self.noise = np.stack([(r[0] - r[1]) / math.sqrt(2) for r in pairs]) if pairs else None
@@ -242,7 +243,8 @@ def relevance(cube: np.ndarray, columns: list[str], final: np.ndarray) -> dict[s
         for name in names:
             part = cube[:, [i for i, c in enumerate(columns) if c == name]]
             if part.shape[1] == 1:
-                x = _ranks(part[:, 0]) - _ranks(part[:, 0]).mean()
+                x = _ranks(part[:, 0])
+                x -= x.mean()
                 if x.any():
                     weights[name] = abs(float(x @ spread) / math.sqrt(float(x @ x) * float(spread @ spread)))
             else:

@@ -129,8 +129,11 @@ class TPEWithRefusals(optuna.samplers.TPESampler):
     With no refusal and no stopped trial, this is Optuna's TPESampler as configured here, trial for
     trial."""
 
-    def __init__(self, *, seed: int, n_startup_trials: int, one_objective: bool) -> None:
-        narrower = {"gamma": good_set} if one_objective else {}  # several: Optuna's default (good_set)
+    objectives: tuple[str, ...] = ()  # several: their names, in the study's order (a sampler pickled before has none)
+
+    def __init__(self, *, seed: int, n_startup_trials: int, objectives: tuple[str, ...] = ()) -> None:
+        self.objectives = tuple(objectives) if len(objectives) > 1 else ()
+        narrower = {} if self.objectives else {"gamma": good_set}  # several: Optuna's default (good_set)
         with warnings.catch_warnings():
             # Deprecated since Optuna 4.9, with no replacement, to be removed in 6 (pyproject: optuna<6); the
             # FutureWarning would reach every search's console.
@@ -144,16 +147,15 @@ class TPEWithRefusals(optuna.samplers.TPESampler):
     def sample_independent(self, study, trial, param_name, param_distribution):
         return super().sample_independent(self.seen(study), trial, param_name, param_distribution)
 
-    @staticmethod
-    def seen(study: optuna.Study) -> optuna.Study:
+    def seen(self, study: optuna.Study) -> optuna.Study:
         """The study as TPE sees it: refusals as running trials, stopped trials COMPLETE at the stop."""
-        return internals.study_seen_as(study, partial(_as_tpe_sees, names=study.metric_names or ()))
+        return internals.study_seen_as(study, partial(_as_tpe_sees, names=self.objectives))
 
 
 def _as_tpe_sees(trial: optuna.trial.FrozenTrial, names: Sequence[str]) -> tuple[TrialState, list[float] | None] | None:
     """How TPEWithRefusals shows a finished trial to TPE, when not as it is: (state, values). A
     stopped trial's values at the stop: its last intermediate value (one objective), or the
-    objectives `names` of its "stopped" attribute (several)."""
+    objectives `names` of its "stopped" attribute (several; one objective: none)."""
     if trial.user_attrs.get(REFUSED_ATTR):
         return TrialState.RUNNING, None
     if trial.state != TrialState.PRUNED:
@@ -161,7 +163,7 @@ def _as_tpe_sees(trial: optuna.trial.FrozenTrial, names: Sequence[str]) -> tuple
     if trial.intermediate_values:
         return TrialState.COMPLETE, [trial.intermediate_values[max(trial.intermediate_values)]]
     stopped = trial.user_attrs.get(STOPPED_ATTR, {})
-    if len(names) > 1 and all(name in stopped for name in names):
+    if names and all(name in stopped for name in names):
         return TrialState.COMPLETE, [stopped[name] for name in names]
     return None
 
@@ -187,7 +189,7 @@ class HonestOptunaSearch(OptunaSearch):
         (search.strategy.warm), added to a new study before the first suggestion; objectives: two
         or more (results.pareto) make the study multi-objective on them, whatever Tune's metric;
         slots: trials that run at once, when Tune may hold more (staged; see the module's docstring)."""
-        sampler = TPEWithRefusals(seed=seed, n_startup_trials=startup_trials, one_objective=len(objectives) <= 1)
+        sampler = TPEWithRefusals(seed=seed, n_startup_trials=startup_trials, objectives=tuple(objectives))
         super().__init__(metric=metric, mode=mode, sampler=sampler, study_name=study.STUDY_NAME)
         self.max_epochs = max_epochs
         self.journal = os.path.abspath(journal) if journal is not None else None
@@ -264,7 +266,7 @@ class HonestOptunaSearch(OptunaSearch):
             values = [result[name] for name in self._names]
             internals.optuna_study(self).tell(trial, values if self.objectives else values[0])
         else:  # one objective: Optuna keeps the last intermediate value as a pruned trial's value
-            if self.objectives and result:  # several: no intermediate values; the stop's, for readers only
+            if self.objectives and result:  # several: no intermediate values; the stop's, what TPE sees (and readers)
                 trial.set_user_attr(STOPPED_ATTR, {"epoch": epochs, **{name: result[name] for name in self._names}})
             internals.optuna_study(self).tell(trial, state=TrialState.PRUNED)
         internals.told(self).add(trial_id)
