@@ -68,7 +68,7 @@ def point_journal(study: optuna.Study, backend: JournalFileBackend) -> None:
 # --- Optuna's TPESampler reads a study's trials through the private Study._get_trials. -------------
 
 
-# How a sampler should see a finished trial, when not as it is: (state, value); None: as it is.
+# How a sampler should see a finished trial, when not as it is: (state, values); None: as it is.
 Relabel = Callable[[FrozenTrial], tuple[TrialState, list[float] | None] | None]
 
 

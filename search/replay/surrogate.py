@@ -71,6 +71,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from ray import tune
 from ray.tune.search.sample import Categorical, Float, Integer, LogUniform, Uniform
 
@@ -235,16 +236,14 @@ def relevance(cube: np.ndarray, columns: list[str], final: np.ndarray) -> dict[s
     per configuration. A key of one column: |Spearman's rho| with its scaled value; of several (one-hot
     categories): the correlation ratio of final's ranks over the categories. 0 for a key the record does
     not vary; every key 1 when none ranks anything (a record of one configuration, or equal finals)."""
-    ranks = _ranks(final)
-    spread = ranks - ranks.mean()
+    spread = _centred_ranks(final)
     names = list(dict.fromkeys(columns))
     weights = dict.fromkeys(names, 0.0)
     if spread.any():
         for name in names:
             part = cube[:, [i for i, c in enumerate(columns) if c == name]]
             if part.shape[1] == 1:
-                x = _ranks(part[:, 0])
-                x -= x.mean()
+                x = _centred_ranks(part[:, 0])
                 if x.any():
                     weights[name] = abs(float(x @ spread) / math.sqrt(float(x @ x) * float(spread @ spread)))
             else:
@@ -256,15 +255,10 @@ def relevance(cube: np.ndarray, columns: list[str], final: np.ndarray) -> dict[s
     return weights
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks from 0, ties given their mean rank (as Spearman's rho wants)."""
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(len(x), dtype=float)
-    for value in np.unique(x):
-        tied = x == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
+def _centred_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks less their mean, ties given their mean rank (as Spearman's rho wants)."""
+    ranks = pd.Series(x).rank().to_numpy()
+    return ranks - ranks.mean()
 
 
 def trial_params(config: dict, answer: Answer) -> int:
