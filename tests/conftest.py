@@ -44,6 +44,22 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault("RAY_worker_niceness", "0")
 
 
+# The files that take minutes (Ray searches, most in subprocesses), the longest first. pytest-xdist
+# hands whole files to its workers in collection order (the Makefile's --no-loadscope-reorder), so
+# these start first and none ends the run alone. Its own order, most tests first, handed out
+# test_interrupts.py (4 tests, 3 minutes) and test_multinode.py (1 test, 1 minute) last. The order
+# is what each file took with -n 4 on 2 cores (2026-12-07); a stale order only costs balance.
+LONG_FILES = ("test_search_run.py", "test_retrain.py", "test_interrupts_at_the_edges.py", "test_replay.py",
+              "test_interrupts.py", "test_pareto.py", "test_cluster_config.py", "test_multinode.py", "test_trainer.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """LONG_FILES first, in their order; the rest after them as collected (a stable sort keeps each
+    file's tests in their own order)."""
+    rank = {name: place for place, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 def _data_dir() -> Path | None:
     given = os.environ.get("FASHION_MNIST_DIR")
     if given:
