@@ -16,8 +16,8 @@ search: setup data
 # Three test files at a time on 2 cores (pytest-xdist; a file stays on one worker, so a module's
 # fixtures are made once): much of each test waits on Ray (its start, Tune's snapshots, trials held
 # at a gate), so a third worker fills the cores. The longest files go first (tests/conftest.py's
-# LONG_FILES), in that order, not xdist's. Here, 2026-12-07: 613 s with two workers in xdist's order,
-# 461 s with three and 437 s with four in this order.
+# LONG_FILES), in that order, not xdist's. Side by side, 2026-12-07: 496 and 466 s with two workers
+# in xdist's order, 413 and 398 s with three in this order (docs/testing.md).
 test: setup data
 	$(PY) -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder
 
