@@ -4,7 +4,7 @@ Each strategy runs S seeds over the same record as simulated searches (search.re
 searchers and schedulers, a discrete-event clock instead of Ray Tune's loop and actors, so that a
 search is the same at every run and takes about a second.
 
-    tpe-asha      this project's search: HonestOptunaSearch + FairASHA (search.strategy.asha)
+    tpe-asha      this project's search: HonestOptunaSearch + FairASHA with probes (search.strategy.asha)
     stock-asha    Ray's OptunaSearch (the same TPE sampler settings) + Ray's ASHAScheduler: the stock search
     random-asha   random configurations + FairASHA
     random-fifo   random configurations, every trial to max_epochs
@@ -56,7 +56,7 @@ from search.replay import records  # noqa: E402
 from search.replay.simulate import RandomSearch, simulate  # noqa: E402
 from search.replay.surrogate import CURVE_KEYS, Surrogate  # noqa: E402
 from search.strategy.asha import make_scheduler  # noqa: E402
-from search.strategy.searcher import HonestOptunaSearch  # noqa: E402
+from search.strategy.searcher import HonestOptunaSearch, probes  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -125,9 +125,9 @@ def searcher(kind: str, record: records.Record, seed: int):
     return RandomSearch(seed)
 
 
-def scheduler(kind: str, max_epochs: int, o: Options):
+def scheduler(kind: str, max_epochs: int, o: Options, probe_trials: int = 0):
     if kind == "fair":
-        return make_scheduler(max_epochs, o.grace, o.eta)
+        return make_scheduler(max_epochs, o.grace, o.eta, probes=probe_trials)
     if kind == "asha":
         return ASHAScheduler(time_attr="training_iteration", max_t=max_epochs, grace_period=o.grace,
                              reduction_factor=o.eta)
@@ -148,9 +148,11 @@ def run_search(strategy: Strategy, seed: int, o: Options) -> Search:
     record, surrogate = _WORKER["record"], _WORKER["surrogate"]
     start = time.process_time()
     budgeted = o.budget is not None and strategy.key != BASELINE
+    trials = UNLIMITED if budgeted else o.trials
+    tpe_probes = probes(trials) if strategy.searcher == "honest" else 0  # as search.engine gives them
     sim = simulate(surrogate, searcher(strategy.searcher, record, seed),
-                   scheduler(strategy.scheduler, record.max_epochs, o), param_space=_WORKER["space"],
-                   trials=UNLIMITED if budgeted else o.trials, concurrency=o.concurrency, seed=seed,
+                   scheduler(strategy.scheduler, record.max_epochs, o, tpe_probes), param_space=_WORKER["space"],
+                   trials=trials, concurrency=o.concurrency, seed=seed,
                    device_budget=o.budget if budgeted else None)
     seconds, best = sim.anytime()
     return Search(strategy.key, seed, seconds, best, sim.device_seconds(), len(sim.results), len(sim.ended),

@@ -43,7 +43,7 @@ from search.replay import records  # noqa: E402
 from search.replay.simulate import Simulation, simulate  # noqa: E402
 from search.strategy import warm  # noqa: E402
 from search.strategy.asha import make_scheduler  # noqa: E402
-from search.strategy.searcher import HonestOptunaSearch  # noqa: E402
+from search.strategy.searcher import HonestOptunaSearch, probes  # noqa: E402
 
 EARLIER_SEED = 1000  # the earlier search's seed is EARLIER_SEED + s: never one of the compared searches'
 
@@ -56,8 +56,8 @@ def _search(seed: int, trials: int, o: argparse.Namespace, warm_from: Simulation
         trials_table, epochs_table = tables(warm_from)
         taken = tuple(warm.from_tables(trials_table, epochs_table, space, record.max_epochs, "earlier")[0])
     searcher = HonestOptunaSearch(max_epochs=record.max_epochs, seed=seed, base=fixed, warm=taken)
-    return simulate(surrogate, searcher, make_scheduler(record.max_epochs, o.grace, o.eta), param_space=space,
-                    trials=trials, concurrency=o.concurrency, seed=seed)
+    scheduler = make_scheduler(record.max_epochs, o.grace, o.eta, probes=probes(trials, len(taken)))  # as search.engine
+    return simulate(surrogate, searcher, scheduler, param_space=space, trials=trials, concurrency=o.concurrency, seed=seed)
 
 
 def tables(sim: Simulation) -> tuple[pd.DataFrame, pd.DataFrame]:

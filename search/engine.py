@@ -41,8 +41,8 @@ from search.runtime.ray_session import RayUnavailable, ray_session
 from search.runtime.storage import resolve
 from search.settings import MAX_FAILURES, METRIC, MODE, RUN_FILE, Settings, check_resources, param_space
 from search.strategy import study, warm
-from search.strategy.asha import RungKeeper, make_scheduler
-from search.strategy.searcher import HonestOptunaSearch
+from search.strategy.asha import FairASHA, RungKeeper, make_scheduler
+from search.strategy.searcher import HonestOptunaSearch, probes
 from search.strategy.spend import DeviceSpend, SpendStopper
 from search.trainable import SharedSplit, train_trial
 
@@ -155,10 +155,10 @@ def create_tuner(s: Settings, split: Split, make_trainer=None):
             record = records.load(s.replay)
             marks = replay.replay_marks(record, replay.time_scale_for(record, replay.EPOCH_SLEEP))
         write_json({**s.recorded(), "started": started, **marks}, join(s.experiment, RUN_FILE))
-    scheduler = make_scheduler(s.max_epochs, s.grace, s.eta, s.objectives)
     hours, devices = s.device_hours
     space = records.load(s.replay).param_space() if s.replay else param_space(s)  # a record's narrowed widths
     start = warm.load(s.warm_start, space, s.max_epochs) if s.warm_start else warm.WarmStart((), ())
+    scheduler = scheduler_for(s, warm_trials=len(start.trials))
     for note in start.notes:
         print(note, file=sys.stderr)
     searcher = HonestOptunaSearch(
@@ -177,6 +177,12 @@ def create_tuner(s: Settings, split: Split, make_trainer=None):
         ],
         stop=stopper,
     )
+
+
+def scheduler_for(s: Settings, warm_trials: int = 0) -> FairASHA:
+    """The search's ASHA, with TPE's random start-up as probes (search.strategy.asha); warm_trials:
+    a warm start's, which count towards the start-up."""
+    return make_scheduler(s.max_epochs, s.grace, s.eta, s.objectives, probes(s.trials, warm_trials, s.objectives))
 
 
 def trials_at_once(s: Settings, resources: dict) -> int | None:

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from search.strategy.asha import RungKeeper, make_scheduler, rungs
+from search.strategy.searcher import probes
 
 STOP = TrialScheduler.STOP
 EPOCHS = 9
@@ -74,3 +75,40 @@ def test_rungs_of_every_group_survive_a_restore():
     RungKeeper(restored, "unused").set_state(state)  # before Tune sets metric and mode, as on restore
     assert rungs(restored) == rungs(first)
     assert _run(restored, ORDER[5:]) == _run(first, ORDER[5:])
+
+
+def test_probes_stop_at_the_second_rung_however_well_they_do():
+    without, with_probes = (_run(make_scheduler(max_epochs=EPOCHS, grace=1, eta=3, probes=n), ORDER) for n in (0, 2))
+    assert without["c0"] == EPOCHS  # the first trial at every rung goes on unopposed
+    assert with_probes["c0"] == 3 and with_probes["c1"] <= 3  # grace * eta, or the first rung's cut
+    assert with_probes["o2"] == EPOCHS  # later trials as before: the best one-cycle trial ends
+
+
+def test_which_trials_are_probes_survives_a_restore():
+    first = make_scheduler(max_epochs=EPOCHS, grace=1, eta=3, probes=5)
+    _run(first, ORDER[:3])
+    state = RungKeeper(first, "unused").get_state()
+    restored = make_scheduler(max_epochs=EPOCHS, grace=1, eta=3, probes=5)
+    RungKeeper(restored, "unused").set_state(state)
+    resumed = _run(restored, ORDER[3:])
+    assert resumed == _run(first, ORDER[3:])  # c3 and o0 are the last probes; o2, the sixth trial, is not
+    assert resumed["o2"] == EPOCHS
+
+
+def test_probes_are_the_random_start_up_of_a_search_that_goes_beyond_it():
+    assert probes(160) == 10  # TPE's start-up, Optuna's default
+    assert probes(160, warm=4) == 6 and probes(160, warm=12) == 0  # warm trials count towards the start-up
+    assert probes(10) == 0 and probes(11) == 10  # a search of its start-up alone names its best among them
+    assert probes(160, objectives=("val_acc", "params")) == 0  # MO-ASHA: measured no better
+
+
+def test_a_search_gets_its_probes_from_its_settings(tmp_path):
+    from search import engine, run
+
+    def probes_of(*keys: str, warm: int = 0) -> int:
+        return engine.scheduler_for(run.parse(["space=full", *keys, f"storage={tmp_path}"]), warm_trials=warm).probes
+
+    assert probes_of("trials=64") == 10 and probes_of("trials=64", warm=3) == 7
+    assert probes_of("budget=smoke") == 0  # 8 trials: all of them random
+    assert probes_of("trials=64", "objective=val_acc,params") == 0
+    assert list(tmp_path.iterdir()) == []  # settings only: nothing written

@@ -29,6 +29,17 @@ among the first ceil(n / eta) of the n trials recorded at the rung, itself inclu
 ASHA keeps those at or above the (1 - 1/eta) percentile (the first trial at a rung always goes on).
 Fair groups and RungKeeper work as for one objective: one ParetoASHA per schedule, and its rungs,
 {trial_id: [value per objective]}, saved and restored the same way.
+
+Probes. The first trials of a search are TPE's random start-up: drawn only to give its model
+something to start from, they seldom end best (random + FIFO's best of 64 trials is the target TPE
+beats). Each runs to the second rung (grace * eta epochs) and stops there, wherever it stands: its
+accuracy there is what TPE learns from, and the rung keeps it as a yardstick. Before, the first
+trial at each schedule's rungs went on unopposed, so about half the start-up ran to max_epochs. On
+the replay of both CPU records (benchmarks/search_efficiency.py, 100 seeds, docs/replay.md) probes
+reached random + FIFO's final best in 0.27 and 0.26 of its device-time, against 0.35 and 0.27.
+`probes` is given by whoever knows the start-up (search.strategy.searcher.probes: none when the search
+has no more trials than that, when a warm start fills it, or with several objectives, where the
+replay showed no gain); the order trials came in is saved with the rungs.
 """
 
 from __future__ import annotations
@@ -103,8 +114,9 @@ class FairASHA(FIFOScheduler):
     several objectives, one ParetoASHA per value."""
 
     objectives: tuple[str, ...] = ()  # several: MO-ASHA on these; else Ray's ASHA on Tune's metric
+    probes = 0  # the first trials, stopped at the second rung (module docstring); a scheduler pickled before has none
 
-    def __init__(self, max_epochs: int, grace: int, eta: int, objectives: tuple[str, ...] = ()) -> None:
+    def __init__(self, max_epochs: int, grace: int, eta: int, objectives: tuple[str, ...] = (), probes: int = 0) -> None:
         if grace > max_epochs:
             raise ValueError(f"grace={grace} exceeds max_epochs={max_epochs}: ASHA would never stop a trial")
         super().__init__()
@@ -113,6 +125,8 @@ class FairASHA(FIFOScheduler):
         self.groups: dict[str, ASHAScheduler | ParetoASHA] = {}  # public on purpose: the rungs, per group
         self._group_of: dict[str, str] = {}  # trial id -> group
         self._mode: str | None = None  # this class's own: Ray's FIFOScheduler keeps a metric, no mode
+        self.probes, self.probe_epochs = probes, grace * eta
+        self.order: dict[str, int] = {}  # trial id -> its place among the trials added (probes only)
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
         # Ray's own method keeps the metric (the public .metric); set once, as Tune expects of a scheduler.
@@ -136,10 +150,14 @@ class FairASHA(FIFOScheduler):
     def on_trial_add(self, tune_controller, trial) -> None:
         name = str(trial.config.get(GROUP_BY, ""))
         self._group_of[trial.trial_id] = name
+        if self.probes:
+            self.order.setdefault(trial.trial_id, len(self.order))
         self.group(name).on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        return self._of(trial).on_trial_result(tune_controller, trial, result)
+        decision = self._of(trial).on_trial_result(tune_controller, trial, result)  # recorded at its rung
+        probe = self.probes and self.order.get(trial.trial_id, self.probes) < self.probes
+        return TrialScheduler.STOP if probe and result.get(TRAINING_ITERATION, 0) >= self.probe_epochs else decision
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         self._of(trial).on_trial_complete(tune_controller, trial, result)
@@ -156,10 +174,11 @@ class FairASHA(FIFOScheduler):
         return self.groups[self._group_of[trial.trial_id]]
 
 
-def make_scheduler(max_epochs: int, grace: int, eta: int, objectives: tuple[str, ...] = ()) -> FairASHA:
+def make_scheduler(max_epochs: int, grace: int, eta: int, objectives: tuple[str, ...] = (), probes: int = 0) -> FairASHA:
     """ASHA on epochs (one result per epoch), fair between schedules; metric and mode come from
-    TuneConfig. objectives: two or more (results.pareto) make it MO-ASHA on them."""
-    return FairASHA(max_epochs, grace, eta, objectives)
+    TuneConfig. objectives: two or more (results.pareto) make it MO-ASHA on them; probes: the first
+    trials, stopped at the second rung (the module's docstring)."""
+    return FairASHA(max_epochs, grace, eta, objectives, probes)
 
 
 def _rungs_of(group: ASHAScheduler | ParetoASHA) -> list[tuple[float, dict]]:
@@ -191,10 +210,12 @@ class RungKeeper(Callback):
         self.experiment = experiment  # where rungs.json goes at the end: why each trial was stopped
 
     def get_state(self) -> dict:
-        return {"rungs": rungs(self.scheduler)}
+        return {"rungs": rungs(self.scheduler), "order": dict(self.scheduler.order) if self.scheduler.probes else {}}
 
     def set_state(self, state: dict) -> None:
         set_rungs(self.scheduler, state["rungs"])
+        if self.scheduler.probes:
+            self.scheduler.order.update(state.get("order", {}))  # a snapshot from before probes has none
 
     def on_experiment_end(self, trials: list, **info) -> None:
         write_json(rungs(self.scheduler), f"{self.experiment}/{RUNGS_FILE}")
