@@ -39,7 +39,7 @@ the replay of both CPU records (benchmarks/search_efficiency.py, 100 seeds, docs
 reached random + FIFO's final best in 0.27 and 0.26 of its device-time, against 0.35 and 0.27.
 `probes` is given by whoever knows the start-up (search.strategy.searcher.probes: none when the search
 has no more trials than that, when a warm start fills it, or with several objectives, where the
-replay showed no gain); the order trials came in is saved with the rungs.
+replay showed no gain); which trials are probes is saved with the rungs.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ class FairASHA(FIFOScheduler):
         self._group_of: dict[str, str] = {}  # trial id -> group
         self._mode: str | None = None  # this class's own: Ray's FIFOScheduler keeps a metric, no mode
         self.probes, self.probe_epochs = probes, grace * eta
-        self.order: dict[str, int] = {}  # trial id -> its place among the trials added (probes only)
+        self.probed: list[str] = []  # the ids of the first `probes` trials added
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
         # Ray's own method keeps the metric (the public .metric); set once, as Tune expects of a scheduler.
@@ -150,13 +150,13 @@ class FairASHA(FIFOScheduler):
     def on_trial_add(self, tune_controller, trial) -> None:
         name = str(trial.config.get(GROUP_BY, ""))
         self._group_of[trial.trial_id] = name
-        if self.probes:
-            self.order.setdefault(trial.trial_id, len(self.order))
+        if len(self.probed) < self.probes and trial.trial_id not in self.probed:
+            self.probed.append(trial.trial_id)
         self.group(name).on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         decision = self._of(trial).on_trial_result(tune_controller, trial, result)  # recorded at its rung
-        probe = self.probes and self.order.get(trial.trial_id, self.probes) < self.probes
+        probe = self.probes and trial.trial_id in self.probed
         return TrialScheduler.STOP if probe and result.get(TRAINING_ITERATION, 0) >= self.probe_epochs else decision
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
@@ -210,12 +210,12 @@ class RungKeeper(Callback):
         self.experiment = experiment  # where rungs.json goes at the end: why each trial was stopped
 
     def get_state(self) -> dict:
-        return {"rungs": rungs(self.scheduler), "order": dict(self.scheduler.order) if self.scheduler.probes else {}}
+        return {"rungs": rungs(self.scheduler), "probed": list(self.scheduler.probed) if self.scheduler.probes else []}
 
     def set_state(self, state: dict) -> None:
         set_rungs(self.scheduler, state["rungs"])
-        if self.scheduler.probes:
-            self.scheduler.order.update(state.get("order", {}))  # a snapshot from before probes has none
+        if self.scheduler.probes:  # replaced, not added to: Tune may re-add the restored trials first
+            self.scheduler.probed[:] = state.get("probed", [])  # a snapshot from before probes has none
 
     def on_experiment_end(self, trials: list, **info) -> None:
         write_json(rungs(self.scheduler), f"{self.experiment}/{RUNGS_FILE}")
