@@ -5,6 +5,7 @@ warming up at the first rung) and end high; constant-rate trials start high and 
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
@@ -93,6 +94,17 @@ def test_which_trials_are_probes_survives_a_restore():
     resumed = _run(restored, ORDER[3:])
     assert resumed == _run(first, ORDER[3:])  # c3 and o0 are the last probes; o2, the sixth trial, is not
     assert resumed["o2"] == EPOCHS
+
+
+def test_rungs_json_tells_probes_from_trials_a_rung_cut(tmp_path):
+    scheduler = make_scheduler(max_epochs=EPOCHS, grace=1, eta=3, probes=2)
+    trained = _run(scheduler, ORDER)
+    RungKeeper(scheduler, str(tmp_path)).on_experiment_end([])
+    saved = json.loads((tmp_path / "rungs.json").read_text())
+    at_three = {rung["group"]: rung for rung in saved if rung["milestone"] == 3}["constant"]
+    assert trained["c0"] == 3 and "c0" in at_three["probes"]  # stopped as a probe, not by the rung
+    assert {t for rung in saved for t in rung["probes"]} == {"c0", "c1"}
+    assert all(set(rung["probes"]) <= set(rung["recorded"]) for rung in saved)
 
 
 def test_probes_are_the_random_start_up_of_a_search_that_goes_beyond_it():

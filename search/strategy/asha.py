@@ -60,6 +60,7 @@ GROUP_BY = "schedule"  # the config key whose trials are compared only among the
 
 # One {"group": schedule, "milestone": epochs, "recorded": {trial_id: value}} per rung and group;
 # value: metric * sign for one objective (Ray's ASHA), [value per objective] as reported for several.
+# rungs.json adds "probes": [trial_id] to each, the probes among the recorded (explained).
 Rungs = list[dict]
 
 
@@ -195,6 +196,13 @@ def rungs(scheduler: FairASHA) -> Rungs:
     ]
 
 
+def explained(scheduler: FairASHA) -> Rungs:
+    """What rungs.json holds: the rungs, and at each the trials recorded there that are probes, so
+    that a reader can tell a probe stopped at the second rung, whatever its rank there, from a trial
+    the rung cut."""
+    return [{**rung, "probes": [t for t in rung["recorded"] if t in scheduler.probed]} for rung in rungs(scheduler)]
+
+
 def set_rungs(scheduler: FairASHA, state: Rungs) -> None:
     for rung in state:
         by_milestone = {int(m): rec for m, rec in _rungs_of(scheduler.group(rung["group"]))}
@@ -218,5 +226,5 @@ class RungKeeper(Callback):
             self.scheduler.probed[:] = state.get("probed", [])  # a snapshot from before probes has none
 
     def on_experiment_end(self, trials: list, **info) -> None:
-        write_json(rungs(self.scheduler), f"{self.experiment}/{RUNGS_FILE}")
+        write_json(explained(self.scheduler), f"{self.experiment}/{RUNGS_FILE}")
 
