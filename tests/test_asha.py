@@ -107,6 +107,17 @@ def test_rungs_json_tells_probes_from_trials_a_rung_cut(tmp_path):
     assert all(set(rung["probes"]) <= set(rung["recorded"]) for rung in saved)
 
 
+def test_a_scheduler_pickled_before_probes_resumes_and_writes_its_rungs(tmp_path):
+    old = make_scheduler(max_epochs=EPOCHS, grace=1, eta=3)
+    for name in ("probes", "probe_epochs", "probed"):  # as Tuner.restore unpickles one from an earlier version
+        old.__dict__.pop(name, None)
+    keeper = RungKeeper(old, str(tmp_path))
+    keeper.set_state({"rungs": []})  # its snapshot has no "probed" either
+    assert _run(old, ORDER) == _run(make_scheduler(max_epochs=EPOCHS, grace=1, eta=3), ORDER)
+    keeper.on_experiment_end([])
+    assert [rung["probes"] for rung in json.loads((tmp_path / "rungs.json").read_text())] == [[]] * 6
+
+
 def test_probes_are_the_random_start_up_of_a_search_that_goes_beyond_it():
     assert probes(160) == 10  # TPE's start-up, Optuna's default
     assert probes(160, warm=4) == 6 and probes(160, warm=12) == 0  # warm trials count towards the start-up

@@ -116,6 +116,7 @@ class FairASHA(FIFOScheduler):
 
     objectives: tuple[str, ...] = ()  # several: MO-ASHA on these; else Ray's ASHA on Tune's metric
     probes = 0  # the first trials, stopped at the second rung (module docstring); a scheduler pickled before has none
+    probed: tuple[str, ...] = ()  # the ids of the first `probes` trials added (nor has such a scheduler these)
 
     def __init__(self, max_epochs: int, grace: int, eta: int, objectives: tuple[str, ...] = (), probes: int = 0) -> None:
         if grace > max_epochs:
@@ -127,7 +128,6 @@ class FairASHA(FIFOScheduler):
         self._group_of: dict[str, str] = {}  # trial id -> group
         self._mode: str | None = None  # this class's own: Ray's FIFOScheduler keeps a metric, no mode
         self.probes, self.probe_epochs = probes, grace * eta
-        self.probed: list[str] = []  # the ids of the first `probes` trials added
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
         # Ray's own method keeps the metric (the public .metric); set once, as Tune expects of a scheduler.
@@ -152,12 +152,12 @@ class FairASHA(FIFOScheduler):
         name = str(trial.config.get(GROUP_BY, ""))
         self._group_of[trial.trial_id] = name
         if len(self.probed) < self.probes and trial.trial_id not in self.probed:
-            self.probed.append(trial.trial_id)
+            self.probed = (*self.probed, trial.trial_id)
         self.group(name).on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         decision = self._of(trial).on_trial_result(tune_controller, trial, result)  # recorded at its rung
-        probe = self.probes and trial.trial_id in self.probed
+        probe = trial.trial_id in self.probed
         return TrialScheduler.STOP if probe and result.get(TRAINING_ITERATION, 0) >= self.probe_epochs else decision
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
@@ -218,12 +218,12 @@ class RungKeeper(Callback):
         self.experiment = experiment  # where rungs.json goes at the end: why each trial was stopped
 
     def get_state(self) -> dict:
-        return {"rungs": rungs(self.scheduler), "probed": list(self.scheduler.probed) if self.scheduler.probes else []}
+        return {"rungs": rungs(self.scheduler), "probed": list(self.scheduler.probed)}
 
     def set_state(self, state: dict) -> None:
         set_rungs(self.scheduler, state["rungs"])
-        if self.scheduler.probes:  # replaced, not added to: Tune may re-add the restored trials first
-            self.scheduler.probed[:] = state.get("probed", [])  # a snapshot from before probes has none
+        # Replaced, not added to: Tune may re-add the restored trials first. A snapshot from before probes has none.
+        self.scheduler.probed = tuple(state.get("probed", ()))
 
     def on_experiment_end(self, trials: list, **info) -> None:
         write_json(explained(self.scheduler), f"{self.experiment}/{RUNGS_FILE}")
