@@ -1,11 +1,11 @@
 """A multi-node rehearsal on one machine: `python -m search.run address=...` against a simulated cluster.
 
 `ray.cluster_utils.Cluster` starts a head with no CPUs (so no trial runs there) and two worker
-nodes with 2 logical GPUs each; with gpus_per_trial=0.5 each node fits four trials. The search
+nodes with 1 logical GPU each; with gpus_per_trial=0.5 each node fits two trials. The search
 runs as a subprocess, as a user runs it. Every trial is held at the start of its second epoch (a
 sitecustomize on the cluster's PYTHONPATH wraps Trainer.run_epoch) until the test opens a gate:
-once all eight are held, each with its first epoch reported (so with a checkpoint), the test
-removes one node, from the main thread as Ray requires, and then opens the gate. That node's four
+once all four are held, each with its first epoch reported (so with a checkpoint), the test
+removes one node, from the main thread as Ray requires, and then opens the gate. That node's two
 trials fail, are retried (FailureConfig(max_failures=2)) and continue from their checkpoints on the
 surviving node. Holding them makes the moment certain: no polling race for a trial "one epoch in".
 
@@ -31,9 +31,11 @@ from results.schema import EPOCHS, TRIALS, read_table
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-TRIALS_N, MAX_EPOCHS, GRACE = 8, 3, 2  # grace 2: every trial runs at least 2 epochs, so one hit after epoch 1 must go on
-GPUS_PER_NODE, GPUS_PER_TRIAL = 2, 0.5
-PER_NODE = int(GPUS_PER_NODE / GPUS_PER_TRIAL)  # 4 trials fit on a node
+TRIALS_N, MAX_EPOCHS, GRACE = 4, 3, 2  # grace 2: every trial runs at least 2 epochs, so one hit after epoch 1 must go on
+# Two trials a node, sharing its GPU: every trial is a process of its own to start (each about as
+# costly as a short test), so the fewest that still fill both nodes with shared GPUs.
+GPUS_PER_NODE, GPUS_PER_TRIAL = 1, 0.5
+PER_NODE = int(GPUS_PER_NODE / GPUS_PER_TRIAL)  # 2 trials fit on a node
 # Deadlines for a hang only (the whole test takes about a minute here): never a margin to meet.
 HOLD_WAIT_S, SEARCH_WAIT_S = 300, 300
 
@@ -107,7 +109,7 @@ def test_a_lost_node_s_trials_resume_from_their_checkpoints_on_the_other(cluster
             assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
             assert time.monotonic() < deadline, f"after {HOLD_WAIT_S} s: {held} trials held, epochs {at_removal}"
             time.sleep(0.2)
-        # Eight trials at once, four on each node: every GPU slot of both nodes taken.
+        # Four trials at once, two on each node: every GPU slot of both nodes taken.
         first_nodes = [rows[0]["node"] for rows in at_removal.values()]
         assert sorted(first_nodes.count(n) for n in short) == [PER_NODE, PER_NODE], first_nodes
         gone = first_nodes[0]
