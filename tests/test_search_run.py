@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -202,14 +203,41 @@ def test_an_experiment_written_by_code_moved_since_is_one_line_on_resume_and_col
 
 
 def test_two_concurrent_starts_of_one_name_run_one_search(tmp_path):
+    """Two starts of one name, 0.3 s apart: one runs the search, the other is refused in one line
+    with exit 2, by the lock the running one holds or, if it looks that late, by the run.json the
+    running one wrote. The running one's trial waits before its first epoch until the other has
+    ended, so that no search can end before the other start has looked (a busy machine once let a
+    one-trial search finish first, and the second start found a finished search)."""
+    from conftest import HOLD_TRIALS
+
+    gate, inject = tmp_path / "gate", tmp_path / "inject"
+    gate.mkdir(), inject.mkdir()
+    (inject / "sitecustomize.py").write_text(HOLD_TRIALS)
+    env = {**ENV, "HOLD_GATE": str(gate), "HOLD_EPOCH": "0",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(inject), os.environ.get("PYTHONPATH")]))}
     args = [*SMALL, "trials=1", "max_epochs=1", "name=twice"]
-    first = start(*args, cwd=tmp_path)
+    starts = [start(*args, cwd=tmp_path, env=env)]
     time.sleep(0.3)
-    second = start(*args, cwd=tmp_path)
-    ends = [(p.returncode, out, err) for p in (first, second) for out, err in [p.communicate(timeout=300)]]
-    assert sorted(code for code, _, _ in ends) == [0, 2], [e[2][-2000:] for e in ends]
-    _, _, refused = next(e for e in ends if e[0] == 2)
-    assert "runs/twice is in use by search.run (pid " in refusal(refused)
+    starts.append(start(*args, cwd=tmp_path, env=env))
+    try:
+        deadline = time.monotonic() + 300  # a hang's deadline, not a margin to meet
+        while all(p.poll() is None for p in starts):
+            assert time.monotonic() < deadline, "neither start has ended"
+            time.sleep(0.2)
+        refused = next(p for p in starts if p.poll() is not None)
+        said = refused.communicate()[1]
+        (gate / "open").touch()
+        ran = next(p for p in starts if p is not refused)
+        out, err = ran.communicate(timeout=300)
+    finally:
+        (gate / "open").touch()
+        for p in starts:
+            if p.poll() is None:  # leave no search (or its Ray) behind
+                os.killpg(p.pid, signal.SIGKILL)
+    assert (refused.returncode, ran.returncode) == (2, 0), (said[-2000:], err[-2000:])
+    line = refusal(said)
+    assert "runs/twice is in use by search.run (pid " in line or \
+        line == "error: runs/twice exists: add resume=true to continue it, or give another name=", line
     trials, _ = report(tmp_path / "runs" / "twice")
     assert len(trials) == 1 and set(trials["status"]) == {"completed"}
     assert len(glob.glob(str(tmp_path / "runs" / "twice" / "trial_*"))) == 1
