@@ -142,6 +142,15 @@ def lock_holder() -> Iterator[Callable[[Path], subprocess.Popen]]:
             proc.wait()
 
 
+def with_site(folder: Path, code: str, base: dict, **env: str) -> dict:
+    """`base` plus `env`, with a sitecustomize of `code` (written into folder/inject) first on its
+    PYTHONPATH: the commands a test starts with it, and their Ray workers, run `code` at start."""
+    inject = folder / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(code)
+    return {**base, **env, "PYTHONPATH": os.pathsep.join([str(inject), *filter(None, [base.get("PYTHONPATH")])])}
+
+
 def patched_on_import(module: str, patch: str) -> str:
     """A sitecustomize (source) that calls patch(MODULE) once `module` is imported: `patch` is
     source defining that function (os, sys and time are imported). Put on PYTHONPATH, it reaches the

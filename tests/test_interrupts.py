@@ -95,10 +95,9 @@ def test_ctrl_c_twice_then_the_printed_command_then_sigkill_and_a_move_lose_and_
         assert reached == recorded, milestone
 
 def _with_site(tmp_path: Path, code: str, **env: str) -> dict:
-    inject = tmp_path / "inject"
-    inject.mkdir()
-    (inject / "sitecustomize.py").write_text(code)
-    return {**ENV, **env, "PYTHONPATH": os.pathsep.join([str(inject), *filter(None, [ENV.get("PYTHONPATH")])])}
+    from conftest import with_site
+
+    return with_site(tmp_path, code, ENV, **env)
 
 
 @pytest.mark.parametrize("to_group", [False, True], ids=["kill", "timeout"])

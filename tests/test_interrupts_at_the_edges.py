@@ -258,7 +258,7 @@ def test_a_search_stopped_at_each_of_its_edges_finishes_on_the_command_it_prints
         assert said == ["python -m search.run name=edges resume=true"], out
         return shlex.split(said[0])[3:]
 
-    def stopped(args: list[str], env: dict, gate_file: str, sent: int, go: bool = False) -> tuple[str, str]:
+    def stopped(args: list[str], env: dict, gate_file: str, sent: int, go: bool = False) -> str:
         proc = subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=tmp_path, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                                 preexec_fn=as_typed_in_a_terminal)
@@ -274,7 +274,7 @@ def test_a_search_stopped_at_each_of_its_edges_finishes_on_the_command_it_prints
                 os.killpg(proc.pid, signal.SIGKILL)
         assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[sent], (gate_file, out[-2000:], err[-3000:])
         assert "Traceback" not in err and not (experiment / LOCK_FILE).exists(), err[-3000:]
-        return out, err
+        return out
 
     # 1. Before Tune's first snapshot: nothing of Tune's is written, the asked trial is RUNNING.
     first = search(*SMALL, "trials=3", "max_epochs=1", "name=edges", cwd=tmp_path,
@@ -288,12 +288,12 @@ def test_a_search_stopped_at_each_of_its_edges_finishes_on_the_command_it_prints
     assert "resume with" in first.stdout.splitlines()[-1]
 
     # 2. While Ray stops after the trials: the resume command is the last line.
-    out, _ = stopped(args, held(HOLD_RAY_STOP, "stopping"), "stopping-ray", signal.SIGTERM, go=True)
+    out = stopped(args, held(HOLD_RAY_STOP, "stopping"), "stopping-ray", signal.SIGTERM, go=True)
     assert printed(out) == args and "resume with" in out.splitlines()[-1]
 
     # 3, 4. While the report is made, once for each signal: no report, the same command.
     for sent in (signal.SIGINT, signal.SIGTERM):
-        out, _ = stopped(args, held(HOLD_COLLECT, f"collecting-{sent.name}"), "collecting", sent)
+        out = stopped(args, held(HOLD_COLLECT, f"collecting-{sent.name}"), "collecting", sent)
         assert printed(out) == args and not (experiment / "report").exists()
         (gate / "collecting").unlink()
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import as_typed_in_a_terminal
+from conftest import as_typed_in_a_terminal, with_site
 from optuna.trial import TrialState
 
 from model.config import Config, preset
@@ -210,11 +210,9 @@ def test_two_concurrent_starts_of_one_name_run_one_search(tmp_path):
     one-trial search finish first, and the second start found a finished search)."""
     from conftest import HOLD_TRIALS
 
-    gate, inject = tmp_path / "gate", tmp_path / "inject"
-    gate.mkdir(), inject.mkdir()
-    (inject / "sitecustomize.py").write_text(HOLD_TRIALS)
-    env = {**ENV, "HOLD_GATE": str(gate), "HOLD_EPOCH": "0",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(inject), os.environ.get("PYTHONPATH")]))}
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = with_site(tmp_path, HOLD_TRIALS, ENV, HOLD_GATE=str(gate), HOLD_EPOCH="0")
     args = [*SMALL, "trials=1", "max_epochs=1", "name=twice"]
     starts = [start(*args, cwd=tmp_path, env=env)]
     time.sleep(0.3)
@@ -246,9 +244,7 @@ def test_two_concurrent_starts_of_one_name_run_one_search(tmp_path):
 def test_a_search_whose_every_trial_fails_exits_1_and_lists_the_errors(tmp_path):
     from conftest import BREAK_TRAINING
 
-    (tmp_path / "inject").mkdir()
-    (tmp_path / "inject" / "sitecustomize.py").write_text(BREAK_TRAINING)
-    env = {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "inject"), os.environ.get("PYTHONPATH")]))}
+    env = with_site(tmp_path, BREAK_TRAINING, ENV)
     done = search(*SMALL, "trials=1", "max_epochs=1", "name=broken", cwd=tmp_path, env=env)
     assert done.returncode == FAILED, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
