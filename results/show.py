@@ -559,6 +559,8 @@ def main(argv: list[str]) -> int:
             raise ValueError(f"columns={args['columns']!r}: the only choice is all")
         if len(paths) > 1 and args:
             raise ValueError(f"{' and '.join(f'{key}=' for key in args)} applies to one experiment; give one folder")
+        if "trial" in args and "columns" in args:  # one trial's view already holds its every hyperparameter
+            raise ValueError("trial= and columns=all: give one; trial=ID shows that trial's every hyperparameter")
         experiments = [load(path) for path in paths]
         for exp in (e for e in experiments if e.searched):  # a retrain-only folder has no run.json
             lacking = [key for key in RUN_FIELDS if key not in exp.run]

@@ -181,7 +181,8 @@ def _recorded(storage: str, name: str, session: dict) -> Settings:
     location = join(storage, name)  # as the user gave it: relative paths name the same files
     file = join(location, RUN_FILE)
     if not is_file(file):
-        raise ValueError(f"nothing to resume: {file} does not exist")
+        raise ValueError(f"nothing to resume: {file} does not exist; give the name= (and storage=) of a search "
+                         f"started before, or start it without resume=true")
     record = read_json(file)
     if not isinstance(record, dict):
         raise ValueError(f"{file}: expected the JSON object search.run writes, found {type(record).__name__}")

@@ -37,7 +37,10 @@ def main(argv: list[str]) -> int:
     if overrides.wants_help(argv):
         print(usage())
         return 0
-    if argv == ["list"]:
+    if "list" in argv:
+        if argv != ["list"]:
+            return overrides.reject(ValueError("list takes nothing else: python -m search.run list (every space, "
+                                               "its keys and ranges)"))
         from search.describe import print_spaces
 
         print_spaces()

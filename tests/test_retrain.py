@@ -119,6 +119,13 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, capsys, a
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
+def test_a_first_seed_too_large_for_its_seeds_says_the_seeds_run_from_it(tmp_path, capsys) -> None:
+    assert retrain_main([str(tmp_path / "runs" / "x"), "config=seed", "seed=4294967295", "seeds=2"]) == 2
+    assert capsys.readouterr().err == ("error: seed=4294967295: must lie between 0 and 4,294,967,294 (the first of "
+                                       "seeds=2: seed to seed + 1, each at most 4,294,967,295)\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_unwritable_run_folder_is_refused_before_training(tmp_path, capsys) -> None:
     folder = tmp_path / "runs"
     folder.mkdir()

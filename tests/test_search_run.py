@@ -347,8 +347,11 @@ BAD = [
     (["space=augmentation", "address=not an address"], "address='not an address'"),
     (["space=augmentation", "address=127.0.0.1:1", "shared=true"], "address=127.0.0.1:1: nothing answers there"),
     (["resume=true"], "resume=true needs name=NAME"),
-    (["name=ghost", "resume=true"], "nothing to resume: runs/ghost/run.json does not exist"),
+    (["name=ghost", "resume=true"], "nothing to resume: runs/ghost/run.json does not exist; give the name= (and "
+                                    "storage=) of a search started before, or start it without resume=true"),
     (["space=augmentation", "name=ghost", "resume=true"], "nothing to resume: runs/ghost/run.json does not exist"),
+    (["list", "space=full"], "list takes nothing else: python -m search.run list"),
+    (["space=full", "list"], "list takes nothing else: python -m search.run list"),
 ]
 
 

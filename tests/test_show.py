@@ -439,6 +439,13 @@ def test_a_key_given_with_two_experiments_is_one_line_naming_the_key(tmp_path, s
     assert shown.stderr.strip() == "error: trial= applies to one experiment; give one folder"
 
 
+def test_trial_and_columns_all_together_are_one_line(tmp_path, show):
+    folder = write_search(tmp_path / "a", n=2)
+    shown = show(str(folder), "trial=x", "columns=all")
+    assert shown.returncode == 2 and shown.stdout == ""
+    assert shown.stderr.strip() == "error: trial= and columns=all: give one; trial=ID shows that trial's every hyperparameter"
+
+
 def test_one_trial_of_one_epoch_is_said_in_the_singular(tmp_path):
     folder = write_search(tmp_path / "one", n=1)
     run = json.loads((folder / "run.json").read_text())

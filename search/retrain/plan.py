@@ -84,7 +84,7 @@ def parse_args(argv: list[str]) -> Plan:
         raise ValueError(f"device={device!r}: choose cpu or cuda")
     if device == "cuda" and gpus == 0:
         raise ValueError("device=cuda with gpus_per_trial=0: a task without a GPU cannot use cuda")
-    first_seed = overrides.parse_int("seed", args.pop("seed"), 0, MAX_SEED - seeds + 1) if "seed" in args else 0
+    first_seed = _first_seed(args.pop("seed"), seeds) if "seed" in args else 0
     cfg = Config.from_flat({**args, "epochs": epochs, "seed": first_seed}, base=base)  # the rest: Config keys
     if args:  # winner.json and results.show name what was retrained: not the trial or preset as it was
         source += " with " + " ".join(f"{key}={value}" for key, value in args.items())
@@ -92,6 +92,15 @@ def parse_args(argv: list[str]) -> Plan:
     return Plan(
         run, cfg, source, tuple(range(first_seed, first_seed + seeds)), data_dir, subset, address, cpus, gpus, device
     )
+
+
+def _first_seed(text: str, seeds: int) -> int:
+    """`seed=`: the first of the `seeds` seeds, which run seed, seed + 1, ...; the last must fit 32 bits too."""
+    try:
+        return overrides.parse_int("seed", text, 0, MAX_SEED - seeds + 1)
+    except ValueError as error:
+        raise ValueError(f"{error} (the first of seeds={seeds}: seed to seed + {seeds - 1}, each at most "
+                         f"{MAX_SEED:,})") from None
 
 
 def _config_from_search(run: str, trial: str | None) -> tuple[Config, str]:
