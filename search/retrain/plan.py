@@ -99,6 +99,8 @@ def _first_seed(text: str, seeds: int) -> int:
     try:
         return overrides.parse_int("seed", text, 0, MAX_SEED - seeds + 1)
     except ValueError as error:
+        if seeds == 1:
+            raise
         raise ValueError(f"{error} (the first of seeds={seeds}: seed to seed + {seeds - 1}, each at most "
                          f"{MAX_SEED:,})") from None
 
