@@ -37,16 +37,15 @@ def main(argv: list[str]) -> int:
     if overrides.wants_help(argv):
         print(usage())
         return 0
-    if "list" in argv:
-        if argv != ["list"]:
-            return overrides.reject(ValueError("list takes nothing else: python -m search.run list (every space, "
-                                               "its keys and ranges)"))
+    if argv == ["list"]:
         from search.describe import print_spaces
 
         print_spaces()
         return 0
     settings = None
     try:
+        if "list" in argv:
+            raise ValueError("list takes nothing else: python -m search.run list (every space, its keys and ranges)")
         settings = parse(argv)
         if settings.resume:
             from search.report import finished, print_report

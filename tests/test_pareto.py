@@ -34,7 +34,7 @@ from search.replay import records
 from search.strategy import study
 from search.strategy.asha import RungKeeper, make_scheduler, rungs
 from search.strategy.searcher import REFUSED_ATTR, STOPPED_ATTR, HonestOptunaSearch, TPEWithRefusals
-from conftest import patched_on_import, wait_until, wait_until_held_and_snapshotted
+from conftest import patched_on_import, wait_until, wait_until_held_and_snapshotted, with_site
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
@@ -300,11 +300,9 @@ def searched(record, tmp_path_factory) -> tuple[Path, dict[str, str], str]:
     second epoch: those MO-ASHA stopped at epoch 1 have ended, two wait; killed once both wait and an
     experiment snapshot was taken since (Tune takes one at least every 10 s)."""
     folder = tmp_path_factory.mktemp("killed")
-    inject, gate = folder / "inject", folder / "gate"
-    inject.mkdir(), gate.mkdir()
-    (inject / "sitecustomize.py").write_text(HOLD_REPLAY)
-    env = {**ENV, "HOLD_GATE": str(gate), "HOLD_EPOCH": "1",
-           "PYTHONPATH": os.pathsep.join([str(inject), *filter(None, [ENV.get("PYTHONPATH")])])}
+    gate = folder / "gate"
+    gate.mkdir()
+    env = with_site(folder, HOLD_REPLAY, ENV, HOLD_GATE=str(gate), HOLD_EPOCH="1")
     experiment = folder / "runs" / "front"
     proc = subprocess.Popen(_search(record, folder / "runs", "front"), cwd=folder, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)

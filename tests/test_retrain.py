@@ -510,13 +510,12 @@ def test_each_epoch_is_a_line_as_it_ends_and_sigterm_stops_the_retrain_with_exit
     """The seeds are held before their second epoch (conftest.HOLD_TRIALS): the first epoch's line
     is printed while they train on, and SIGTERM (kill, timeout, a scheduler) to the driver ends the
     retrain as Ctrl-C does: one line, exit 143, winner/ untouched, the lock released."""
-    from conftest import HOLD_TRIALS
+    from conftest import HOLD_TRIALS, with_site
 
-    inject, gate = tmp_path / "inject", tmp_path / "gate"
-    inject.mkdir(), gate.mkdir()
-    (inject / "sitecustomize.py").write_text(HOLD_TRIALS)
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1", "HOLD_GATE": str(gate), "HOLD_EPOCH": "1",
-           "PYTHONPATH": os.pathsep.join([str(inject), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = with_site(tmp_path, HOLD_TRIALS, {**os.environ, "RAY_AUTH_MODE": "disabled"}, PYTHONUNBUFFERED="1",
+                    HOLD_GATE=str(gate), HOLD_EPOCH="1")
     run = tmp_path / "runs" / "held"
     proc = _retrain([str(run), "config=seed", "seeds=2", "epochs=2", "subset=600", f"data_dir={fmnist_dir}", *SMALL], env)
     lines: list[str] = []
